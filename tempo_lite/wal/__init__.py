@@ -1,0 +1,81 @@
+"""The write-ahead log: a durable, partitioned, Kafka-shaped log of OTLP payloads.
+
+Every backend (embedded SQLite, a Kafka-protocol broker) implements `WriteAheadLog`. Producers
+append and are told an offset only once the record is durable; each consumer group (live-store,
+block-builder, metrics-generator) reads from its own committed offset, so a restart replays exactly
+what that group had not finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class WalEntry:
+    """What a producer appends: one OTLP `TracesData` payload for one tenant and partition."""
+
+    partition: int
+    tenant: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WalRecord:
+    """What a consumer reads back."""
+
+    partition: int
+    offset: int
+    tenant: str
+    payload: bytes
+    timestamp_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class WalStatistics:
+    """Introspection for /metrics and back-pressure (bytes not yet committed by every group)."""
+
+    partitions: int
+    records_retained: int
+    bytes_retained: int
+    bytes_limit: int
+
+
+class WriteAheadLog(Protocol):
+    """One interface for every WAL backend; see tests/test_wal_contract.py for the contract."""
+
+    @property
+    def partitions(self) -> int: ...
+
+    async def append(self, entries: Sequence[WalEntry]) -> list[int]:
+        """Append entries and return their offsets once all of them are durable.
+
+        Concurrent callers share one fsync / broker round-trip (group commit). Raises
+        `tempo_lite.errors.Unavailable` when retained bytes exceed the configured bound.
+        """
+        ...
+
+    async def read(self, partition: int, start_offset: int, max_records: int) -> list[WalRecord]:
+        """Records with offset >= start_offset, in offset order, at most max_records; [] if none yet."""
+        ...
+
+    async def wait_for_records(self, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until a record with offset >= `offset` exists (True) or `timeout` seconds pass (False)."""
+        ...
+
+    async def commit(self, group: str, partition: int, next_offset: int) -> None:
+        """Durably record that `group` has processed every record below `next_offset`."""
+        ...
+
+    async def committed(self, group: str, partition: int) -> int:
+        """The next offset `group` must read (0 when it never committed)."""
+        ...
+
+    async def end_offset(self, partition: int) -> int:
+        """The offset the next appended record of `partition` will get."""
+        ...
+
+    def statistics(self) -> WalStatistics: ...
+
+    async def aclose(self) -> None: ...
