@@ -1,0 +1,266 @@
+"""`TempoLite`: every component of one tempo-lite process, wired together and run in one trio nursery.
+
+Start-up order: WAL, object store, live-store (replays what is not yet in blocks), block list,
+block-builder, compactor, then the listeners. Shutdown (`stop()`): stop accepting, let in-flight
+requests finish, flush every pending span into blocks, close the WAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from tempo_lite import spantable
+from tempo_lite.blockbuilder import BlockBuilder
+from tempo_lite.config import Config, split_endpoint
+from tempo_lite.distributor import Distributor
+from tempo_lite.livestore import LiveStore
+from tempo_lite.metrics import Metrics
+from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.querier.tracebyid import Querier
+from tempo_lite.server import serve_asgi
+from tempo_lite.storage.cache import ByteCache
+from tempo_lite.storage.store import ObjectStore
+from tempo_lite.wal import WriteAheadLog
+from tempo_lite.wal.factory import WalConfig, open_wal
+
+log = logging.getLogger("tempo_lite")
+
+BLOCKLIST_POLL_SECONDS = 15.0
+
+
+@dataclass
+class Listeners:
+    """Where each listener actually bound (port 0 in the config picks a free port)."""
+
+    addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        host, port = self.addresses[name]
+        return f"http://{host}:{port}"
+
+
+async def open_object_store(config: Config) -> ObjectStore:
+    from tempo_lite.storage.store import local_store, memory_store
+
+    trace = config.storage.trace
+    if trace.backend == "local":
+        return local_store(trace.local.path)
+    if trace.backend == "memory":
+        return memory_store()
+    from tempo_lite.storage.backends import open_store_from_config
+
+    return await open_store_from_config(trace)
+
+
+class TempoLite:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.listeners = Listeners()
+        self.api_extensions: list[Callable[[Any, TempoLite], None]] = []
+        self.wal: WriteAheadLog
+        self.store: ObjectStore
+        self.livestore: LiveStore
+        self.blocklist: BlockList
+        self.blockbuilder: BlockBuilder
+        self.querier: Querier
+        self.distributor: Distributor
+        self.cache = ByteCache(config.storage.trace.cache_bytes)
+        self._stop = trio.Event()
+        self._receivers_stopped = trio.Event()
+        self._udp_scopes: list[trio.CancelScope] = []
+        # Extra long-running components (compactor, metrics-generator): `await nursery.start(fn, self)`.
+        self.component_starters: list[Callable[..., Any]] = []
+        self.started = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (idempotent; safe from a signal-handling task)."""
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Listeners] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        wal_cfg = cfg.storage.trace.wal
+        self.wal = await open_wal(
+            WalConfig(
+                backend=wal_cfg.backend,
+                path=wal_cfg.path,
+                partitions=wal_cfg.partitions,
+                bytes_limit=wal_cfg.max_retained_bytes,
+                kafka_brokers=wal_cfg.kafka.brokers,
+                kafka_topic=wal_cfg.kafka.topic,
+            )
+        )
+        try:
+            self.store = await open_object_store(cfg)
+            await self._run_components(task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.wal.aclose()
+
+    async def _run_components(self, task_status: trio.TaskStatus[Listeners]) -> None:
+        cfg = self.config
+        self.livestore = LiveStore(
+            self.wal,
+            self.metrics,
+            max_bytes=cfg.live_store.max_bytes,
+            complete_block_timeout=cfg.live_store.complete_block_timeout,
+        )
+        self.blocklist = BlockList(self.store)
+        self.blockbuilder = BlockBuilder(
+            self.wal,
+            self.livestore,
+            self.store,
+            self.blocklist,
+            self.metrics,
+            cycle=cfg.block_builder.consume_cycle_duration,
+            max_block_bytes=cfg.block_builder.max_block_bytes,
+            block=cfg.storage.trace.block,
+        )
+        self.querier = Querier(
+            self.livestore, self.blocklist, self.store, self.cache, self.metrics,
+            concurrency=cfg.query_frontend.search.concurrent_jobs,
+        )
+        self.distributor = Distributor(
+            cfg, self.wal, self.metrics,
+            is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.livestore.run)
+            await nursery.start(self.blocklist.run, BLOCKLIST_POLL_SECONDS)
+            await nursery.start(self.blockbuilder.run)
+            for start in self.component_starters:
+                await nursery.start(start, self)
+            async with trio.open_nursery() as receivers:
+                await self._start_receivers(receivers)
+                await self._start_api(nursery)
+                self.started = True
+                log.info("tempo-lite ready: %s", ", ".join(
+                    f"{name}={host}:{port}" for name, (host, port) in self.listeners.addresses.items()
+                ))
+                task_status.started(self.listeners)
+                await self._stop.wait()
+                log.info("shutting down: refusing new spans, draining in-flight requests")
+                self.distributor.accepting = False
+                self._receivers_stopped.set()
+                for scope in self._udp_scopes:
+                    scope.cancel()
+            log.info("flushing pending spans to blocks")
+            with trio.CancelScope(shield=True):
+                await self.blockbuilder.flush_all()
+            nursery.cancel_scope.cancel()
+        log.info("stopped")
+
+    async def _receivers_shutdown(self) -> None:
+        await self._receivers_stopped.wait()
+
+    def _wal_saturated(self) -> bool:
+        stats = self.wal.statistics()
+        return stats.bytes_retained >= stats.bytes_limit
+
+    async def _serve(
+        self, nursery: trio.Nursery, name: str, app: Any, endpoint: str, where: str, *, graceful: bool
+    ) -> None:
+        host, port = split_endpoint(endpoint, where)
+        bound = await nursery.start(
+            lambda task_status: serve_asgi(
+                app, host, port, name=name, task_status=task_status,
+                shutdown_trigger=self._receivers_shutdown if graceful else None,
+            )
+        )
+        self.listeners.addresses[name] = bound
+
+    async def _start_receivers(self, nursery: trio.Nursery) -> None:
+        from tempo_lite.receivers.http_ingest import jaeger_http_app, otlp_http_app, zipkin_http_app
+
+        receivers = self.config.distributor.receivers
+        max_bytes = self.config.distributor.max_request_bytes
+        push = self.distributor.push
+        if receivers.otlp and receivers.otlp.protocols.http:
+            await self._serve(nursery, "otlp_http", otlp_http_app(push, max_request_bytes=max_bytes),
+                              receivers.otlp.protocols.http.endpoint or "127.0.0.1:4318",
+                              "distributor.receivers.otlp.protocols.http.endpoint", graceful=True)
+        if receivers.otlp and receivers.otlp.protocols.grpc:
+            from tempo_lite.receivers.otlp_grpc import otlp_grpc_app
+
+            await self._serve(nursery, "otlp_grpc", otlp_grpc_app(push, max_message_bytes=max_bytes),
+                              receivers.otlp.protocols.grpc.endpoint or "127.0.0.1:4317",
+                              "distributor.receivers.otlp.protocols.grpc.endpoint", graceful=True)
+        if receivers.zipkin:
+            await self._serve(nursery, "zipkin", zipkin_http_app(push, max_request_bytes=max_bytes),
+                              receivers.zipkin.endpoint or "127.0.0.1:9411",
+                              "distributor.receivers.zipkin.endpoint", graceful=True)
+        if receivers.jaeger:
+            protocols = receivers.jaeger.protocols
+            if protocols.thrift_http:
+                await self._serve(nursery, "jaeger_thrift_http", jaeger_http_app(push, max_request_bytes=max_bytes),
+                                  protocols.thrift_http.endpoint or "127.0.0.1:14268",
+                                  "distributor.receivers.jaeger.protocols.thrift_http.endpoint", graceful=True)
+            for name, proto, compact, default in (
+                ("jaeger_thrift_compact", protocols.thrift_compact, True, "127.0.0.1:6831"),
+                ("jaeger_thrift_binary", protocols.thrift_binary, False, "127.0.0.1:6832"),
+            ):
+                if proto is None:
+                    continue
+                from tempo_lite.receivers.jaeger_udp import serve_jaeger_udp
+
+                host, port = split_endpoint(proto.endpoint or default, f"distributor.receivers.jaeger.protocols.{name}")
+
+                async def udp_push(request: Any) -> None:
+                    await push(None, request, request.ByteSize())
+
+                scope = trio.CancelScope()
+                self._udp_scopes.append(scope)
+
+                async def serve_udp(h: str, p: int, c: bool, scope: trio.CancelScope, task_status: Any) -> None:
+                    with scope:
+                        await serve_jaeger_udp(h, p, c, udp_push, task_status=task_status)
+
+                bound = await nursery.start(serve_udp, host, port, compact, scope)
+                self.listeners.addresses[name] = bound
+
+    async def _start_api(self, nursery: trio.Nursery) -> None:
+        from tempo_lite.api.app import create_api
+
+        server = self.config.server
+        await self._serve(nursery, "http", create_api(self),
+                          f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
+                          graceful=False)
+
+    # --- queries used by the API -----------------------------------------------------------------
+
+    def not_ready_reason(self) -> str | None:
+        if not self.started:
+            return "Some services are not Running: starting"
+        if self._stop.is_set():
+            return "Application is stopping"
+        return None
+
+    def refresh_gauges(self) -> None:
+        stats = self.wal.statistics()
+        self.metrics.wal_retained_bytes.set(stats.bytes_retained)
+        self.metrics.livestore_bytes.set(self.livestore.nbytes)
+
+    async def find_trace(
+        self, tenants: list[str], trace_id: bytes, start_ns: int = 0, end_ns: int = 0
+    ) -> tuple[TracesData | None, int, list[str]]:
+        tables = []
+        inspected = 0
+        failed: list[str] = []
+        for tenant in tenants:
+            found = await self.querier.find_trace(tenant, trace_id, start_ns, end_ns)
+            inspected += found.inspected_bytes
+            failed += found.failed_blocks
+            if found.table is not None:
+                tables.append(found.table)
+        if not tables:
+            return None, inspected, failed
+        table = spantable.concat(tables) if len(tables) > 1 else tables[0]
+        return spantable.to_traces_data(table), inspected, failed

@@ -1,0 +1,70 @@
+"""`BlockMeta`: the contents of a block's `meta.json` (written last; its presence makes the block exist)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+
+FORMAT_VERSION = "tl1"
+META = "meta.json"
+COMPACTED_META = "meta.compacted.json"
+DATA, RESOURCES, TRACES, BLOOM = "data.parquet", "resources.parquet", "traces.parquet", "bloom"
+
+# Namespace for deterministic block IDs: replaying the same WAL range rewrites the same block.
+_BLOCK_NAMESPACE = uuid.UUID("8f3c7a52-4c1e-4a8e-9b7d-2f0e6c9d1a35")
+
+
+def block_id_for(tenant: str, partition: int, first_offset: int) -> str:
+    return str(uuid.uuid5(_BLOCK_NAMESPACE, f"{tenant}/{partition}/{first_offset}"))
+
+
+def compacted_block_id(tenant: str, inputs: list[str]) -> str:
+    return str(uuid.uuid5(_BLOCK_NAMESPACE, f"{tenant}/compacted/{','.join(sorted(inputs))}"))
+
+
+@dataclass(frozen=True)
+class RowGroupRange:
+    min_trace_id: str  # hex
+    max_trace_id: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class BlockMeta:
+    block_id: str
+    tenant: str
+    start_unix_nano: int  # min span start
+    end_unix_nano: int  # max span end
+    total_traces: int
+    total_spans: int
+    size_bytes: int
+    compaction_level: int = 0
+    dedicated_columns: dict[str, str] = field(default_factory=dict)
+    row_groups: list[RowGroupRange] = field(default_factory=list)
+    # WAL range this block was built from (block-builder blocks) for idempotent replay.
+    source_partition: int = -1
+    source_first_offset: int = -1
+    source_end_offset: int = -1
+    created_unix: float = 0.0
+    compacted_unix: float = 0.0
+    format: str = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BlockMeta:
+        raw = json.loads(data)
+        if raw.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported block format {raw.get('format')!r}")
+        raw["row_groups"] = [RowGroupRange(**rg) for rg in raw.get("row_groups", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def overlaps(self, start_ns: int, end_ns: int) -> bool:
+        return self.start_unix_nano <= end_ns and self.end_unix_nano >= start_ns
+
+    def row_groups_for(self, trace_id: bytes) -> list[int]:
+        h = trace_id.hex()
+        return [i for i, rg in enumerate(self.row_groups) if rg.min_trace_id <= h <= rg.max_trace_id]

@@ -1,0 +1,112 @@
+"""Read blocks: meta, bloom filter and Parquet footers come from a bounded cache; rows by range reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import trio
+
+from tempo_lite import spantable
+from tempo_lite.block.bloom import BloomFilter
+from tempo_lite.block.meta import BLOOM, DATA, RESOURCES, BlockMeta
+from tempo_lite.errors import StorageError
+from tempo_lite.storage.cache import ByteCache
+from tempo_lite.storage.store import ObjectStore
+
+
+class BlockReadError(StorageError):
+    """A block could not be read (missing file, corrupt Parquet); the message names the block."""
+
+
+class BlockReader:
+    def __init__(self, store: ObjectStore, meta: BlockMeta, cache: ByteCache) -> None:
+        self.store = store
+        self.meta = meta
+        self.cache = cache
+        self.prefix = f"{meta.tenant}/{meta.block_id}"
+
+    def _fail(self, what: str, exc: Exception) -> BlockReadError:
+        return BlockReadError(f"block {self.meta.tenant}/{self.meta.block_id}: {what}: {exc}")
+
+    async def _cached(self, name: str, loader: Any, size_of: Any) -> Any:
+        key = f"{self.store.name}:{self.prefix}/{name}"
+        try:
+            return await self.cache.get_or_load(key, loader, size_of)
+        except StorageError as exc:
+            raise self._fail(f"reading {name}", exc) from exc
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise self._fail(f"decoding {name}", exc) from exc
+
+    async def bloom(self) -> BloomFilter:
+        async def load() -> BloomFilter:
+            return BloomFilter.from_bytes(await self.store.read(f"{self.prefix}/{BLOOM}"))
+
+        return await self._cached(BLOOM, load, lambda b: len(b.bits) + 64)
+
+    async def resources(self) -> pa.Table:
+        async def load() -> pa.Table:
+            data = await self.store.read(f"{self.prefix}/{RESOURCES}")
+            return pq.read_table(pa.BufferReader(data))
+
+        return await self._cached(RESOURCES, load, lambda t: t.nbytes + 64)
+
+    async def footer(self) -> pq.FileMetaData:
+        def read_footer() -> pq.FileMetaData:
+            with self.store.open_sync(f"{self.prefix}/{DATA}") as f:
+                return pq.ParquetFile(f).metadata
+
+        async def load() -> pq.FileMetaData:
+            return await trio.to_thread.run_sync(read_footer, limiter=self.store.limiter)
+
+        return await self._cached(DATA + "#footer", load, lambda m: m.serialized_size + 64)
+
+    async def _read_rows(self, row_groups: list[int] | None, columns: list[str] | None = None) -> pa.Table:
+        footer = await self.footer()
+
+        def read() -> pa.Table:
+            with self.store.open_sync(f"{self.prefix}/{DATA}") as f:
+                pf = pq.ParquetFile(f, metadata=footer)
+                if row_groups is None:
+                    return pf.read(columns=columns)
+                return pf.read_row_groups(row_groups, columns=columns)
+
+        try:
+            return await trio.to_thread.run_sync(read, limiter=self.store.limiter)
+        except FileNotFoundError as exc:
+            raise self._fail("data.parquet missing", exc) from exc
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise self._fail("reading data.parquet", exc) from exc
+
+    def _table(self, spans: pa.Table, resources: pa.Table) -> spantable.SpanTable:
+        return spantable.SpanTable(spans, resources, dict(self.meta.dedicated_columns))
+
+    async def find_trace(self, trace_id: bytes) -> spantable.SpanTable | None:
+        """The spans of one trace, reading only the row groups whose ID range holds it."""
+        groups = self.meta.row_groups_for(trace_id)
+        if not groups or not (await self.bloom()).may_contain(trace_id):
+            return None
+        spans = await self._read_rows(groups)
+        spans = spans.filter(pc.equal(spans.column("trace_id"), pa.scalar(trace_id, pa.binary(16))))
+        if spans.num_rows == 0:
+            return None
+        return self._table(spans, await self.resources())
+
+    async def read_all(self, columns: list[str] | None = None) -> spantable.SpanTable:
+        """Every span of the block (search), optionally only some columns."""
+        return self._table(await self._read_rows(None, columns), await self.resources())
+
+    async def read_traces(self, trace_ids: pa.Array) -> spantable.SpanTable:
+        """The spans of the given traces (all row groups whose range may hold one of them)."""
+        hexes = sorted(t.hex() for t in trace_ids.to_pylist())
+        groups = [
+            i for i, rg in enumerate(self.meta.row_groups)
+            if any(rg.min_trace_id <= h <= rg.max_trace_id for h in hexes)
+        ]
+        if not groups:
+            return self._table(spantable.SPAN_SCHEMA.empty_table(), await self.resources())
+        spans = await self._read_rows(groups)
+        spans = spans.filter(pc.is_in(spans.column("trace_id"), trace_ids.cast(pa.binary(16))))
+        return self._table(spans, await self.resources())

@@ -1,0 +1,105 @@
+"""Encode a span table into block files (pure: returns bytes) and write them, `meta.json` last."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tempo_lite import spantable
+from tempo_lite.block.bloom import BloomFilter
+from tempo_lite.block.meta import BLOOM, DATA, META, RESOURCES, TRACES, BlockMeta, RowGroupRange
+from tempo_lite.storage.store import ObjectStore
+
+
+@dataclass(frozen=True)
+class EncodedBlock:
+    meta: BlockMeta
+    files: dict[str, bytes]  # name -> content, without meta.json
+
+
+def _parquet_bytes(table: pa.Table, row_group_size: int) -> bytes:
+    sink = io.BytesIO()
+    # zstd + dictionary encoding: measured in docs/block-format.md (bytes per span).
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=row_group_size,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=True,
+        write_statistics=True,
+    )
+    return sink.getvalue()
+
+
+def trace_table(spans: pa.Table) -> pa.Table:
+    """One row per trace: ID, first start, last end, span count (spans sorted by trace ID)."""
+    ends = pc.add(spans.column("start_unix_nano"), spans.column("duration_nano"))
+    t = pa.table({"trace_id": spans.column("trace_id"), "start": spans.column("start_unix_nano"), "end": ends})
+    g = t.group_by("trace_id", use_threads=False).aggregate([("start", "min"), ("end", "max"), ("start", "count")])
+    g = g.rename_columns(["trace_id", "start_unix_nano", "end_unix_nano", "span_count"])
+    return g.take(pc.sort_indices(g, [("trace_id", "ascending")]))
+
+
+def encode_block(
+    table: spantable.SpanTable,
+    *,
+    block_id: str,
+    tenant: str,
+    row_group_spans: int = 10_000,
+    max_dedicated_columns: int = 10,
+    bloom_false_positive: float = 0.01,
+    compaction_level: int = 0,
+    source: tuple[int, int, int] = (-1, -1, -1),
+) -> EncodedBlock:
+    """Sort, number nested sets, choose dedicated columns and encode. CPU-bound: run in a thread."""
+    table = spantable.dedupe_spans(spantable.concat([table]))
+    table = spantable.with_nested_sets(spantable.sort_by_trace(table))
+    table = spantable.dedicate(table, spantable.choose_dedicated_keys(table, max_dedicated_columns))
+    spans = table.spans
+    data = _parquet_bytes(spans, row_group_spans)
+    traces = trace_table(spans)
+    ids = spans.column("trace_id").combine_chunks()
+    row_groups = []
+    for start in range(0, spans.num_rows, row_group_spans):
+        chunk = ids.slice(start, min(row_group_spans, spans.num_rows - start))
+        row_groups.append(RowGroupRange(chunk[0].as_py().hex(), chunk[len(chunk) - 1].as_py().hex(), len(chunk)))
+    trace_ids = np.frombuffer(traces.column("trace_id").combine_chunks().buffers()[1], dtype=np.uint8)
+    trace_ids = trace_ids[: traces.num_rows * 16].reshape(-1, 16)
+    files = {
+        DATA: data,
+        RESOURCES: _parquet_bytes(table.resources, 100_000),
+        TRACES: _parquet_bytes(traces, 100_000),
+        BLOOM: BloomFilter.build(trace_ids, bloom_false_positive).to_bytes(),
+    }
+    meta = BlockMeta(
+        block_id=block_id,
+        tenant=tenant,
+        start_unix_nano=int(pc.min(traces.column("start_unix_nano")).as_py() or 0),
+        end_unix_nano=int(pc.max(traces.column("end_unix_nano")).as_py() or 0),
+        total_traces=traces.num_rows,
+        total_spans=spans.num_rows,
+        size_bytes=sum(len(v) for v in files.values()),
+        compaction_level=compaction_level,
+        dedicated_columns=dict(table.dedicated),
+        row_groups=row_groups,
+        source_partition=source[0],
+        source_first_offset=source[1],
+        source_end_offset=source[2],
+        created_unix=time.time(),
+    )
+    return EncodedBlock(meta, files)
+
+
+async def write_block(store: ObjectStore, block: EncodedBlock) -> None:
+    """Write every file, then `meta.json`: a crash before the last write leaves an invisible block."""
+    prefix = f"{block.meta.tenant}/{block.meta.block_id}"
+    for name, content in block.files.items():
+        await store.write(f"{prefix}/{name}", content)
+    await store.write(f"{prefix}/{META}", block.meta.to_json())

@@ -1,0 +1,160 @@
+"""The distributor: resolves the tenant, validates, applies limits and appends durably to the WAL.
+
+`Distributor.push` is the one `PushFn` every receiver calls. It returns only once the spans are
+durable in the WAL, and refuses a whole request (nothing written) for invalid IDs, an unknown tenant,
+a rate limit or a saturated WAL/live-store.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+
+import trio
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from tempo_lite.config import Config, tenant_overrides
+from tempo_lite.distributor.limits import (
+    DiscardReason,
+    IngestionRateLimiter,
+    TenantLimits,
+    TraceSizeTracker,
+    drop_spans_over_trace_limit,
+    truncate_attributes,
+)
+from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated, Unavailable
+from tempo_lite.metrics import Metrics
+from tempo_lite.wal import WalEntry, WriteAheadLog
+
+SINGLE_TENANT = "single-tenant"
+_ZERO_SPAN_ID = b"\x00" * 8
+
+
+def validate_ids(request: ExportTraceServiceRequest) -> int:
+    """Tempo's ingest rule: 16-byte trace IDs, 8-byte non-zero span IDs, else the whole push is refused.
+
+    Returns the number of spans.
+    """
+    count = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if len(span.trace_id) != 16:
+                    raise InvalidRequest(
+                        f"trace ids must be 128 bit, received {len(span.trace_id) * 8} bits"
+                    )
+                if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN_ID:
+                    raise InvalidRequest("span ids must be 64 bit and not all zero")
+                count += 1
+    return count
+
+
+def partition_of(trace_id: bytes, partitions: int) -> int:
+    return zlib.crc32(trace_id) % partitions if partitions > 1 else 0
+
+
+def shard(request: ExportTraceServiceRequest, partitions: int) -> dict[int, bytes]:
+    """Split by trace ID into one serialized `TracesData` per partition, keeping resource/scope grouping."""
+    if partitions == 1:
+        # ExportTraceServiceRequest and TracesData are wire-identical (field 1: resource_spans).
+        return {0: request.SerializeToString()}
+    out: dict[int, TracesData] = {}
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            by_partition: dict[int, list] = {}
+            for span in ss.spans:
+                by_partition.setdefault(partition_of(span.trace_id, partitions), []).append(span)
+            for p, spans in by_partition.items():
+                data = out.setdefault(p, TracesData())
+                new_rs = data.resource_spans.add(resource=rs.resource, schema_url=rs.schema_url)
+                new_ss = new_rs.scope_spans.add(scope=ss.scope, schema_url=ss.schema_url)
+                new_ss.spans.extend(spans)
+    return {p: d.SerializeToString() for p, d in out.items()}
+
+
+class Distributor:
+    def __init__(
+        self,
+        config: Config,
+        wal: WriteAheadLog,
+        metrics: Metrics,
+        *,
+        is_saturated: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.wal = wal
+        self.metrics = metrics
+        self.is_saturated = is_saturated
+        self.clock = clock
+        self.rate_limiter = IngestionRateLimiter(self.limits_for)
+        self.trace_sizes = TraceSizeTracker(self.limits_for)
+        self._limits_cache: dict[str, TenantLimits] = {}
+        self.accepting = True
+
+    def limits_for(self, tenant: str) -> TenantLimits:
+        limits = self._limits_cache.get(tenant)
+        if limits is None:
+            o = tenant_overrides(self.config, tenant)
+            limits = TenantLimits(
+                ingestion_rate_limit_bytes=o.ingestion.rate_limit_bytes,
+                ingestion_burst_size_bytes=o.ingestion.burst_size_bytes,
+                max_bytes_per_trace=o.global_.max_bytes_per_trace,
+                max_attribute_bytes=o.max_attribute_bytes,
+            )
+            self._limits_cache[tenant] = limits
+        return limits
+
+    def resolve_tenant(self, header: str | None) -> str:
+        if not self.config.multitenancy_enabled:
+            return SINGLE_TENANT
+        tenant = (header or "").strip()
+        if not tenant:
+            raise Unauthenticated("no org id")
+        if "|" in tenant or "/" in tenant or tenant in (".", ".."):
+            raise InvalidRequest(f"invalid tenant id {tenant!r} for ingest")
+        return tenant
+
+    async def push(self, tenant_header: str | None, request: ExportTraceServiceRequest, size: int) -> None:
+        try:
+            await self._push(tenant_header, request, size)
+        except TempoLiteError as exc:
+            self.metrics.requests_refused.labels(type(exc).__name__).inc()
+            raise
+
+    async def _push(self, tenant_header: str | None, request: ExportTraceServiceRequest, size: int) -> None:
+        tenant = self.resolve_tenant(tenant_header)
+        spans = validate_ids(request)
+        if spans == 0:
+            return
+        if not self.accepting:
+            raise Unavailable("tempo-lite is shutting down")
+        if self.is_saturated():
+            self.metrics.discarded_spans.labels(DiscardReason.LIVE_TRACES_EXCEEDED, tenant).inc(spans)
+            raise Unavailable("live-store is full: spans are not being flushed to storage fast enough")
+        now = self.clock()
+        try:
+            self.rate_limiter.check(tenant, size, now)
+        except TempoLiteError:
+            self.metrics.discarded_spans.labels(DiscardReason.RATE_LIMITED, tenant).inc(spans)
+            raise
+        limits = self.limits_for(tenant)
+        if limits.max_attribute_bytes:
+            truncated = truncate_attributes(request, limits.max_attribute_bytes)
+            if truncated:
+                self.metrics.attributes_truncated.labels(tenant).inc(truncated)
+        if limits.max_bytes_per_trace:
+            dropped = drop_spans_over_trace_limit(request, tenant, self.trace_sizes, now)
+            if dropped:
+                self.metrics.discarded_spans.labels(DiscardReason.TRACE_TOO_LARGE, tenant).inc(dropped)
+                spans -= dropped
+                if spans == 0:
+                    return
+        entries = [WalEntry(p, tenant, payload) for p, payload in shard(request, self.wal.partitions).items()]
+        started = trio.current_time()
+        await self.wal.append(entries)
+        self.metrics.wal_append_seconds.observe(trio.current_time() - started)
+        self.metrics.spans_received.labels(tenant).inc(spans)
+        self.metrics.bytes_received.labels(tenant).inc(size)

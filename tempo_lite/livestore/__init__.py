@@ -1,0 +1,193 @@
+"""The live-store: consumes the WAL into in-memory span tables and serves recent data.
+
+It holds what the block-builder has not yet flushed, plus flushed segments for a short window so a
+trace never disappears between leaving memory and its block becoming visible. After a restart it
+replays the WAL from the block-builder's committed offset: exactly what is not yet in blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import trio
+
+from tempo_lite import spantable
+from tempo_lite.metrics import Metrics
+from tempo_lite.wal import WalRecord, WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+GROUP = "livestore"
+BLOCKBUILDER_GROUP = "blockbuilder"
+
+
+@dataclass
+class Segment:
+    """Decoded records [first_offset, end_offset) of one partition, per tenant."""
+
+    partition: int
+    first_offset: int
+    end_offset: int
+    tables: dict[str, spantable.SpanTable]
+    nbytes: int
+    flushed_at: float | None = None
+
+
+@dataclass
+class _TenantView:
+    version: int = -1
+    table: spantable.SpanTable = field(default_factory=spantable.empty_span_table)
+
+
+def decode_records(records: list[WalRecord]) -> dict[str, spantable.SpanTable]:
+    """WAL records -> one span table per tenant (CPU-bound; run in a thread)."""
+    by_tenant: dict[str, list[spantable.SpanTable]] = {}
+    for r in records:
+        by_tenant.setdefault(r.tenant, []).append(spantable.flatten_bytes(r.payload))
+    return {t: spantable.concat(tables) for t, tables in by_tenant.items()}
+
+
+class LiveStore:
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        metrics: Metrics,
+        *,
+        max_bytes: int,
+        complete_block_timeout: float,
+        clock: Callable[[], float] = trio.current_time,
+        batch_records: int = 256,
+    ) -> None:
+        self.wal = wal
+        self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.complete_block_timeout = complete_block_timeout
+        self.clock = clock
+        self.batch_records = batch_records
+        self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
+        self.consumed: dict[int, int] = {}
+        self.nbytes = 0
+        self.version = 0
+        self._views: dict[str, _TenantView] = {}
+        self.decode_limiter = trio.CapacityLimiter(1)
+        self.changed = trio.Event()  # set whenever new data arrives (block-builder size trigger)
+        self.replayed = trio.Event()  # set once every partition has caught up with the WAL at start-up
+
+    # --- consuming -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            caught_up = []
+            for p in range(self.wal.partitions):
+                start = await self.wal.committed(BLOCKBUILDER_GROUP, p)
+                self.consumed[p] = start
+                done = trio.Event()
+                caught_up.append(done)
+                nursery.start_soon(self._consume, p, done)
+            task_status.started()
+            for done in caught_up:
+                await done.wait()
+            self.replayed.set()
+            nursery.start_soon(self._expire_loop)
+
+    async def _consume(self, partition: int, caught_up: trio.Event) -> None:
+        end = await self.wal.end_offset(partition)
+        while True:
+            offset = self.consumed[partition]
+            if offset >= end and not caught_up.is_set():
+                caught_up.set()
+            records = await self.wal.read(partition, offset, self.batch_records)
+            if not records:
+                if not caught_up.is_set():
+                    caught_up.set()
+                await self.wal.wait_for_records(partition, offset, 1.0)
+                continue
+            tables = await trio.to_thread.run_sync(decode_records, records, limiter=self.decode_limiter)
+            self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables)
+            await self.wal.commit(GROUP, partition, records[-1].offset + 1)
+
+    def add_segment(
+        self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable]
+    ) -> None:
+        nbytes = sum(t.nbytes for t in tables.values())
+        self.segments[partition].append(Segment(partition, first, end, tables, nbytes))
+        self.consumed[partition] = end
+        self.nbytes += nbytes
+        self.version += 1
+        self.metrics.livestore_bytes.set(self.nbytes)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    # --- block-builder interface -------------------------------------------------------------
+
+    def pending(self, partition: int, from_offset: int) -> tuple[int, dict[str, list[spantable.SpanTable]]]:
+        """(end offset, tables per tenant) of the unflushed records at or after `from_offset`."""
+        end = from_offset
+        out: dict[str, list[spantable.SpanTable]] = {}
+        for seg in self.segments[partition]:
+            if seg.end_offset <= from_offset or seg.flushed_at is not None:
+                continue
+            for tenant, table in seg.tables.items():
+                out.setdefault(tenant, []).append(table)
+            end = max(end, seg.end_offset)
+        return end, out
+
+    def pending_bytes(self) -> int:
+        return sum(s.nbytes for segs in self.segments.values() for s in segs if s.flushed_at is None)
+
+    def mark_flushed(self, partition: int, end_offset: int) -> None:
+        now = self.clock()
+        for seg in self.segments[partition]:
+            if seg.end_offset <= end_offset and seg.flushed_at is None:
+                seg.flushed_at = now
+
+    def expire(self) -> None:
+        """Drop flushed segments older than the recent window."""
+        cutoff = self.clock() - self.complete_block_timeout
+        dropped = False
+        for p, segs in self.segments.items():
+            keep = [s for s in segs if s.flushed_at is None or s.flushed_at > cutoff]
+            if len(keep) != len(segs):
+                self.nbytes -= sum(s.nbytes for s in segs) - sum(s.nbytes for s in keep)
+                self.segments[p] = keep
+                dropped = True
+        if dropped:
+            self.version += 1
+            self.metrics.livestore_bytes.set(self.nbytes)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await trio.sleep(max(1.0, self.complete_block_timeout / 4))
+            self.expire()
+
+    @property
+    def saturated(self) -> bool:
+        return self.nbytes >= self.max_bytes
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def snapshot(self, tenant: str) -> spantable.SpanTable:
+        """Every span of `tenant` in memory, as one table (rebuilt only after changes)."""
+        view = self._views.setdefault(tenant, _TenantView())
+        if view.version != self.version:
+            tables = [s.tables[tenant] for segs in self.segments.values() for s in segs if tenant in s.tables]
+            view.table = spantable.concat(tables)
+            view.version = self.version
+        return view.table
+
+    def tenants(self) -> list[str]:
+        return sorted({t for segs in self.segments.values() for s in segs for t in s.tables})
+
+    def find_trace(self, tenant: str, trace_id: bytes) -> spantable.SpanTable | None:
+        table = self.snapshot(tenant)
+        if table.num_spans == 0:
+            return None
+        mask = pc.equal(table.spans.column("trace_id"), pa.scalar(trace_id, pa.binary(16)))
+        spans = table.spans.filter(mask)
+        if spans.num_rows == 0:
+            return None
+        return spantable.SpanTable(spans, table.resources)

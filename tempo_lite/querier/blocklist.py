@@ -1,0 +1,77 @@
+"""The list of visible blocks per tenant, polled from object storage (a block exists once meta.json does)."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from tempo_lite.block.meta import COMPACTED_META, META, BlockMeta
+from tempo_lite.errors import StorageError
+from tempo_lite.storage.store import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class BlockList:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._blocks: dict[str, dict[str, BlockMeta]] = {}
+        self.last_error: str | None = None
+
+    def add(self, meta: BlockMeta) -> None:
+        """Make a block visible at once (the block-builder and compactor call this after writing it)."""
+        self._blocks.setdefault(meta.tenant, {})[meta.block_id] = meta
+
+    def remove(self, tenant: str, block_id: str) -> None:
+        self._blocks.get(tenant, {}).pop(block_id, None)
+
+    def tenants(self) -> list[str]:
+        return sorted(self._blocks)
+
+    def blocks(self, tenant: str, start_ns: int = 0, end_ns: int = 0) -> list[BlockMeta]:
+        metas = list(self._blocks.get(tenant, {}).values())
+        if start_ns or end_ns:
+            metas = [m for m in metas if m.overlaps(start_ns, end_ns or (1 << 63) - 1)]
+        return sorted(metas, key=lambda m: m.start_unix_nano, reverse=True)
+
+    async def poll(self) -> None:
+        """Re-read the block list from storage: new blocks appear, compacted and deleted ones go."""
+        fresh: dict[str, dict[str, BlockMeta]] = {}
+        for tenant in await self.store.list(""):
+            known = self._blocks.get(tenant, {})
+            current: dict[str, BlockMeta] = {}
+            for block_id in await self.store.list(tenant):
+                if block_id in known:
+                    current[block_id] = known[block_id]
+                    continue
+                try:
+                    meta = BlockMeta.from_json(await self.store.read(f"{tenant}/{block_id}/{META}"))
+                except ObjectNotFound:
+                    continue  # being written, compacted, or an interrupted write: invisible
+                except ValueError as exc:
+                    log.warning("skipping block %s/%s: bad meta.json: %s", tenant, block_id, exc)
+                    continue
+                current[block_id] = meta
+            # A compacted block keeps meta.json removed, so it drops out above; an input still being
+            # marked compacted may have both files for a moment: skip it.
+            for block_id in list(current):
+                if block_id not in known and await self.store.exists(f"{tenant}/{block_id}/{COMPACTED_META}"):
+                    current.pop(block_id)
+            if current:
+                fresh[tenant] = current
+        self._blocks = fresh
+
+    async def run(self, interval: float, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        first = True
+        while True:
+            try:
+                await self.poll()
+                self.last_error = None
+            except StorageError as exc:
+                self.last_error = exc.message
+                log.warning("block list poll failed: %s", exc.message)
+            if first:
+                task_status.started()
+                first = False
+            await trio.sleep(interval)

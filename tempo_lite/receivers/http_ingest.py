@@ -1,0 +1,252 @@
+"""HTTP ingest endpoints on raw ASGI (speed matters here): OTLP/HTTP, Zipkin and Jaeger Thrift over HTTP.
+
+The shared part reads the body with a size bound (compressed and decompressed), decodes it with the
+protocol's pure decoder, awaits the distributor's push and reports errors with the status codes of
+the protocol: OTLP answers in the request's encoding with a `google.rpc.Status`; Zipkin and Jaeger
+answer 202 on success and plain text on error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from tempo_lite.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    TempoLiteError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from tempo_lite.receivers import PushFn, jaeger, zipkin
+from tempo_lite.receivers.otlp_json import decode_otlp_json
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
+    """Undo Content-Encoding with a bound on the output size (a gzip bomb gets 413, not our memory)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
+    # gzip: wbits 31; deflate: zlib-wrapped (15), some clients send raw deflate (-15).
+    candidates = (31,) if encoding in ("gzip", "x-gzip") else (15, -15)
+    last: Exception | None = None
+    for wbits in candidates:
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(body, max_bytes + 1)
+        except zlib.error as exc:
+            last = exc
+            continue
+        if len(out) > max_bytes or d.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed request body exceeds the limit of {max_bytes} bytes")
+        if not d.eof:
+            raise InvalidRequest(f"truncated {encoding} request body")
+        return out
+    raise InvalidRequest(f"invalid {encoding} request body: {last}")
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+def media_type(scope: Scope) -> str:
+    return (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("client disconnected before the body was complete")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, content_type: str, extra: list[tuple[bytes, bytes]] = ()
+) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def retry_headers(exc: TempoLiteError) -> list[tuple[bytes, bytes]]:
+    if isinstance(exc, RateLimited | Unavailable):
+        return [(b"retry-after", str(max(1, round(exc.retry_after))).encode())]
+    return []
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# --------------------------------------------------------------------------------------------- OTLP
+
+_PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
+
+
+def decode_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    if content_type in _PROTOBUF_TYPES:
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise InvalidRequest(f"invalid OTLP protobuf: {exc}") from exc
+        return request
+    if content_type == "application/json":
+        return decode_otlp_json(body)
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {content_type!r}: use application/x-protobuf or application/json"
+    )
+
+
+def otlp_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """ASGI app for `POST /v1/traces` (OTLP/HTTP, protobuf or JSON, gzip/deflate)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        ctype = media_type(scope)
+        as_json = ctype == "application/json"
+        if scope["path"] != "/v1/traces":
+            await respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
+        if scope["method"] != "POST":
+            await respond(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
+            return
+        try:
+            if ctype not in (*_PROTOBUF_TYPES, "application/json"):
+                raise UnsupportedMediaType(
+                    f"unsupported Content-Type {ctype!r}: use application/x-protobuf or application/json"
+                )
+            raw = await read_body(receive, max_request_bytes)
+            body = decompress(raw, header(scope, b"content-encoding") or "", max_request_bytes)
+            request = decode_otlp(body, ctype)
+            await push(header(scope, b"x-scope-orgid"), request, len(body))
+        except TempoLiteError as exc:
+            status = status_pb2.Status(code=exc.grpc_code, message=exc.message)
+            if as_json:
+                payload = json.dumps({"code": exc.grpc_code, "message": exc.message}).encode()
+            else:
+                payload = status.SerializeToString()
+            await respond(
+                send, exc.http_status, payload,
+                "application/json" if as_json else "application/x-protobuf", retry_headers(exc),
+            )
+            return
+        if as_json:
+            await respond(send, 200, b"{}", "application/json")
+        else:
+            await respond(send, 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+
+    return app
+
+
+# --------------------------------------------------------------------------------------------- Zipkin / Jaeger
+
+Decoder = Callable[[bytes, str], ExportTraceServiceRequest]
+
+
+def _zipkin_decoder(path: str) -> Decoder | None:
+    def v2(body: bytes, ctype: str) -> ExportTraceServiceRequest:
+        if ctype in ("application/x-protobuf", "application/protobuf"):
+            raise UnsupportedMediaType("Zipkin protobuf v2 is not supported: send JSON v2 (application/json)")
+        if ctype not in ("application/json", "text/plain", ""):
+            raise UnsupportedMediaType(f"unsupported Content-Type {ctype!r} for Zipkin: use application/json")
+        return zipkin.decode_zipkin_v2_json(body)
+
+    def v1(body: bytes, ctype: str) -> ExportTraceServiceRequest:
+        if ctype not in ("application/json", "text/plain", ""):
+            raise UnsupportedMediaType(f"unsupported Content-Type {ctype!r} for Zipkin v1: use application/json")
+        return zipkin.decode_zipkin_v1_json(body)
+
+    return {"/api/v2/spans": v2, "/api/v1/spans": v1}.get(path)
+
+
+def _jaeger_decoder(path: str) -> Decoder | None:
+    def thrift(body: bytes, ctype: str) -> ExportTraceServiceRequest:
+        if ctype not in ("application/x-thrift", "application/vnd.apache.thrift.binary"):
+            raise UnsupportedMediaType(f"unsupported Content-Type {ctype!r} for Jaeger: use application/x-thrift")
+        return jaeger.decode_jaeger_thrift_http(body)
+
+    return {"/api/traces": thrift}.get(path)
+
+
+def _accepted_app(
+    push: PushFn, max_request_bytes: int, route: Callable[[str], Decoder | None]
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        decoder = route(scope["path"])
+        if decoder is None:
+            await respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
+        if scope["method"] != "POST":
+            await respond(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
+            return
+        try:
+            raw = await read_body(receive, max_request_bytes)
+            body = decompress(raw, header(scope, b"content-encoding") or "", max_request_bytes)
+            request = decoder(body, media_type(scope))
+            await push(header(scope, b"x-scope-orgid"), request, len(body))
+        except TempoLiteError as exc:
+            await respond(
+                send, exc.http_status, (exc.message + "\n").encode(), "text/plain; charset=utf-8", retry_headers(exc)
+            )
+            return
+        await respond(send, 202, b"", "text/plain; charset=utf-8")
+
+    return app
+
+
+def zipkin_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """ASGI app for Zipkin `POST /api/v2/spans` (JSON v2) and `/api/v1/spans` (JSON v1); 202 on success."""
+    return _accepted_app(push, max_request_bytes, _zipkin_decoder)
+
+
+def jaeger_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """ASGI app for Jaeger `POST /api/traces` (Thrift Batch, binary protocol); 202 on success."""
+    return _accepted_app(push, max_request_bytes, _jaeger_decoder)
