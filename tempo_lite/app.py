@@ -154,6 +154,7 @@ class TempoLite:
                     scope.cancel()
             log.info("flushing pending spans to blocks")
             with trio.CancelScope(shield=True):
+                await self.livestore.catch_up()
                 await self.blockbuilder.flush_all()
             nursery.cancel_scope.cancel()
         log.info("stopped")

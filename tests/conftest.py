@@ -18,12 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-def tempo_config_text(tmp_path: Path, extra: str = "", *, cycle: str = "1h") -> str:
+def tempo_config_text(
+    tmp_path: Path, extra: str = "", *, cycle: str = "1h", max_request_bytes: int = 32 << 20
+) -> str:
     """A config on free ports under tmp_path; `extra` YAML is appended (top-level keys not used here)."""
     return textwrap.dedent(
         f"""
         server: {{http_listen_address: 127.0.0.1, http_listen_port: 0, log_level: warn}}
         distributor:
+          max_request_bytes: {max_request_bytes}
           receivers:
             otlp:
               protocols:

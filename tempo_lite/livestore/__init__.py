@@ -122,6 +122,16 @@ class LiveStore:
         self.changed.set()
         self.changed = trio.Event()
 
+    async def catch_up(self, timeout: float = 30.0) -> bool:
+        """Wait until everything appended to the WAL so far has been consumed (used before a final flush)."""
+        targets = {p: await self.wal.end_offset(p) for p in range(self.wal.partitions)}
+        with trio.move_on_after(timeout):
+            while any(self.consumed.get(p, 0) < end for p, end in targets.items()):
+                await self.changed.wait()
+            return True
+        log.warning("live-store did not catch up with the WAL within %.0fs", timeout)
+        return False
+
     # --- block-builder interface -------------------------------------------------------------
 
     def pending(self, partition: int, from_offset: int) -> tuple[int, dict[str, list[spantable.SpanTable]]]:

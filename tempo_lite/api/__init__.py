@@ -1,0 +1,1 @@
+"""The query API: HTTP handlers, response encoding, gRPC plumbing."""

@@ -1,0 +1,184 @@
+"""Serve one ASGI app on one TCP listener with hypercorn's trio worker: HTTP/1.1 and h2c on the same port.
+
+Every HTTP listener of tempo-lite (query API, OTLP/HTTP, OTLP/gRPC, Zipkin, Jaeger) goes through
+`serve_asgi`, so the hypercorn settings that gRPC needs (see DESIGN.md section 8) are set in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from types import SimpleNamespace
+from typing import Any
+
+import priority
+import trio
+from hypercorn.config import Config
+from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.trio import serve
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# hypercorn closes an HTTP/2 connection after keep_alive_max_requests (default 1000) requests, failing the
+# gRPC calls in flight on it: a gRPC client keeps one connection for its whole life.
+_UNLIMITED_REQUESTS = sys.maxsize
+# Idle connections are closed after this long; gRPC clients reconnect transparently, but a short timeout
+# (hypercorn's default is 5 s) makes an exporter that sends every 10 s reconnect on every export.
+_KEEP_ALIVE_TIMEOUT_S = 120.0
+
+
+class RoundRobinStreams:
+    """Drop-in for `priority.PriorityTree` in hypercorn's HTTP/2 send loop: active streams served in turn.
+
+    hypercorn keeps every finished stream in its priority tree until its send task drains it, and the
+    tree's `remove_stream` rebuilds a heap (O(n log n)). Under concurrent gRPC load the send task falls
+    behind, removals get slower as the backlog grows, and at 1000 streams the tree raises
+    TooManyStreamsError, which kills the whole listener (measured: 64 concurrent grpcio callers of a no-op
+    Export crashed it within seconds). Every operation here is O(1). Stream priorities (deprecated by
+    RFC 9113, and not sent by gRPC clients) are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._streams: set[int] = set()
+        self._active: dict[int, None] = {}  # insertion-ordered: the round-robin queue
+
+    def insert_stream(
+        self, stream_id: int, depends_on: int | None = None, weight: int = 16, exclusive: bool = False
+    ) -> None:
+        if stream_id in self._streams:
+            raise priority.DuplicateStreamError(f"Stream {stream_id} already in tree")
+        self._streams.add(stream_id)
+        self._active[stream_id] = None
+
+    def _check(self, stream_id: int) -> None:
+        if stream_id not in self._streams:
+            raise priority.MissingStreamError(f"Stream {stream_id} not in tree")
+
+    def reprioritize(
+        self, stream_id: int, depends_on: int | None = None, weight: int = 16, exclusive: bool = False
+    ) -> None:
+        self._check(stream_id)
+
+    def block(self, stream_id: int) -> None:
+        self._check(stream_id)
+        self._active.pop(stream_id, None)
+
+    def unblock(self, stream_id: int) -> None:
+        self._check(stream_id)
+        self._active.setdefault(stream_id, None)
+
+    def remove_stream(self, stream_id: int) -> None:
+        self._check(stream_id)
+        self._streams.discard(stream_id)
+        self._active.pop(stream_id, None)
+
+    def __iter__(self) -> RoundRobinStreams:
+        return self
+
+    def __next__(self) -> int:
+        if not self._active:
+            raise priority.DeadlockError("no unblocked streams to schedule")
+        stream_id = next(iter(self._active))
+        del self._active[stream_id]
+        self._active[stream_id] = None
+        return stream_id
+
+
+def _install_round_robin_scheduler() -> None:
+    """Make hypercorn's H2Protocol (which looks up `priority.PriorityTree` at connection setup) use ours."""
+    hypercorn_h2.priority = SimpleNamespace(  # type: ignore[attr-defined]
+        PriorityTree=RoundRobinStreams,
+        DeadlockError=priority.DeadlockError,
+        MissingStreamError=priority.MissingStreamError,
+        DuplicateStreamError=priority.DuplicateStreamError,
+    )
+
+
+def parse_bound_address(bind: str) -> tuple[str, int]:
+    """Split hypercorn's "http://127.0.0.1:4317" / "http://[::1]:4317" into (host, port)."""
+    _, _, hostport = bind.rpartition("://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"cannot read a host:port from the bound address {bind!r}")
+    return host.strip("[]"), int(port)
+
+
+def format_bind(host: str, port: int) -> str:
+    """hypercorn's bind syntax: IPv6 literals in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def hypercorn_config(
+    host: str,
+    port: int,
+    *,
+    name: str,
+    access_log: bool = False,
+    graceful_timeout: float = 5.0,
+    max_concurrent_streams: int = 100,
+) -> Config:
+    config = Config()
+    config.bind = [format_bind(host, port)]
+    config.keep_alive_max_requests = _UNLIMITED_REQUESTS
+    config.keep_alive_timeout = _KEEP_ALIVE_TIMEOUT_S
+    config.graceful_timeout = graceful_timeout
+    config.h2_max_concurrent_streams = max_concurrent_streams
+    config.errorlog = logging.getLogger(f"tempo_lite.http.{name}")
+    config.accesslog = logging.getLogger(f"tempo_lite.http.{name}.access") if access_log else None
+    config.include_server_header = False
+    return config
+
+
+def _http1_only(app: ASGIApp) -> ASGIApp:
+    """hypercorn always accepts h2c on a cleartext socket; refuse HTTP/2 requests when it is turned off."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("http_version") == "2":
+            body = b"HTTP/2 is disabled on this listener\n"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 505,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+async def serve_asgi(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    name: str,
+    http2: bool = True,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    access_log: bool = False,
+    graceful_timeout: float = 5.0,
+) -> None:
+    """Serve `app` on host:port until `shutdown_trigger` returns or the enclosing nursery is cancelled.
+
+    `task_status.started((host, port))` reports the address actually bound, so port 0 picks a free port.
+    On `shutdown_trigger`, the listener stops accepting, in-flight requests get `graceful_timeout`
+    seconds to finish, then the function returns.
+    """
+    _install_round_robin_scheduler()
+    config = hypercorn_config(host, port, name=name, access_log=access_log, graceful_timeout=graceful_timeout)
+    served = app if http2 else _http1_only(app)
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(serve, served, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+        )
+        bound = parse_bound_address(binds[0])
+        logging.getLogger("tempo_lite.server").info("listener %s on http://%s", name, format_bind(*bound))
+        task_status.started(bound)

@@ -1,0 +1,583 @@
+"""TraceQL search evaluation over a span table holding complete traces.
+
+`evaluate(query, table, spss=...)` first computes every `{ ... }` filter of the query column-wise
+(`engine_context.SpanContext`), then walks only the traces that have a span passing some filter (or
+all traces when a pipeline starts with `by()`, `select()` or a scalar filter) and applies spanset
+operators, structural operators (nested-set integer comparisons), aggregates, `by()`, `coalesce()`
+and `select()` on numpy arrays of row indices per trace. `candidate_trace_ids(query, table)` is the
+cheap superset for traces split across sources.
+
+Semantics decisions (see shared/reference/traceql.md):
+* `{ !(<cond>) }` is evaluated logically (Tempo's storage push-down makes it return nothing, §5.4).
+* int `^` int computes lhs to the power rhs (Tempo's Go code swaps the operands).
+* Unscoped `.a` matches if the span value or the resource value satisfies the comparison.
+* Disconnected spans (nested-set left 0) never take part in structural results, negated ones included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tempo_lite.spantable import SpanTable, sort_by_trace, with_nested_sets
+from tempo_lite.traceql.ast import (
+    Aggregate,
+    AggregateOp,
+    Attribute,
+    AttributeRef,
+    BinaryOp,
+    Coalesce,
+    FieldExpr,
+    GroupBy,
+    Intrinsic,
+    Op,
+    Pipeline,
+    Query,
+    ScalarFilter,
+    Scope,
+    Select,
+    SpansetFilter,
+    SpansetOp,
+    SpansetOperation,
+    Static,
+    StaticType,
+    TraceQLError,
+    UnaryOp,
+    render,
+    result_key,
+)
+from tempo_lite.traceql.engine_context import SpanContext, uses_nested_sets
+from tempo_lite.traceql.engine_summary import trace_index
+from tempo_lite.traceql.engine_values import NUMERIC, Col, EvaluationError, group_codes
+
+# A typed value for results: (type, value) with type in str/int/float/bool/dur/status/kind/array.
+TypedValue = tuple[str, object]
+
+# Fields never returned as span attributes (traceql-api §3.2); `name` has its own field.
+_NOT_SPAN_ATTRIBUTES = frozenset(
+    {
+        Intrinsic.NAME,
+        Intrinsic.DURATION,
+        Intrinsic.TRACE_DURATION,
+        Intrinsic.TRACE_ROOT_NAME,
+        Intrinsic.TRACE_ROOT_SERVICE,
+        Intrinsic.TRACE_ID,
+        Intrinsic.SPAN_ID,
+        Intrinsic.EVENT_NAME,
+        Intrinsic.EVENT_TIME_SINCE_START,
+        Intrinsic.LINK_SPAN_ID,
+        Intrinsic.LINK_TRACE_ID,
+        Intrinsic.PARENT,
+    }
+)
+MULTIPLE_SPANSETS = (
+    "spanset operators are not supported for multiple spansets per trace. consider using coalesce()"
+)
+
+
+@dataclass
+class MatchedSpan:
+    """A result span: `name` is None unless the query referenced the span name."""
+
+    row: int
+    span_id: bytes
+    start_unix_nano: int
+    duration_nano: int
+    name: str | None = None
+    attributes: list[tuple[str, TypedValue]] = field(default_factory=list)
+
+
+@dataclass
+class SpansetMatch:
+    rows: list[int]  # all span rows of the spanset (rows of the table given to evaluate)
+    matched: int
+    attributes: list[tuple[str, TypedValue]] = field(default_factory=list)
+    spans: list[MatchedSpan] = field(default_factory=list)  # the first `spss` spans
+
+
+@dataclass
+class TraceMatch:
+    trace_id: bytes
+    spansets: list[SpansetMatch]
+
+
+@dataclass
+class _Spanset:
+    rows: np.ndarray  # sorted span rows of the evaluated table
+    attrs: list[tuple[str, TypedValue]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# Query walking
+
+
+def _stages_filters(node: object, out: list[SpansetFilter]) -> None:
+    if isinstance(node, SpansetFilter):
+        out.append(node)
+    elif isinstance(node, SpansetOperation):
+        _stages_filters(node.lhs, out)
+        _stages_filters(node.rhs, out)
+    elif isinstance(node, Pipeline):
+        for st in node.stages:
+            _stages_filters(st, out)
+
+
+def _starts_unfiltered(node: object) -> bool:
+    """True if some pipeline starts with a stage that passes spans without a filter."""
+    if isinstance(node, Pipeline):
+        first = node.stages[0]
+        if isinstance(first, (ScalarFilter, GroupBy, Select, Coalesce)):
+            return True
+        return any(_starts_unfiltered(st) for st in node.stages)
+    if isinstance(node, SpansetOperation):
+        return _starts_unfiltered(node.lhs) or _starts_unfiltered(node.rhs)
+    return False
+
+
+def _field_refs(expr: object, out: list[AttributeRef]) -> None:
+    if isinstance(expr, (Attribute, Intrinsic)):
+        out.append(expr)
+    elif isinstance(expr, BinaryOp):
+        _field_refs(expr.lhs, out)
+        _field_refs(expr.rhs, out)
+    elif isinstance(expr, UnaryOp):
+        _field_refs(expr.operand, out)
+
+
+def referenced_fields(node: object, out: list[AttributeRef] | None = None) -> list[AttributeRef]:
+    """Every attribute and intrinsic the query reads (conditions, select(), by(), aggregates)."""
+    out = [] if out is None else out
+    if isinstance(node, Query):
+        referenced_fields(node.pipeline, out)
+    elif isinstance(node, Pipeline):
+        for st in node.stages:
+            referenced_fields(st, out)
+    elif isinstance(node, SpansetFilter):
+        _field_refs(node.expr, out)
+    elif isinstance(node, SpansetOperation):
+        referenced_fields(node.lhs, out)
+        referenced_fields(node.rhs, out)
+    elif isinstance(node, ScalarFilter):
+        referenced_fields(node.lhs, out)
+        referenced_fields(node.rhs, out)
+    elif isinstance(node, Aggregate):
+        if node.expr is not None:
+            _field_refs(node.expr, out)
+    elif isinstance(node, GroupBy):
+        _field_refs(node.expr, out)
+    elif isinstance(node, Select):
+        out.extend(node.attributes)
+    return out
+
+
+def _needs_nested_sets(node: object) -> bool:
+    if isinstance(node, SpansetOperation):
+        return node.op.is_structural or _needs_nested_sets(node.lhs) or _needs_nested_sets(node.rhs)
+    if isinstance(node, Pipeline):
+        return any(_needs_nested_sets(st) for st in node.stages)
+    if isinstance(node, SpansetFilter):
+        return uses_nested_sets(node.expr)
+    if isinstance(node, GroupBy):
+        return uses_nested_sets(node.expr)
+    if isinstance(node, ScalarFilter):
+        return (
+            isinstance(node.lhs, Aggregate) and node.lhs.expr is not None and uses_nested_sets(node.lhs.expr)
+        )
+    if isinstance(node, Select):
+        return any(uses_nested_sets(a) for a in node.attributes)
+    return False
+
+
+def _as_query(query: Query | str) -> Query:
+    if isinstance(query, str):
+        from tempo_lite.traceql import parse
+
+        return parse(query)
+    return query
+
+
+# --------------------------------------------------------------------------------------------------
+# Candidates
+
+
+def candidate_trace_ids(query: Query | str, table: SpanTable) -> pa.Array:
+    """Trace IDs of `table` that might match `query` once joined with spans stored elsewhere.
+
+    A superset: trace-dependent intrinsics (trace duration, root name/service, nested sets) count as
+    unknown, structure is ignored, and a pipeline that does not start with a filter takes every trace.
+    """
+    q = _as_query(query)
+    ids = table.spans.column("trace_id")
+    if table.num_spans == 0:
+        return pa.array([], pa.binary(16))
+    if _starts_unfiltered(q.pipeline):
+        return pc.unique(ids)
+    filters: list[SpansetFilter] = []
+    _stages_filters(q.pipeline, filters)
+    ctx = SpanContext(table, candidate=True)
+    mask = np.zeros(table.num_spans, dtype=bool)
+    for f in dict.fromkeys(filters):
+        mask |= ctx.filter_mask(f.expr)
+    return pc.unique(ids.filter(pa.array(mask)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(query: Query | str, table: SpanTable, *, spss: int = 3) -> list[TraceMatch]:
+    """Exact TraceQL search over `table` (which must hold complete traces), one TraceMatch per trace."""
+    q = _as_query(query)
+    if table.num_spans == 0:
+        return []
+    order: np.ndarray | None = None
+    if _needs_nested_sets(q.pipeline) and "nested_set_left" not in table.spans.column_names:
+        sorted_idx = pc.sort_indices(
+            table.spans, sort_keys=[("trace_id", "ascending"), ("start_unix_nano", "ascending")]
+        )
+        order = sorted_idx.to_numpy()
+        table = with_nested_sets(table.take(sorted_idx))
+    ev = _Evaluator(q, table)
+    results = ev.run(spss)
+    if order is not None:
+        for tm in results:
+            for ss in tm.spansets:
+                ss.rows = [int(order[r]) for r in ss.rows]
+                for sp in ss.spans:
+                    sp.row = int(order[sp.row])
+    return results
+
+
+class _Evaluator:
+    def __init__(self, query: Query, table: SpanTable) -> None:
+        self.query = query
+        self.table = table
+        self.ctx = SpanContext(table)
+        self.n = table.num_spans
+        self._masks: dict[SpansetFilter, np.ndarray] = {}
+        self._codes: dict[FieldExpr, tuple[np.ndarray, list[tuple[str, object]]]] = {}
+        self._nested: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    # -- driver
+
+    def run(self, spss: int) -> list[TraceMatch]:
+        pipeline = self.query.pipeline
+        filters: list[SpansetFilter] = []
+        _stages_filters(pipeline, filters)
+        for f in dict.fromkeys(filters):
+            self._masks[f] = self.ctx.filter_mask(f.expr)
+        ids, span_trace = trace_index(self.table.spans.column("trace_id"))
+        if _starts_unfiltered(pipeline):
+            wanted = np.ones(len(ids), dtype=bool)
+        else:
+            any_mask = np.zeros(self.n, dtype=bool)
+            for m in self._masks.values():
+                any_mask |= m
+            wanted = np.zeros(len(ids), dtype=bool)
+            wanted[span_trace[any_mask]] = True
+        order = np.argsort(span_trace, kind="stable")
+        bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
+        id_list = ids.to_pylist()
+        matches: list[tuple[bytes, list[_Spanset]]] = []
+        for t in np.flatnonzero(wanted):
+            rows = order[bounds[t] : bounds[t + 1]]
+            out = self._pipeline(pipeline, [_Spanset(np.sort(rows))])
+            if out:
+                matches.append((id_list[t], out))
+        return self._materialize(matches, spss)
+
+    # -- pipelines
+
+    def _pipeline(self, p: Pipeline, inputs: list[_Spanset]) -> list[_Spanset]:
+        current = inputs
+        for st in p.stages:
+            if not current:
+                return []
+            current = self._stage(st, current)
+        return current
+
+    def _stage(self, st: object, inputs: list[_Spanset]) -> list[_Spanset]:
+        if isinstance(st, SpansetFilter):
+            mask = self._masks[st]
+            out = []
+            for ss in inputs:
+                rows = ss.rows[mask[ss.rows]]
+                if len(rows):
+                    out.append(_Spanset(rows, list(ss.attrs)))
+            return out
+        if isinstance(st, Pipeline):
+            return self._pipeline(st, inputs)
+        if isinstance(st, SpansetOperation):
+            out = []
+            for ss in inputs:
+                out.extend(self._operation(st, ss))
+            return out
+        if isinstance(st, ScalarFilter):
+            return self._scalar_filter(st, inputs)
+        if isinstance(st, GroupBy):
+            return self._group_by(st, inputs)
+        if isinstance(st, Coalesce):
+            rows = np.unique(np.concatenate([ss.rows for ss in inputs]))
+            return [_Spanset(rows)]
+        if isinstance(st, Select):
+            return inputs
+        raise TraceQLError("unsupported", f"{render(st)} not yet supported")
+
+    def _operand(self, node: object, ss: _Spanset) -> _Spanset | None:
+        out = self._stage(node, [ss])
+        if len(out) > 1:
+            raise EvaluationError(MULTIPLE_SPANSETS)
+        return out[0] if out else None
+
+    def _operation(self, op: SpansetOperation, ss: _Spanset) -> list[_Spanset]:
+        lhs = self._operand(op.lhs, ss)
+        rhs = self._operand(op.rhs, ss)
+        attrs = _merge_attrs(lhs, rhs)
+        kind = op.op
+        if kind is SpansetOp.AND:
+            if lhs is None or rhs is None:
+                return []
+            return [_Spanset(np.union1d(lhs.rows, rhs.rows), attrs)]
+        if kind is SpansetOp.UNION:
+            parts = [s.rows for s in (lhs, rhs) if s is not None]
+            return [_Spanset(np.unique(np.concatenate(parts)), attrs)] if parts else []
+        if rhs is None:
+            return []
+        rows = self._structural(kind, lhs.rows if lhs is not None else np.zeros(0, np.int64), rhs.rows)
+        return [_Spanset(rows, attrs)] if len(rows) else []
+
+    def _nested_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._nested is None:
+            self._nested = (
+                self.ctx.nested("nested_set_left"),
+                self.ctx.nested("nested_set_right"),
+                self.ctx.nested("parent_index"),
+            )
+        return self._nested
+
+    def _structural(self, op: SpansetOp, a_rows: np.ndarray, b_rows: np.ndarray) -> np.ndarray:
+        left, right, parent = self._nested_sets()
+        a = a_rows[left[a_rows] > 0]
+        b = b_rows[left[b_rows] > 0]
+        if len(b) == 0:
+            return b
+        base = op
+        for neg, pos in (
+            (SpansetOp.NOT_CHILD, SpansetOp.CHILD),
+            (SpansetOp.NOT_PARENT, SpansetOp.PARENT),
+            (SpansetOp.NOT_DESCENDANT, SpansetOp.DESCENDANT),
+            (SpansetOp.NOT_ANCESTOR, SpansetOp.ANCESTOR),
+            (SpansetOp.NOT_SIBLING, SpansetOp.SIBLING),
+            (SpansetOp.UNION_CHILD, SpansetOp.CHILD),
+            (SpansetOp.UNION_PARENT, SpansetOp.PARENT),
+            (SpansetOp.UNION_DESCENDANT, SpansetOp.DESCENDANT),
+            (SpansetOp.UNION_ANCESTOR, SpansetOp.ANCESTOR),
+            (SpansetOp.UNION_SIBLING, SpansetOp.SIBLING),
+        ):
+            if op is neg:
+                base = pos
+        # rel[i, j]: relation holds between a[i] and b[j].
+        la, ra, pa_ = left[a][:, None], right[a][:, None], parent[a][:, None]
+        lb, rb, pb = left[b][None, :], right[b][None, :], parent[b][None, :]
+        if base is SpansetOp.DESCENDANT:  # b descends from a
+            rel = (la < lb) & (rb < ra)
+        elif base is SpansetOp.ANCESTOR:  # b is an ancestor of a
+            rel = (lb < la) & (ra < rb)
+        elif base is SpansetOp.CHILD:  # b's parent is a
+            rel = pb == la
+        elif base is SpansetOp.PARENT:  # b is a's parent
+            rel = pa_ == lb
+        else:  # sibling: same parent, different span
+            rel = (pb == pa_) & (a[:, None] != b[None, :])
+        hit_b = rel.any(axis=0)
+        if op.is_negated:
+            return b[~hit_b]
+        if op.is_union:
+            hit_a = rel[:, hit_b].any(axis=1)
+            return np.union1d(b[hit_b], a[hit_a])
+        return b[hit_b]
+
+    # -- aggregates
+
+    def _scalar_filter(self, st: ScalarFilter, inputs: list[_Spanset]) -> list[_Spanset]:
+        if not isinstance(st.lhs, Aggregate) or not isinstance(st.rhs, Static):
+            raise TraceQLError("unsupported", f"{render(st)} not yet supported")
+        key = render(st.lhs)
+        out = []
+        for ss in inputs:
+            value = self._aggregate(st.lhs, ss.rows)
+            if value is None:
+                continue
+            if _compare_scalar(st.op, value, st.rhs):
+                out.append(_Spanset(ss.rows, [*ss.attrs, (key, value)]))
+        return out
+
+    def _aggregate(self, agg: Aggregate, rows: np.ndarray) -> TypedValue | None:
+        if agg.op is AggregateOp.COUNT:
+            return ("int", len(rows))
+        assert agg.expr is not None
+        col = self.ctx.span_value(agg.expr).primary()
+        kinds = []
+        values: list[np.ndarray] = []
+        for slot in NUMERIC:
+            v = col.slots.get(slot)
+            if v is None:
+                continue
+            arr = v if not isinstance(v, pa.Scalar) else pa.array([v.as_py()] * self.n, v.type)
+            sub = arr.take(pa.array(rows))
+            sub = sub.filter(pc.is_valid(sub))
+            if len(sub):
+                kinds.append(slot)
+                values.append(sub.to_numpy(zero_copy_only=False))
+        if not values:
+            return None
+        kind = kinds[0] if len(set(kinds)) == 1 else "float"
+        data = np.concatenate([v.astype(np.float64) if kind == "float" else v for v in values])
+        if agg.op is AggregateOp.AVG:
+            mean = float(data.astype(np.float64).sum() / len(data))
+            return ("dur", int(round(mean))) if kind == "dur" and mean.is_integer() else ("float", mean)
+        if agg.op is AggregateOp.MIN:
+            r = data.min()
+        elif agg.op is AggregateOp.MAX:
+            r = data.max()
+        else:
+            r = data.sum()
+        return (kind, float(r) if kind == "float" else int(r))
+
+    # -- by()
+
+    def _group_by(self, st: GroupBy, inputs: list[_Spanset]) -> list[_Spanset]:
+        if st.expr not in self._codes:
+            self._codes[st.expr] = group_codes(self.ctx.span_value(st.expr))
+        codes, values = self._codes[st.expr]
+        key = render(st)
+        out = []
+        for ss in inputs:
+            c = codes[ss.rows]
+            uniq, first = np.unique(c, return_index=True)
+            for code in uniq[np.argsort(first)]:
+                rows = ss.rows[c == code]
+                value: TypedValue = ("str", "nil") if code < 0 else values[code]
+                out.append(_Spanset(rows, [*ss.attrs, (key, value)]))
+        return out
+
+    # -- results
+
+    def _materialize(self, matches: list[tuple[bytes, list[_Spanset]]], spss: int) -> list[TraceMatch]:
+        refs = referenced_fields(self.query)
+        want_name = Intrinsic.NAME in refs
+        fields: dict[str, AttributeRef] = {}
+        for ref in refs:
+            if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
+                continue
+            if isinstance(ref, Attribute) and (ref.parent or ref.scope in (Scope.EVENT, Scope.LINK)):
+                continue
+            fields.setdefault(result_key(ref), ref)
+        shown: list[int] = []
+        for _, sets in matches:
+            for ss in sets:
+                shown.extend(ss.rows[:spss].tolist())
+        idx = pa.array(np.array(shown, dtype=np.int64))
+        spans = self.table.spans
+        span_ids = spans.column("span_id").take(idx).to_pylist()
+        starts = spans.column("start_unix_nano").take(idx).to_pylist()
+        durations = spans.column("duration_nano").take(idx).to_pylist()
+        names = spans.column("name").take(idx).to_pylist() if want_name else [None] * len(shown)
+        values = {key: _typed_values(self.ctx.span_value(ref), idx) for key, ref in fields.items()}
+        pos = 0
+        results = []
+        for trace_id, sets in matches:
+            out_sets = []
+            for ss in sets:
+                shown_spans = []
+                for row in ss.rows[:spss].tolist():
+                    attrs = [(k, v[pos]) for k, v in values.items() if v[pos] is not None]
+                    shown_spans.append(
+                        MatchedSpan(
+                            row, span_ids[pos], starts[pos], durations[pos], names[pos] or None, attrs
+                        )
+                    )
+                    pos += 1
+                out_sets.append(SpansetMatch(ss.rows.tolist(), len(ss.rows), ss.attrs, shown_spans))
+            results.append(TraceMatch(trace_id, out_sets))
+        return results
+
+
+def _merge_attrs(*sets: _Spanset | None) -> list[tuple[str, TypedValue]]:
+    out: dict[str, TypedValue] = {}
+    for s in sets:
+        if s is not None:
+            for k, v in s.attrs:
+                out.setdefault(k, v)
+    return list(out.items())
+
+
+def _typed_values(col: Col, idx: pa.Array) -> list[TypedValue | None]:
+    """Per selected row, the first present typed value (arrays as lists), or None."""
+    col = col.primary()
+    sub = col.take(idx.to_numpy())
+    out: list[TypedValue | None] = [None] * len(idx)
+    for slot, v in sub.slots.items():
+        if isinstance(v, pa.Scalar):
+            vals = [v.as_py()] * len(idx) if v.is_valid else [None] * len(idx)
+        else:
+            vals = v.to_pylist()
+        for i, x in enumerate(vals):
+            if x is not None and out[i] is None:
+                out[i] = (slot, x)
+    if sub.arr is not None:
+        elems: dict[int, list[object]] = {}
+        lists = {k: v.to_pylist() for k, v in sub.arr.slots.items()}
+        for j, parent in enumerate(sub.arr.parents.tolist()):
+            for values in lists.values():
+                if values[j] is not None:
+                    elems.setdefault(parent, []).append(values[j])
+                    break
+        for i in np.flatnonzero(sub.arr.has).tolist():
+            if out[i] is None:
+                out[i] = ("array", elems.get(i, []))
+    return out
+
+
+def _compare_scalar(op: Op, value: TypedValue, rhs: Static) -> bool:
+    """An aggregate result against a numeric literal (numbers compare by value; durations as ns)."""
+    if not rhs.type.is_numeric:
+        return False
+    x = value[1]
+    y = rhs.value
+    assert isinstance(x, (int, float)) and isinstance(y, (int, float))
+    if op is Op.EQ:
+        return x == y
+    if op is Op.NEQ:
+        return x != y
+    if op is Op.LT:
+        return x < y
+    if op is Op.LTE:
+        return x <= y
+    if op is Op.GT:
+        return x > y
+    if op is Op.GTE:
+        return x >= y
+    return False
+
+
+def traces_matching(matches: Iterable[TraceMatch]) -> set[bytes]:
+    return {m.trace_id for m in matches}
+
+
+__all__ = [
+    "MatchedSpan",
+    "SpansetMatch",
+    "TraceMatch",
+    "TypedValue",
+    "EvaluationError",
+    "StaticType",
+    "candidate_trace_ids",
+    "evaluate",
+    "referenced_fields",
+    "sort_by_trace",
+]

@@ -1,0 +1,84 @@
+"""Run `tempo-lite serve` as a real child process on free ports (for crash and CLI tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, tmp_path: Path, *, cycle: str = "2s", extra: str = "") -> None:
+        self.http_port, self.otlp_port = free_port(), free_port()
+        self.config = tmp_path / "tempo.yaml"
+        self.config.write_text(
+            f"""
+server: {{http_listen_address: 127.0.0.1, http_listen_port: {self.http_port}, log_level: info}}
+distributor:
+  receivers:
+    otlp:
+      protocols:
+        http: {{endpoint: "127.0.0.1:{self.otlp_port}"}}
+storage:
+  trace:
+    local: {{path: {tmp_path / "blocks"}}}
+    wal: {{path: {tmp_path / "wal"}}}
+block_builder: {{consume_cycle_duration: {cycle}}}
+{extra}
+"""
+        )
+        self.log = tmp_path / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def otlp(self) -> str:
+        return f"http://127.0.0.1:{self.otlp_port}/v1/traces"
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tempo_lite", "serve", "--config", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.api + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)

