@@ -22,6 +22,7 @@ from tempo_lite.distributor import Distributor
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.server import serve_asgi
 from tempo_lite.storage.cache import ByteCache
@@ -63,7 +64,6 @@ class TempoLite:
         self.config = config
         self.metrics = Metrics()
         self.listeners = Listeners()
-        self.api_extensions: list[Callable[[Any, TempoLite], None]] = []
         self.wal: WriteAheadLog
         self.store: ObjectStore
         self.livestore: LiveStore
@@ -128,6 +128,7 @@ class TempoLite:
             self.livestore, self.blocklist, self.store, self.cache, self.metrics,
             concurrency=cfg.query_frontend.search.concurrent_jobs,
         )
+        self.searcher = Searcher(self.querier, concurrency=cfg.query_frontend.search.concurrent_jobs)
         self.distributor = Distributor(
             cfg, self.wal, self.metrics,
             is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),

@@ -8,10 +8,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from traceql_fixtures import (
     TRACE_ID_A,
     TRACE_ID_A_HEX,
-    add_resource_spans,
     fixture_a,
+    fixture_a_with_filler,
     load_cases,
-    make_span,
 )
 
 from tempo_lite import spantable
@@ -25,12 +24,7 @@ LEGACY_CASES = [c for c in ALL_CASES["cases_fixture_A"] if "legacy_search_params
 
 
 def _with_filler() -> spantable.SpanTable:
-    """Fixture A plus a filler trace from `test-service` (upstream's block holds such traces)."""
-    data = fixture_a()
-    tid = bytes([0xAB] * 16)
-    filler = make_span(tid, bytes([0xAB] * 8), b"", "filler", 5 * 10**9, 6 * 10**9, attrs={"foo": "other"})
-    add_resource_spans(data, {"service.name": "test-service"}, [filler])
-    return spantable.flatten(data.resource_spans)
+    return spantable.flatten(fixture_a_with_filler().resource_spans)
 
 
 LIVE = spantable.flatten(fixture_a().resource_spans)

@@ -12,7 +12,7 @@ import yaml
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-FIXTURE_CASES = Path("/work/shared/conformance/traceql/fixture-cases.yaml")
+FIXTURE_CASES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "traceql" / "fixture-cases.yaml"
 
 TRACE_ID_A = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 TRACE_ID_A_HEX = TRACE_ID_A.hex().lstrip("0")
@@ -195,3 +195,12 @@ def substitute(text: str) -> str:
 def expected_span_id(hex16: str) -> str:
     """The expected span ID as this fixture prints it (BrokenSpan substituted)."""
     return BROKEN_SPAN_ID.hex() if hex16 == "0000000000000000" else hex16
+
+
+def fixture_a_with_filler() -> TracesData:
+    """Fixture A plus a filler trace from `test-service` (upstream's block holds such traces)."""
+    data = fixture_a()
+    tid = bytes([0xAB] * 16)
+    filler = make_span(tid, bytes([0xAB] * 8), b"", "filler", 5 * 10**9, 6 * 10**9, attrs={"foo": "other"})
+    add_resource_spans(data, {"service.name": "test-service"}, [filler])
+    return data

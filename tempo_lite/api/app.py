@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from tempo_lite import TEMPO_COMPAT_VERSION, __version__
 from tempo_lite.api import encoding
+from tempo_lite.api.search import register_search_routes
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated
 from tempo_lite.frontend.params import parse_time_range
 from tempo_lite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -105,8 +106,7 @@ def create_api(tl: TempoLite) -> QuartTrio:
         )
         return Response(encoding.trace_v2(trace, inspected, ctype, partial_message=partial), content_type=ctype)
 
-    for register in tl.api_extensions:
-        register(app, tl)
+    register_search_routes(app, tl)
 
     @app.errorhandler(404)
     async def not_found(_exc: Exception) -> Response:

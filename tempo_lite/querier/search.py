@@ -1,0 +1,339 @@
+"""Search, tag names and tag values over the live-store and blocks, with results identical wherever a trace lives.
+
+A trace may be split across sources (live-store and several blocks, until the compactor merges them).
+Traces found in exactly one source are evaluated there, column-wise; traces found in several are
+first assembled from every source (spans deduplicated) and evaluated once, so a query sees the whole
+trace. Which traces are split is known exactly from each block's trace table, not guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import trio
+
+from tempo_lite import spantable
+from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.block.meta import TRACES, BlockMeta
+from tempo_lite.errors import InvalidRequest, StorageError
+from tempo_lite.querier.results import (
+    LegacySearch,
+    legacy_tag_search,
+    merge_search_results,
+    search_results,
+    trace_metadata,
+)
+from tempo_lite.querier.tracebyid import Querier
+from tempo_lite.traceql import parse
+from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, Scope
+from tempo_lite.traceql.engine import candidate_trace_ids, evaluate, referenced_fields
+from tempo_lite.traceql.engine_summary import trace_summaries
+
+log = logging.getLogger(__name__)
+
+# Columns every evaluation needs (structure, intrinsics, result fields); attribute, event and link
+# columns are read only when the query refers to them.
+_BASE_COLUMNS = [
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "status_code", "status_message",
+    "start_unix_nano", "duration_nano", "resource_index", "service_name",
+    "nested_set_left", "nested_set_right", "parent_index",
+]
+_EVENT_INTRINSICS = {Intrinsic.EVENT_NAME, Intrinsic.EVENT_TIME_SINCE_START}
+_LINK_INTRINSICS = {Intrinsic.LINK_TRACE_ID, Intrinsic.LINK_SPAN_ID}
+
+
+def columns_for(query: Query | None) -> list[str] | None:
+    """The span columns a query reads; None means all (legacy tag search, tag discovery)."""
+    if query is None:
+        return None
+    cols = list(_BASE_COLUMNS)
+    extra: set[str] = set()
+    for ref in referenced_fields(query):
+        if isinstance(ref, Attribute):
+            if ref.scope in (Scope.NONE, Scope.SPAN):
+                extra.add("attrs")
+            elif ref.scope is Scope.EVENT:
+                extra.add("events")
+            elif ref.scope is Scope.LINK:
+                extra.add("links")
+        elif ref in _EVENT_INTRINSICS:
+            extra.add("events")
+        elif ref in _LINK_INTRINSICS:
+            extra.add("links")
+    return cols + sorted(extra)
+
+
+@dataclass
+class SearchStats:
+    inspected_traces: int = 0
+    inspected_spans: int = 0
+    inspected_bytes: int = 0
+    total_blocks: int = 0
+    completed_jobs: int = 0
+    total_jobs: int = 0
+    total_block_bytes: int = 0
+    failed_blocks: list[str] = field(default_factory=list)
+
+    def message(self) -> pb.SearchMetrics:
+        return pb.SearchMetrics(
+            inspectedTraces=self.inspected_traces,
+            inspectedBytes=self.inspected_bytes,
+            totalBlocks=self.total_blocks,
+            completedJobs=self.completed_jobs,
+            totalJobs=self.total_jobs,
+            totalBlockBytes=self.total_block_bytes,
+            inspectedSpans=self.inspected_spans,
+        )
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to find: a TraceQL query or a legacy tag search, in a time range (ns, 0 = unbounded)."""
+
+    query: Query | None
+    legacy: LegacySearch | None
+    start_ns: int
+    end_ns: int
+    limit: int
+    spss: int
+    live_only: bool
+
+    @property
+    def most_recent(self) -> bool:
+        hint = self.query.hints.get("most_recent") if self.query is not None else None
+        return bool(hint is not None and hint.value is True)
+
+
+Matcher = Callable[[spantable.SpanTable], list[pb.TraceSearchMetadata]]
+
+
+def _overlapping(results: list[pb.TraceSearchMetadata], start_ns: int, end_ns: int) -> list[pb.TraceSearchMetadata]:
+    if not start_ns and not end_ns:
+        return results
+    end = end_ns or (1 << 63) - 1
+    return [
+        r for r in results
+        if r.startTimeUnixNano <= end and r.startTimeUnixNano + r.durationMs * 1_000_000 >= start_ns
+    ]
+
+
+def matcher_for(request: SearchRequest) -> Matcher:
+    """Evaluate the request over a table holding whole traces -> search results."""
+    if request.query is not None:
+        query = request.query
+
+        def traceql(table: spantable.SpanTable) -> list[pb.TraceSearchMetadata]:
+            matches = evaluate(query, table, spss=request.spss)
+            return search_results(matches, table) if matches else []
+
+        return traceql
+    legacy = request.legacy
+    assert legacy is not None
+
+    def tags(table: spantable.SpanTable) -> list[pb.TraceSearchMetadata]:
+        ids = legacy_tag_search(table, legacy)
+        if not ids:
+            return []
+        by_id = trace_summaries(table).by_trace_id()
+        return [trace_metadata(None, by_id[t], with_spansets=False) for t in ids]
+
+    return tags
+
+
+class Searcher:
+    def __init__(self, querier: Querier, *, concurrency: int = 8) -> None:
+        self.querier = querier
+        self.limiter = trio.CapacityLimiter(concurrency)
+
+    # --- sources -------------------------------------------------------------------------------
+
+    def _blocks(self, tenant: str, start_ns: int, end_ns: int) -> list[BlockMeta]:
+        return self.querier.blocklist.blocks(tenant, start_ns, end_ns)
+
+    async def block_trace_ids(self, meta: BlockMeta) -> pa.Array:
+        """Every trace ID of a block, from its (small, cached) trace table."""
+        store, cache = self.querier.store, self.querier.cache
+        path = f"{meta.tenant}/{meta.block_id}/{TRACES}"
+
+        async def load() -> pa.Array:
+            data = await store.read(path)
+            return pq.read_table(pa.BufferReader(data), columns=["trace_id"]).column("trace_id").combine_chunks()
+
+        return await cache.get_or_load(f"{store.name}:{path}#ids", load, lambda a: a.nbytes + 64)
+
+    async def _read_block(
+        self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats
+    ) -> spantable.SpanTable | None:
+        if columns is not None and "attrs" in columns:
+            columns = columns + sorted(meta.dedicated_columns.values())
+        async with self.limiter:
+            try:
+                table = await self.querier.reader(meta).read_all(columns)
+            except StorageError as exc:
+                self.querier.metrics.blocks_unreadable.inc()
+                log.warning("search: %s", exc.message)
+                stats.failed_blocks.append(exc.message)
+                return None
+        stats.inspected_bytes += table.nbytes
+        return table
+
+    # --- search --------------------------------------------------------------------------------
+
+    async def search(self, tenant: str, request: SearchRequest) -> tuple[list[pb.TraceSearchMetadata], SearchStats]:
+        stats = SearchStats()
+        match = matcher_for(request)
+        columns = columns_for(request.query)
+        live = self.querier.livestore.snapshot(tenant)
+        blocks = [] if request.live_only else self._blocks(tenant, request.start_ns, request.end_ns)
+        stats.total_blocks = len(blocks)
+        stats.total_jobs = 1 + len(blocks)
+        stats.total_block_bytes = sum(m.size_bytes for m in blocks)
+
+        # Which traces live in more than one source: those are evaluated on their assembled spans.
+        id_lists: list[pa.Array] = []
+        if live.num_spans:
+            id_lists.append(_unique_ids(live))
+        block_ids: dict[str, pa.Array] = {}
+        for meta in blocks:
+            try:
+                block_ids[meta.block_id] = await self.block_trace_ids(meta)
+            except StorageError as exc:
+                stats.failed_blocks.append(exc.message)
+                continue
+            id_lists.append(block_ids[meta.block_id])
+        split = _split_trace_ids(id_lists)
+
+        results: list[pb.TraceSearchMetadata] = []
+        split_candidates: list[pa.Array] = []
+        enough = trio.Event()
+
+        def take(table: spantable.SpanTable) -> None:
+            stats.inspected_spans += table.num_spans
+            stats.completed_jobs += 1
+            whole = _without(table, split)
+            results.extend(_overlapping(match(whole), request.start_ns, request.end_ns))
+            if len(split) and request.query is not None:
+                split_candidates.append(
+                    pc.filter(cands := candidate_trace_ids(request.query, table), pc.is_in(cands, split))
+                )
+            elif len(split):
+                split_candidates.append(pc.filter(ids := _unique_ids(table), pc.is_in(ids, split)))
+            if not request.most_recent and len({r.traceID for r in results}) >= request.limit:
+                enough.set()
+
+        if live.num_spans:
+            stats.inspected_bytes += live.nbytes
+            take(live)
+
+        async def block_job(meta: BlockMeta) -> None:
+            if enough.is_set():
+                return
+            table = await self._read_block(meta, columns, stats)
+            if table is not None and not enough.is_set():
+                take(table)
+
+        if not enough.is_set():
+            async with trio.open_nursery() as nursery:
+                for meta in blocks:
+                    if meta.block_id in block_ids:
+                        nursery.start_soon(block_job, meta)
+
+        if split_candidates:
+            wanted = pc.unique(pa.concat_arrays([c.cast(pa.binary(16)) for c in split_candidates]))
+            if len(wanted):
+                assembled = await self.assemble(tenant, wanted, live, blocks, block_ids, stats)
+                results.extend(_overlapping(match(assembled), request.start_ns, request.end_ns))
+        stats.inspected_traces = sum(len(a) for a in id_lists)
+        limit = None if request.most_recent else request.limit
+        merged = merge_search_results(results, limit=limit)
+        if request.most_recent:
+            merged = merged[: request.limit]
+        return merged, stats
+
+    async def assemble(
+        self,
+        tenant: str,
+        trace_ids: pa.Array,
+        live: spantable.SpanTable,
+        blocks: list[BlockMeta],
+        block_ids: dict[str, pa.Array],
+        stats: SearchStats,
+    ) -> spantable.SpanTable:
+        """Every span of the given traces from every source, duplicates dropped."""
+        parts: list[spantable.SpanTable] = []
+        if live.num_spans:
+            parts.append(live.take(pc.indices_nonzero(pc.is_in(live.spans.column("trace_id"), trace_ids))))
+
+        async def from_block(meta: BlockMeta) -> None:
+            ids = block_ids.get(meta.block_id)
+            if ids is None or not pc.any(pc.is_in(ids, trace_ids)).as_py():
+                return
+            async with self.limiter:
+                try:
+                    parts.append(await self.querier.reader(meta).read_traces(trace_ids))
+                except StorageError as exc:
+                    stats.failed_blocks.append(exc.message)
+
+        async with trio.open_nursery() as nursery:
+            for meta in blocks:
+                nursery.start_soon(from_block, meta)
+        return spantable.dedupe_spans(spantable.concat(parts))
+
+    # --- tag discovery -------------------------------------------------------------------------
+
+    async def tables(
+        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats
+    ) -> list[spantable.SpanTable]:
+        """Every source overlapping the range (tag discovery does not need whole traces)."""
+        out = []
+        live = self.querier.livestore.snapshot(tenant)
+        if live.num_spans:
+            out.append(live)
+            stats.inspected_bytes += live.nbytes
+        blocks = self._blocks(tenant, start_ns, end_ns)
+        stats.total_blocks = len(blocks)
+
+        async def job(meta: BlockMeta) -> None:
+            table = await self._read_block(meta, None, stats)
+            if table is not None:
+                out.append(table)
+
+        async with trio.open_nursery() as nursery:
+            for meta in blocks:
+                nursery.start_soon(job, meta)
+        return out
+
+
+def _unique_ids(table: spantable.SpanTable) -> pa.Array:
+    ids = pc.unique(table.spans.column("trace_id"))
+    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+
+def _split_trace_ids(id_lists: Iterable[pa.Array]) -> pa.Array:
+    lists = [a.cast(pa.binary(16)) for a in id_lists if len(a)]
+    if len(lists) < 2:
+        return pa.array([], pa.binary(16))
+    counts = pc.value_counts(pa.concat_arrays(lists))
+    return counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+
+
+def _without(table: spantable.SpanTable, trace_ids: pa.Array) -> spantable.SpanTable:
+    if not len(trace_ids):
+        return table
+    keep = pc.invert(pc.is_in(table.spans.column("trace_id"), trace_ids))
+    return spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
+
+
+def parse_search_query(q: str) -> Query:
+    query = parse(q)
+    if query.metrics is not None:
+        raise InvalidRequest(
+            "invalid TraceQL query: metrics queries are answered by /api/metrics/query_range and "
+            "/api/metrics/query, not /api/search"
+        )
+    return query
