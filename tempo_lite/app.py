@@ -8,7 +8,6 @@ requests finish, flush every pending span into blocks, close the WAL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite import spantable
 from tempo_lite.blockbuilder import BlockBuilder
+from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
 from tempo_lite.distributor import Distributor
 from tempo_lite.livestore import LiveStore
@@ -75,8 +75,6 @@ class TempoLite:
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
         self._udp_scopes: list[trio.CancelScope] = []
-        # Extra long-running components (compactor, metrics-generator): `await nursery.start(fn, self)`.
-        self.component_starters: list[Callable[..., Any]] = []
         self.started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -128,6 +126,10 @@ class TempoLite:
             self.livestore, self.blocklist, self.store, self.cache, self.metrics,
             concurrency=cfg.query_frontend.search.concurrent_jobs,
         )
+        self.compactor = Compactor(
+            self.store, self.blocklist, self.cache, self.metrics,
+            compaction=cfg.compactor.compaction, block=cfg.storage.trace.block,
+        )
         self.searcher = Searcher(self.querier, concurrency=cfg.query_frontend.search.concurrent_jobs)
         self.distributor = Distributor(
             cfg, self.wal, self.metrics,
@@ -137,8 +139,7 @@ class TempoLite:
             await nursery.start(self.livestore.run)
             await nursery.start(self.blocklist.run, BLOCKLIST_POLL_SECONDS)
             await nursery.start(self.blockbuilder.run)
-            for start in self.component_starters:
-                await nursery.start(start, self)
+            await nursery.start(self.compactor.run)
             async with trio.open_nursery() as receivers:
                 await self._start_receivers(receivers)
                 await self._start_api(nursery)
