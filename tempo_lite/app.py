@@ -33,6 +33,7 @@ from tempo_lite.wal.factory import WalConfig, open_wal
 log = logging.getLogger("tempo_lite")
 
 BLOCKLIST_POLL_SECONDS = 15.0
+REPLAY_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass
@@ -137,6 +138,10 @@ class TempoLite:
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(self.livestore.run)
+            # Serve nothing until the WAL's unflushed records are back in memory: a query answered
+            # mid-replay would miss acknowledged spans.
+            with trio.fail_after(REPLAY_TIMEOUT_SECONDS):
+                await self.livestore.replayed.wait()
             await nursery.start(self.blocklist.run, BLOCKLIST_POLL_SECONDS)
             await nursery.start(self.blockbuilder.run)
             await nursery.start(self.compactor.run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ def make_request(trace_ids: list[bytes]) -> bytes:
     for tid in trace_ids:
         for i in range(SPANS_PER_TRACE):
             sp = ss.spans.add(trace_id=tid, span_id=tid[:4] + i.to_bytes(4, "big"), name=f"op{i}")
-            sp.start_time_unix_nano, sp.end_time_unix_nano = 1_700_000_000_000_000_000 + i, 1_700_000_001_000_000_000
+            now = time.time_ns()
+            sp.start_time_unix_nano, sp.end_time_unix_nano = now + i, now + 1_000_000_000
             sp.attributes.add(key="i").value.int_value = i
     return req.SerializeToString()
 
@@ -54,9 +56,18 @@ class Sender(threading.Thread):
                         self.acked.extend(ids)
 
 
-def check_all_present(server: ServerProcess, trace_ids: list[bytes]) -> None:
-    with httpx.Client(timeout=10) as client:
-        for tid in trace_ids:
+def check_all_present(server: ServerProcess, trace_ids: list[bytes], sample: int = 300) -> None:
+    """Every trace is found by search with exactly its spans; a sample is also checked by trace by ID."""
+    now = int(time.time())
+    with httpx.Client(timeout=120) as client:
+        r = client.get(f"{server.api}/api/search", params={
+            "q": f'{{ resource.service.name = "crash-test" }} | count() = {SPANS_PER_TRACE}',
+            "start": now - 3600, "end": now + 3600, "limit": 262_144, "spss": 1})
+        assert r.status_code == 200, r.text
+        found = {t["traceID"].rjust(32, "0") for t in r.json().get("traces", [])}
+        missing = {tid.hex() for tid in trace_ids} - found
+        assert not missing, f"{len(missing)} acknowledged traces lost or incomplete, e.g. {sorted(missing)[:3]}"
+        for tid in random.sample(trace_ids, min(sample, len(trace_ids))):
             r = client.get(f"{server.api}/api/traces/{tid.hex()}", headers={"Accept": "application/protobuf"})
             assert r.status_code == 200, f"acknowledged trace {tid.hex()} lost: {r.status_code}"
             spans = [s for rs in TracesData.FromString(r.content).resource_spans
