@@ -136,23 +136,30 @@ def decode_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     )
 
 
+async def _is_post_to_known_path(scope: Scope, receive: Receive, send: Send, known: bool) -> bool:
+    """The common preamble of every ingest endpoint: lifespan events, 404 and 405."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return False
+    if scope["type"] != "http":
+        return False
+    if not known:
+        await respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+        return False
+    if scope["method"] != "POST":
+        await respond(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
+        return False
+    return True
+
+
 def otlp_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """ASGI app for `POST /v1/traces` (OTLP/HTTP, protobuf or JSON, gzip/deflate)."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if not await _is_post_to_known_path(scope, receive, send, scope.get("path") == "/v1/traces"):
             return
         ctype = media_type(scope)
         as_json = ctype == "application/json"
-        if scope["path"] != "/v1/traces":
-            await respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
-            return
-        if scope["method"] != "POST":
-            await respond(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
-            return
         try:
             if ctype not in (*_PROTOBUF_TYPES, "application/json"):
                 raise UnsupportedMediaType(
@@ -215,17 +222,8 @@ def _accepted_app(
     push: PushFn, max_request_bytes: int, route: Callable[[str], Decoder | None]
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        decoder = route(scope["path"])
-        if decoder is None:
-            await respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
-            return
-        if scope["method"] != "POST":
-            await respond(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
+        decoder = route(scope["path"]) if scope["type"] == "http" else None
+        if not await _is_post_to_known_path(scope, receive, send, decoder is not None) or decoder is None:
             return
         try:
             raw = await read_body(receive, max_request_bytes)

@@ -80,3 +80,14 @@ class WriteAheadLog(Protocol):
     def statistics(self) -> WalStatistics: ...
 
     async def aclose(self) -> None: ...
+
+
+def check_partition(partition: int, partitions: int) -> None:
+    """Argument checks shared by every backend."""
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition {partition} out of range: the WAL has {partitions} partitions")
+
+
+def check_group(group: str, groups: tuple[str, ...]) -> None:
+    if group not in groups:
+        raise ValueError(f"unknown consumer group {group!r}: the WAL was opened with {list(groups)}")

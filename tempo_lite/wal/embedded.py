@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from tempo_lite.errors import ConfigError, Unavailable
-from tempo_lite.wal import WalEntry, WalRecord, WalStatistics
+from tempo_lite.wal import WalEntry, WalRecord, WalStatistics, check_group, check_partition
 
 DB_FILE_NAME = "wal.sqlite3"
 SCHEMA_VERSION = "1"
@@ -343,14 +343,10 @@ class EmbeddedWal:
     # -- checks --------------------------------------------------------------------------------
 
     def _check_partition(self, partition: int) -> None:
-        if not 0 <= partition < self._partitions:
-            raise ValueError(f"partition {partition} out of range: the WAL has {self._partitions} partitions")
+        check_partition(partition, self._partitions)
 
     def _check_group(self, group: str) -> None:
-        if group not in self._groups:
-            raise ValueError(
-                f"unknown consumer group {group!r}: the WAL was opened with {list(self._groups)}"
-            )
+        check_group(group, self._groups)
 
     def _check_open(self) -> None:
         if self._closed:

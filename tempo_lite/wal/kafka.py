@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tempo_lite.errors import ConfigError, PayloadTooLarge, Unavailable
-from tempo_lite.wal import WalEntry, WalRecord, WalStatistics
+from tempo_lite.wal import WalEntry, WalRecord, WalStatistics, check_group, check_partition
 
 log = logging.getLogger(__name__)
 
@@ -399,14 +399,10 @@ class KafkaWal:
         return await trio.to_thread.run_sync(fn, *args)
 
     def _check_partition(self, partition: int) -> None:
-        if not 0 <= partition < self._partitions:
-            raise ValueError(f"partition {partition} out of range: the WAL has {self._partitions} partitions")
+        check_partition(partition, self._partitions)
 
     def _check_group(self, group: str) -> None:
-        if group not in self._groups:
-            raise ValueError(
-                f"unknown consumer group {group!r}: the WAL was opened with {list(self._groups)}"
-            )
+        check_group(group, self._groups)
 
     def _check_open(self) -> None:
         if self._closed:
