@@ -236,9 +236,11 @@ class TempoLite:
 
     async def _start_api(self, nursery: trio.Nursery) -> None:
         from tempo_lite.api.app import create_api
+        from tempo_lite.api.streaming import streaming_querier_app
 
         server = self.config.server
-        await self._serve(nursery, "http", create_api(self),
+        app = streaming_querier_app(self, fallback=create_api(self))
+        await self._serve(nursery, "http", app,
                           f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
                           graceful=False)
 

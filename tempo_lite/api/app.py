@@ -29,17 +29,18 @@ def text(body: str, status: int = 200) -> Response:
     return Response(body, status=status, content_type=TEXT, headers={"X-Content-Type-Options": "nosniff"})
 
 
-def resolve_query_tenants(tl: TempoLite) -> list[str]:
-    """Query tenants: `single-tenant`, or X-Scope-OrgID (which may name several: `a|b`)."""
-    if not tl.config.multitenancy_enabled:
+def query_tenants(multitenancy: bool, org_id: str | None) -> list[str]:
+    """Query tenants: `single-tenant`, or the X-Scope-OrgID value (which may name several: `a|b`)."""
+    if not multitenancy:
         return ["single-tenant"]
-    raw = (request.headers.get("X-Scope-OrgID") or "").strip()
-    if not raw:
-        raise Unauthenticated("no org id")
-    tenants = sorted({t.strip() for t in raw.split("|") if t.strip()})
+    tenants = sorted({t.strip() for t in (org_id or "").split("|") if t.strip()})
     if not tenants:
         raise Unauthenticated("no org id")
     return tenants
+
+
+def resolve_query_tenants(tl: TempoLite) -> list[str]:
+    return query_tenants(tl.config.multitenancy_enabled, request.headers.get("X-Scope-OrgID"))
 
 
 def create_api(tl: TempoLite) -> QuartTrio:
