@@ -2,10 +2,13 @@
 
 All fsspec calls are blocking, so each runs in a worker thread under one `CapacityLimiter`: object
 store calls run concurrently, bounded. Paths are relative to the store's root ("tenant/block/file").
+Every failure surfaces as `StorageError` (or `ObjectNotFound`), naming the backend and the object.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any, BinaryIO
 
 import fsspec
@@ -26,6 +29,12 @@ class ObjectStore:
         self.root = root.rstrip("/")
         self.name = name
         self.limiter = trio.CapacityLimiter(concurrency)
+        # Only a local disk needs parent folders; on object stores `makedirs` costs a round trip
+        # (s3fs even checks, and may try to create, the bucket).
+        self._is_local = "file" in _protocols(fs)
+
+    def __repr__(self) -> str:
+        return f"ObjectStore(name={self.name!r}, root={self.root!r})"
 
     def full_path(self, path: str) -> str:
         return f"{self.root}/{path.lstrip('/')}" if self.root else path.lstrip("/")
@@ -42,41 +51,79 @@ class ObjectStore:
 
     # --- sync primitives (run in threads; also used directly by pyarrow readers in threads) ---
     def write_sync(self, path: str, data: bytes) -> None:
+        """Store `data` at `path`, replacing any previous object; readers never see a partial object."""
         full = self.full_path(path)
-        parent = full.rsplit("/", 1)[0]
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
-        with self.fs.open(full, "wb") as f:
-            f.write(data)
+        if self._is_local:
+            # Object stores publish a PUT atomically; on disk, write a sibling then rename over.
+            parent = os.path.dirname(full)
+            os.makedirs(parent, exist_ok=True)
+            tmp = os.path.join(parent, f".{os.path.basename(full)}.{uuid.uuid4().hex}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, full)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            return
+        self.fs.pipe_file(full, bytes(data))
 
     def read_sync(self, path: str) -> bytes:
         return self.fs.cat_file(self.full_path(path))
 
-    def read_range_sync(self, path: str, offset: int, length: int) -> bytes:
-        return self.fs.cat_file(self.full_path(path), start=offset, end=offset + length)
+    def read_range_sync(self, path: str, offset: int, length: int | None = None) -> bytes:
+        """`length` bytes from `offset` (fewer at the end of the object); `None` reads to the end."""
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError(f"invalid range offset={offset} length={length}")
+        full = self.full_path(path)
+        if length is None:
+            return self.fs.cat_file(full, start=offset)
+        if length == 0:
+            self.fs.size(full)  # still report a missing object
+            return b""
+        return self.fs.cat_file(full, start=offset, end=offset + length)
 
-    def open_sync(self, path: str) -> BinaryIO:
-        """A seekable file object doing range reads (for pyarrow.parquet.ParquetFile)."""
-        return self.fs.open(self.full_path(path), "rb")
+    def open_sync(self, path: str, *, cache_type: str = "none") -> BinaryIO:
+        """A seekable file object doing range reads (for pyarrow.parquet.ParquetFile).
+
+        `cache_type="none"` makes every read exactly one range request of the bytes asked for, so
+        reading a Parquet footer and one column chunk never pulls the whole object (the fsspec
+        default read-ahead block is 5-50 MB).
+        """
+        full = self.full_path(path)
+        if self._is_local or "memory" in _protocols(self.fs):
+            return self.fs.open(full, "rb")
+        return self.fs.open(full, "rb", cache_type=cache_type)
 
     def size_sync(self, path: str) -> int:
         return int(self.fs.size(self.full_path(path)))
 
     def list_sync(self, prefix: str) -> list[str]:
         """Names of the direct children of `prefix` (files and folders), sorted; [] if absent."""
-        full = self.full_path(prefix)
+        full = self.full_path(prefix).rstrip("/")
         try:
             entries = self.fs.ls(full, detail=False)
         except FileNotFoundError:
             return []
-        names = {e.rstrip("/").rsplit("/", 1)[-1] for e in entries}
+        names = set()
+        for entry in entries:
+            entry = entry.rstrip("/")
+            if entry == full:
+                continue  # some backends list a file as its own only child
+            names.add(entry.rsplit("/", 1)[-1])
         names.discard("")
+        if self._is_local:
+            names = {n for n in names if not (n.startswith(".") and n.endswith(".tmp"))}
         return sorted(names)
 
     def delete_sync(self, path: str) -> None:
+        """Remove an object, or everything under a prefix; absent paths are not an error."""
         full = self.full_path(path)
-        if self.fs.exists(full):
+        try:
             self.fs.rm(full, recursive=True)
+        except FileNotFoundError:
+            return
 
     def exists_sync(self, path: str) -> bool:
         return bool(self.fs.exists(self.full_path(path)))
@@ -88,7 +135,7 @@ class ObjectStore:
     async def read(self, path: str) -> bytes:
         return await self._run("read", path, self.read_sync, path)
 
-    async def read_range(self, path: str, offset: int, length: int) -> bytes:
+    async def read_range(self, path: str, offset: int, length: int | None = None) -> bytes:
         return await self._run("range read", path, self.read_range_sync, path, offset, length)
 
     async def size(self, path: str) -> int:
@@ -104,12 +151,20 @@ class ObjectStore:
         return await self._run("exists", path, self.exists_sync, path)
 
 
-def local_store(path: str) -> ObjectStore:
-    import os
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
 
+
+def local_store(path: str) -> ObjectStore:
     os.makedirs(path, exist_ok=True)
     return ObjectStore(fsspec.filesystem("file", auto_mkdir=True), os.path.abspath(path), name="local")
 
 
-def memory_store(root: str = "/tempo") -> ObjectStore:
+def memory_store(root: str | None = None) -> ObjectStore:
+    """An in-process store. Every MemoryFileSystem shares one class-level dict, so without an
+    explicit `root` each store gets a unique root and is isolated; stores given the same `root`
+    see the same objects (like a process restart against the same bucket)."""
+    if root is None:
+        root = f"/tempo-{uuid.uuid4().hex[:12]}"
     return ObjectStore(fsspec.filesystem("memory", skip_instance_cache=True), root, name="memory")
