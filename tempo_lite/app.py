@@ -34,6 +34,7 @@ log = logging.getLogger("tempo_lite")
 
 BLOCKLIST_POLL_SECONDS = 15.0
 REPLAY_TIMEOUT_SECONDS = 600.0
+SHUTDOWN_FLUSH_SECONDS = 60.0
 
 
 @dataclass
@@ -48,16 +49,12 @@ class Listeners:
 
 
 async def open_object_store(config: Config) -> ObjectStore:
-    from tempo_lite.storage.store import local_store, memory_store
-
-    trace = config.storage.trace
-    if trace.backend == "local":
-        return local_store(trace.local.path)
-    if trace.backend == "memory":
-        return memory_store()
+    """The configured store, checked at start-up (a missing bucket or bad credentials stop start-up)."""
     from tempo_lite.storage.backends import open_store_from_config
 
-    return await open_store_from_config(trace)
+    return await open_store_from_config(
+        config.storage.trace, concurrency=config.query_frontend.search.concurrent_jobs * 2
+    )
 
 
 class TempoLite:
@@ -160,9 +157,12 @@ class TempoLite:
                 for scope in self._udp_scopes:
                     scope.cancel()
             log.info("flushing pending spans to blocks")
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_FLUSH_SECONDS) as flush:
                 await self.livestore.catch_up()
                 await self.blockbuilder.flush_all()
+            if flush.cancelled_caught:
+                log.warning("final flush did not finish in %ss (%s); unflushed spans stay in the WAL and are "
+                            "replayed at the next start", SHUTDOWN_FLUSH_SECONDS, self.blockbuilder.last_error)
             nursery.cancel_scope.cancel()
         log.info("stopped")
 

@@ -10,42 +10,52 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import yaml
 
 from tempo_lite.app import TempoLite
 from tempo_lite.config import load_config_text
+
+# Emulator fixtures (moto, gcp-storage-emulator, azurite) for every test module.
+pytest_plugins = ["storage_emulators"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def tempo_config_text(
-    tmp_path: Path, extra: str = "", *, cycle: str = "1h", max_request_bytes: int = 32 << 20
+    tmp_path: Path, extra: str = "", *, cycle: str = "1h", max_request_bytes: int = 32 << 20,
+    storage: dict | None = None,
 ) -> str:
-    """A config on free ports under tmp_path; `extra` YAML is appended (top-level keys not used here)."""
-    return textwrap.dedent(
-        f"""
-        server: {{http_listen_address: 127.0.0.1, http_listen_port: 0, log_level: warn}}
-        distributor:
-          max_request_bytes: {max_request_bytes}
-          receivers:
-            otlp:
-              protocols:
-                http: {{endpoint: "127.0.0.1:0"}}
-                grpc: {{endpoint: "127.0.0.1:0"}}
-            zipkin: {{endpoint: "127.0.0.1:0"}}
-            jaeger:
-              protocols:
-                thrift_http: {{endpoint: "127.0.0.1:0"}}
-                thrift_compact: {{endpoint: "127.0.0.1:0"}}
-                thrift_binary: {{endpoint: "127.0.0.1:0"}}
-        storage:
-          trace:
-            backend: local
-            local: {{path: {tmp_path / "blocks"}}}
-            wal: {{path: {tmp_path / "wal"}}}
-        block_builder: {{consume_cycle_duration: {cycle}}}
-        """
-    ) + textwrap.dedent(extra)
+    """A config on free ports under tmp_path. `extra` is YAML merged on top; `storage` replaces the
+    `storage.trace` backend settings (e.g. {"backend": "s3", "s3": {...}})."""
+    endpoint = {"endpoint": "127.0.0.1:0"}
+    config = {
+        "server": {"http_listen_address": "127.0.0.1", "http_listen_port": 0, "log_level": "warn"},
+        "distributor": {
+            "max_request_bytes": max_request_bytes,
+            "receivers": {
+                "otlp": {"protocols": {"http": endpoint, "grpc": endpoint}},
+                "zipkin": endpoint,
+                "jaeger": {"protocols": {"thrift_http": endpoint, "thrift_compact": endpoint,
+                                         "thrift_binary": endpoint}},
+            },
+        },
+        "storage": {"trace": {
+            **(storage or {"backend": "local", "local": {"path": str(tmp_path / "blocks")}}),
+            "wal": {"path": str(tmp_path / "wal")},
+        }},
+        "block_builder": {"consume_cycle_duration": cycle},
+    }
+    if extra.strip():
+        config = _merge(config, yaml.safe_load(textwrap.dedent(extra)))
+    return yaml.safe_dump(config)
 
 
 @dataclass

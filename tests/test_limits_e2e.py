@@ -81,7 +81,7 @@ async def test_trace_size_and_attribute_limits(nursery: trio.Nursery, tmp_path: 
     running = await limited(nursery, tmp_path, """
         overrides:
           defaults:
-            global: {max_bytes_per_trace: 400}
+            global: {max_bytes_per_trace: 700}
             max_attribute_bytes: 16
         """)
     try:
@@ -91,14 +91,17 @@ async def test_trace_size_and_attribute_limits(nursery: trio.Nursery, tmp_path: 
         assert r.status_code == 200
         r = await http.post(url, content=request(tid, 20, "z", first=6).SerializeToString(), headers=PB)
         assert r.status_code == 200
+        end = await running.tl.wal.end_offset(0)
         with trio.fail_after(10):
+            while running.tl.livestore.consumed[0] < end:
+                await trio.sleep(0.01)
             while (resp := await http.get(f"{running.url()}/api/traces/{tid.hex()}",
                                           headers={"Accept": "application/protobuf"})).status_code != 200:
                 await trio.sleep(0.02)
         spans = [s for rs in TracesData.FromString(resp.content).resource_spans for ss in rs.scope_spans
                  for s in ss.spans]
         names = sorted(int(s.name[1:]) for s in spans)
-        # The first spans are kept in order; those past 400 bytes of this trace are refused.
+        # The first spans are kept in order; those past 700 bytes of this trace are refused.
         assert names == list(range(1, len(names) + 1)) and 5 < len(names) < 25
         for s in spans:
             value = s.attributes[0].value.string_value

@@ -33,7 +33,6 @@ from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.retry import with_backoff
 from tempo_lite.storage.store import ObjectNotFound, ObjectStore, local_store, memory_store
 
-pytest_plugins = ["storage_emulators"]
 pytest.register_assert_rewrite("storage_emulators")
 
 from storage_emulators import EMULATOR_FIXTURES, Emulator, make_s3_emulator  # noqa: E402

@@ -15,12 +15,12 @@ import trio
 
 from tempo_lite import spantable
 from tempo_lite.block.meta import block_id_for
-from tempo_lite.block.writer import encode_block, write_block
+from tempo_lite.block.writer import EncodedBlock, encode_block, write_block
 from tempo_lite.config import BlockConfig
-from tempo_lite.errors import StorageError
 from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.storage.retry import with_backoff
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
 
@@ -105,19 +105,17 @@ class BlockBuilder:
             self.metrics.flushed_bytes.inc(meta.size_bytes)
         return len(metas)
 
-    async def _write_with_retry(self, block) -> None:  # noqa: ANN001 - EncodedBlock
-        delay = self.retry_base
-        while True:
-            try:
-                await write_block(self.store, block)
-                self.last_error = None
-                return
-            except StorageError as exc:
-                self.metrics.flush_errors.inc()
-                self.last_error = exc.message
-                log.warning(
-                    "writing block %s/%s failed, retrying in %.1fs: %s",
-                    block.meta.tenant, block.meta.block_id, delay, exc.message,
-                )
-                await trio.sleep(delay)
-                delay = min(self.retry_cap, delay * 2)
+    async def _write_with_retry(self, block: EncodedBlock) -> None:
+        def failed(what: str, exc: BaseException, attempt: int, delay: float) -> None:
+            self.metrics.flush_errors.inc()
+            self.last_error = getattr(exc, "message", str(exc))
+            log.warning("writing %s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, self.last_error)
+
+        await with_backoff(
+            lambda: write_block(self.store, block),
+            what=f"block {block.meta.tenant}/{block.meta.block_id}",
+            base=self.retry_base,
+            cap=self.retry_cap,
+            on_error=failed,
+        )
+        self.last_error = None
