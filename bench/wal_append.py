@@ -71,12 +71,9 @@ async def run_level(wal: WriteAheadLog, backend: str, appenders: int, records: i
 
 
 async def bench(config: WalConfig, records: int) -> list[Result]:
-    wal = await open_wal(config)
-    try:
+    async with open_wal(config) as wal:
         await run_level(wal, config.backend, 1, 20)  # warm-up: connections, page cache, producer id
         return [await run_level(wal, config.backend, n, records) for n in CONCURRENCY]
-    finally:
-        await wal.aclose()
 
 
 def machine() -> str:

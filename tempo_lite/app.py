@@ -84,22 +84,17 @@ class TempoLite:
     async def run(self, *, task_status: trio.TaskStatus[Listeners] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         wal_cfg = cfg.storage.trace.wal
-        self.wal = await open_wal(
-            WalConfig(
-                backend=wal_cfg.backend,
-                path=wal_cfg.path,
-                partitions=wal_cfg.partitions,
-                bytes_limit=wal_cfg.max_retained_bytes,
-                kafka_brokers=wal_cfg.kafka.brokers,
-                kafka_topic=wal_cfg.kafka.topic,
-            )
+        wal_config = WalConfig(
+            backend=wal_cfg.backend,
+            path=wal_cfg.path,
+            partitions=wal_cfg.partitions,
+            bytes_limit=wal_cfg.max_retained_bytes,
+            kafka_brokers=wal_cfg.kafka.brokers,
+            kafka_topic=wal_cfg.kafka.topic,
         )
-        try:
+        async with open_wal(wal_config) as self.wal:
             self.store = await open_object_store(cfg)
             await self._run_components(task_status)
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.wal.aclose()
 
     async def _run_components(self, task_status: trio.TaskStatus[Listeners]) -> None:
         cfg = self.config

@@ -12,8 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from wal_brokers import find_tansu, tansu_broker
 from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.wal import WalEntry, WriteAheadLog
 from tempo_lite.wal.embedded import EmbeddedWal
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import WalConfig, open_backend, open_wal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("livestore", "blockbuilder")
@@ -53,13 +52,8 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> WalConfig:
     )
 
 
-@asynccontextmanager
-async def opened(config: WalConfig) -> AsyncIterator[WriteAheadLog]:
-    wal = await open_wal(config)
-    try:
-        yield wal
-    finally:
-        await wal.aclose()
+def opened(config: WalConfig):  # noqa: ANN201 - the factory's context manager
+    return open_wal(config)
 
 
 def entry(partition: int, text: str, tenant: str = "tenant-a") -> WalEntry:
@@ -238,14 +232,14 @@ async def test_wait_for_records_times_out_without_records(
 
 async def test_factory_rejects_unknown_backend_and_shrinking_partitions(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="wal.backend must be one of"):
-        await open_wal(WalConfig(backend="zookeeper"))
+        await open_backend(WalConfig(backend="zookeeper"))
     with pytest.raises(ConfigError, match="kafka_brokers"):
-        await open_wal(WalConfig(backend="kafka"))
+        await open_backend(WalConfig(backend="kafka"))
     config = WalConfig(path=str(tmp_path / "wal"), partitions=4)
     async with opened(config) as wal:
         await wal.append([entry(3, "x")])
     with pytest.raises(ConfigError, match="wal.partitions=2"):
-        await open_wal(replace(config, partitions=2))
+        await open_backend(replace(config, partitions=2))
     async with opened(replace(config, partitions=6)) as wal:
         assert wal.partitions == 6
         assert await wal.end_offset(3) == 1
@@ -256,7 +250,7 @@ async def test_factory_rejects_unknown_backend_and_shrinking_partitions(tmp_path
 CRASH_CHILD = """
 import sys, trio
 from tempo_lite.wal import WalEntry
-from tempo_lite.wal.embedded import open_embedded_wal
+from tempo_lite.wal.factory import WalConfig, open_wal
 
 async def appender(wal, worker):
     i = 0
@@ -267,8 +261,8 @@ async def appender(wal, worker):
         i += 1
 
 async def main():
-    wal = await open_embedded_wal(sys.argv[1], 2, ("g",), 1 << 30)
-    async with trio.open_nursery() as nursery:
+    config = WalConfig(path=sys.argv[1], partitions=2, groups=("g",))
+    async with open_wal(config) as wal, trio.open_nursery() as nursery:
         for worker in range(8):
             nursery.start_soon(appender, wal, worker)
 

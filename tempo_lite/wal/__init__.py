@@ -79,6 +79,13 @@ class WriteAheadLog(Protocol):
 
     def statistics(self) -> WalStatistics: ...
 
+    async def run(self) -> None:
+        """The backend's background loop (the embedded writer, the Kafka delivery poller).
+
+        `factory.open_wal` runs it in a nursery it owns; it returns once `aclose()` has drained it.
+        """
+        ...
+
     async def aclose(self) -> None: ...
 
 

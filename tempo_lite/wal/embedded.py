@@ -225,7 +225,7 @@ class EmbeddedWal:
         if request.error is not None:
             raise request.error
 
-    async def run_writer(self) -> None:
+    async def run(self) -> None:
         """Drain the queue: every request queued during one fsync goes into the next transaction."""
         try:
             async with self._receive:
@@ -426,8 +426,8 @@ async def open_embedded_wal(
 ) -> EmbeddedWal:
     """Open (creating if needed) the embedded WAL in directory `path` and start its writer loop.
 
-    The writer loop runs as a trio system task for as long as the WAL is open; `aclose()` drains the
-    queue and stops it. Must be called from inside `trio.run`.
+    The caller runs `wal.run()` (the writer loop) in a nursery it owns, as `factory.open_wal` does;
+    `aclose()` drains the queue and makes it return.
     """
     if partitions <= 0:
         raise ConfigError(f"wal.partitions must be positive, got {partitions}")
@@ -438,5 +438,4 @@ async def open_embedded_wal(
         _open_sync, path, partitions, group_tuple, bytes_limit
     )
     wal = EmbeddedWal(db_path, conn, partitions, group_tuple, bytes_limit, end, low, committed, retained)
-    trio.lowlevel.spawn_system_task(wal.run_writer, name=f"wal-writer:{db_path}")
     return wal

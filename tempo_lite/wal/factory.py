@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+import trio
 
 from tempo_lite.errors import ConfigError
 from tempo_lite.wal import WriteAheadLog
@@ -23,8 +27,8 @@ class WalConfig:
     kafka_topic: str = "tempo-lite-wal"
 
 
-async def open_wal(config: WalConfig) -> WriteAheadLog:
-    """Open the backend `config.backend` names; must be called from inside `trio.run`."""
+async def open_backend(config: WalConfig) -> WriteAheadLog:
+    """Open the backend `config.backend` names, without starting its background loop (see `open_wal`)."""
     if config.bytes_limit <= 0:
         raise ConfigError(f"wal.bytes_limit must be positive, got {config.bytes_limit}")
     if config.backend == "embedded":
@@ -39,3 +43,16 @@ async def open_wal(config: WalConfig) -> WriteAheadLog:
             config.kafka_brokers, config.kafka_topic, config.partitions, config.groups, config.bytes_limit
         )
     raise ConfigError(f"wal.backend must be one of {list(BACKENDS)}, got {config.backend!r}")
+
+
+@asynccontextmanager
+async def open_wal(config: WalConfig) -> AsyncIterator[WriteAheadLog]:
+    """The open WAL with its background loop running in a nursery owned here; closed (drained) on exit."""
+    wal = await open_backend(config)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wal.run)
+        try:
+            yield wal
+        finally:
+            with trio.CancelScope(shield=True):
+                await wal.aclose()

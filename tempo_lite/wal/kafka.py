@@ -225,7 +225,7 @@ class KafkaWal:
             event.set()
         delivery.done.set()
 
-    async def run_poller(self) -> None:
+    async def run(self) -> None:
         """Serve delivery reports until the WAL closes; the producer's one background loop."""
         limiter = trio.CapacityLimiter(1)
         try:
@@ -492,7 +492,6 @@ async def open_kafka_wal(
         brokers, topic, partitions, group_tuple, bytes_limit, admin, producer, group_consumers, reader,
         prober, [0] * partitions, committed,
     )
-    trio.lowlevel.spawn_system_task(wal.run_poller, name=f"wal-kafka-poller:{topic}")
     for partition in range(partitions):
         await wal.end_offset(partition)
     return wal
