@@ -252,6 +252,7 @@ class TempoLite:
         stats = self.wal.statistics()
         self.metrics.wal_retained_bytes.set(stats.bytes_retained)
         self.metrics.livestore_bytes.set(self.livestore.nbytes)
+        self.metrics.store_read_bytes.set(self.store.bytes_read)
 
     async def find_trace(
         self, tenants: list[str], trace_id: bytes, start_ns: int = 0, end_ns: int = 0

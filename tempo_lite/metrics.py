@@ -54,6 +54,9 @@ class Metrics:
         self.blocks_unreadable = Counter(
             "tempo_querier_block_read_errors", "Blocks that could not be read during a query.", registry=r
         )
+        self.store_read_bytes = Gauge(
+            "tempo_object_store_read_bytes", "Bytes read from object storage since start.", registry=r
+        )
         self.compactions = Counter("tempo_compactor_compactions", "Compactions done.", registry=r)
         self.blocks_deleted = Counter(
             "tempo_compactor_blocks_deleted", "Blocks deleted (retention or compacted).", registry=r

@@ -194,3 +194,39 @@ async def test_missing_bucket_stops_start_up(s3_emulator: Emulator, tmp_path: Pa
     assert "no-such-bucket" in proc.stderr and "s3" in proc.stderr
     secret = yaml.safe_load(path.read_text())["storage"]["trace"]["s3"]["secret_key"]
     assert not secret or secret not in proc.stderr
+
+
+async def test_trace_by_id_reads_a_fraction_of_the_block(
+    s3_emulator: Emulator, nursery: trio.Nursery, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    storage = storage_section(s3_emulator, f"ranges-{uuid.uuid4().hex[:8]}")
+    tempo = await start_tempo(nursery, tempo_config_text(
+        tmp_path, "storage: {trace: {block: {row_group_spans: 1000}}}", storage=storage))
+    tl = tempo.tl
+    url = tempo.url("otlp_http") + "/v1/traces"
+    ids = [os.urandom(16) for _ in range(4000)]
+    for chunk in range(0, len(ids), 500):
+        body = b"".join(one_trace_request(t, "ranges") for t in ids[chunk:chunk + 500])
+        # Concatenated ExportTraceServiceRequest messages are one message with all resource spans.
+        assert (await http.post(url, content=body, headers=PB)).status_code == 200
+    end = await tl.wal.end_offset(0)
+    with trio.fail_after(20):
+        while tl.livestore.consumed[0] < end:
+            await trio.sleep(0.02)
+    assert await tl.blockbuilder.flush_all() == 1
+    tl.livestore.complete_block_timeout = 0
+    tl.livestore.expire()
+    (meta,) = tl.blocklist.blocks("single-tenant")
+    data_size = await tl.store.size(f"single-tenant/{meta.block_id}/data.parquet")
+    assert len(meta.row_groups) >= 10
+    # The first lookup loads meta, bloom filter, footer and resources into the cache; later ones read
+    # only the row group that can hold the trace.
+    assert (await http.get(f"{tempo.url()}/api/traces/{ids[0].hex()}")).status_code == 200
+    before = tl.store.bytes_read
+    for tid in ids[1000:1010]:
+        assert (await http.get(f"{tempo.url()}/api/traces/{tid.hex()}")).status_code == 200
+    per_lookup = (tl.store.bytes_read - before) / 10
+    assert 0 < per_lookup < data_size / 5, (per_lookup, data_size)
+    metrics = (await http.get(tempo.url() + "/metrics")).text
+    assert "tempo_object_store_read_bytes" in metrics
+    await tempo.stop()

@@ -7,7 +7,9 @@ Every failure surfaces as `StorageError` (or `ObjectNotFound`), naming the backe
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 import uuid
 from typing import Any, BinaryIO
 
@@ -32,6 +34,14 @@ class ObjectStore:
         # Only a local disk needs parent folders; on object stores `makedirs` costs a round trip
         # (s3fs even checks, and may try to create, the bucket).
         self._is_local = "file" in _protocols(fs)
+        # Bytes fetched from the store (whole reads, range reads, reads through open_sync files): shown on
+        # /metrics and used by tests and benchmarks to prove queries read only what they need.
+        self.bytes_read = 0
+        self._count_lock = threading.Lock()
+
+    def count_read(self, nbytes: int) -> None:
+        with self._count_lock:
+            self.bytes_read += nbytes
 
     def __repr__(self) -> str:
         return f"ObjectStore(name={self.name!r}, root={self.root!r})"
@@ -70,7 +80,9 @@ class ObjectStore:
         self.fs.pipe_file(full, bytes(data))
 
     def read_sync(self, path: str) -> bytes:
-        return self.fs.cat_file(self.full_path(path))
+        data = self.fs.cat_file(self.full_path(path))
+        self.count_read(len(data))
+        return data
 
     def read_range_sync(self, path: str, offset: int, length: int | None = None) -> bytes:
         """`length` bytes from `offset` (fewer at the end of the object); `None` reads to the end."""
@@ -78,11 +90,14 @@ class ObjectStore:
             raise ValueError(f"invalid range offset={offset} length={length}")
         full = self.full_path(path)
         if length is None:
-            return self.fs.cat_file(full, start=offset)
-        if length == 0:
+            data = self.fs.cat_file(full, start=offset)
+        elif length == 0:
             self.fs.size(full)  # still report a missing object
             return b""
-        return self.fs.cat_file(full, start=offset, end=offset + length)
+        else:
+            data = self.fs.cat_file(full, start=offset, end=offset + length)
+        self.count_read(len(data))
+        return data
 
     def open_sync(self, path: str, *, cache_type: str = "none") -> BinaryIO:
         """A seekable file object doing range reads (for pyarrow.parquet.ParquetFile).
@@ -93,8 +108,10 @@ class ObjectStore:
         """
         full = self.full_path(path)
         if self._is_local or "memory" in _protocols(self.fs):
-            return self.fs.open(full, "rb")
-        return self.fs.open(full, "rb", cache_type=cache_type)
+            f = self.fs.open(full, "rb")
+        else:
+            f = self.fs.open(full, "rb", cache_type=cache_type)
+        return _CountingReader(f, self.count_read)
 
     def size_sync(self, path: str) -> int:
         return int(self.fs.size(self.full_path(path)))
@@ -149,6 +166,44 @@ class ObjectStore:
 
     async def exists(self, path: str) -> bool:
         return await self._run("exists", path, self.exists_sync, path)
+
+
+class _CountingReader(io.RawIOBase):
+    """A read-only seekable file that reports how many bytes were read through it."""
+
+    def __init__(self, inner: Any, count: Any) -> None:
+        self._inner = inner
+        self._count = count
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._count(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
