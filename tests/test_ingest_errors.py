@@ -133,3 +133,13 @@ def test_env_expansion_in_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     cfg = load_config_text("server:\n  http_listen_port: ${TL_PORT}\n  http_listen_address: ${TL_NOPE:-0.0.0.0}\n")
     assert cfg.server.http_listen_port == 3999
     assert cfg.server.http_listen_address == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", ["tempo.yaml", "docker.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    from conftest import REPO
+
+    from tempo_lite.config import load_config
+
+    config = load_config(REPO / "config" / name)
+    assert config.server.http_listen_port == 3200
