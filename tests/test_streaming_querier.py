@@ -53,3 +53,17 @@ async def test_streaming_search_and_tags_answer_like_http(tempo: Running, http: 
     assert await trio.to_thread.run_sync(bad_query) == grpc.StatusCode.INVALID_ARGUMENT
     # Plain HTTP keeps working on the same port.
     assert (await http.get(tempo.url() + "/api/echo")).text == "echo\n"
+
+
+async def test_streaming_metrics_query_range(tempo: Running, http: httpx.AsyncClient) -> None:
+    await ingest_fixture_a(tempo, http)
+    host, port = tempo.tl.listeners.addresses["http"]
+    req = pb.QueryRangeRequest(query="{ } | count_over_time() by (resource.service.name)",
+                               start=990 * 10**9, end=1010 * 10**9, step=10 * 10**9)
+    (msg,) = await trio.to_thread.run_sync(stream, f"{host}:{port}", "MetricsQueryRange", req,
+                                           pb.QueryRangeResponse)
+    totals = {s.labels[0].value.string_value: sum(x.value for x in s.samples) for s in msg.series}
+    assert totals == {"MyService": 1, "RootService": 1, "Service3": 1, "BrokenService": 1}
+    r = await http.get(tempo.url() + "/api/metrics/query_range", params={
+        "q": req.query, "start": 990, "end": 1010, "step": "10s"}, headers={"Accept": "application/protobuf"})
+    assert pb.QueryRangeResponse.FromString(r.content).series == msg.series

@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from tempo_lite import TEMPO_COMPAT_VERSION, __version__
 from tempo_lite.api import encoding
+from tempo_lite.api.metrics import register_metrics_routes
 from tempo_lite.api.search import register_search_routes
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated
 from tempo_lite.frontend.params import parse_time_range
@@ -108,6 +109,7 @@ def create_api(tl: TempoLite) -> QuartTrio:
         return Response(encoding.trace_v2(trace, inspected, ctype, partial_message=partial), content_type=ctype)
 
     register_search_routes(app, tl)
+    register_metrics_routes(app, tl)
 
     @app.errorhandler(404)
     async def not_found(_exc: Exception) -> Response:

@@ -1,7 +1,8 @@
 """Grafana's streaming gRPC API (`tempopb.StreamingQuerier`) on the HTTP port, over h2c.
 
 Grafana with "streaming" enabled opens a plaintext gRPC connection to the data source's host:port and
-calls `Search`, `SearchTags(V2)` and `SearchTagValues(V2)`. Each call answers with one message holding
+calls `Search`, `SearchTags(V2)`, `SearchTagValues(V2)`
+and `MetricsQueryRange`. Each call answers with one message holding
 the complete result (the protocol allows diffs; one full message is what Grafana accumulates anyway).
 Requests are mapped onto the same parameters as the HTTP endpoints, so validation and results agree.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.app import query_tenants
 from tempo_lite.api.grpc import GrpcCall, ServerStreamingMethod, grpc_app
+from tempo_lite.api.metrics import run_query_range
 from tempo_lite.api.search import run_search, run_tag_values, run_tags
 from tempo_lite.server import ASGIApp
 
@@ -61,6 +63,22 @@ def tag_values_params(req: pb.SearchTagValuesRequest) -> dict[str, str]:
     return {k: v for k, v in params.items() if v}
 
 
+def query_range_params(req: pb.QueryRangeRequest) -> dict[str, str]:
+    """Streaming metrics requests carry start/end/step in nanoseconds."""
+    params = {"q": req.query}
+    if req.start:
+        params["start"] = str(req.start)
+    if req.end:
+        params["end"] = str(req.end)
+    if req.step:
+        params["step"] = f"{req.step}ns"
+    if req.exemplars:
+        params["exemplars"] = str(req.exemplars)
+    if req.maxSeries:
+        params["maxSeries"] = str(req.maxSeries)
+    return params
+
+
 def streaming_querier_app(tl: TempoLite, fallback: ASGIApp) -> ASGIApp:
     """The API listener's app: gRPC StreamingQuerier calls here, every other request to `fallback`."""
 
@@ -84,7 +102,11 @@ def streaming_querier_app(tl: TempoLite, fallback: ASGIApp) -> ASGIApp:
     ) -> AsyncIterator[pb.SearchTagValuesV2Response]:
         yield await run_tag_values(tl, tenants(call), req.tagName, tag_values_params(req), v2=True)
 
+    async def metrics_query_range(req: pb.QueryRangeRequest, call: GrpcCall) -> AsyncIterator[pb.QueryRangeResponse]:
+        yield await run_query_range(tl, tenants(call), query_range_params(req))
+
     methods = {
+        SERVICE + "MetricsQueryRange": ServerStreamingMethod(pb.QueryRangeRequest, metrics_query_range),
         SERVICE + "Search": ServerStreamingMethod(pb.SearchRequest, search),
         SERVICE + "SearchTags": ServerStreamingMethod(pb.SearchTagsRequest, search_tags),
         SERVICE + "SearchTagsV2": ServerStreamingMethod(pb.SearchTagsRequest, search_tags_v2),

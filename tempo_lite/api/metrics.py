@@ -1,0 +1,224 @@
+"""TraceQL metrics endpoints: `/api/metrics/query_range` and `/api/metrics/query` (instant).
+
+`run_query_range` / `run_query_instant` are the one implementation (parameters as the HTTP query-string
+mapping, answer a tempopb message) for HTTP here and for any gRPC adapter. Data comes from the live-store
+and the blocks overlapping the range; a trace found in more than one source (the live-store keeps
+recently flushed traces for a while, and the compactor has not merged every block yet) is assembled
+from all of them with duplicate spans dropped, so every span counts once and structural or trace-level
+conditions see whole traces. Evaluation (`tempo_lite.traceql.metrics`) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import trio
+from quart import Response, request
+
+from tempo_lite import spantable
+from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.errors import StorageError
+from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
+from tempo_lite.querier.results import any_value
+from tempo_lite.querier.search import SearchStats, columns_for
+from tempo_lite.traceql import parse
+from tempo_lite.traceql.ast import Attribute, Intrinsic, MetricsOp, Query, Scope, TraceQLError
+from tempo_lite.traceql.metrics import Label, MetricsEvaluator, Series, TimeBuckets
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from tempo_lite.app import TempoLite
+
+Params = Mapping[str, str]
+
+
+def max_series_message(limit: int) -> str:
+    return (
+        f"Response exceeds maximum series limit of {limit}, a partial response is returned. "
+        "Warning: the accuracy of each individual value is not guaranteed."
+    )
+
+
+def _metrics_query(text: str) -> Query:
+    query = parse(text)
+    if query.metrics is None:
+        raise TraceQLError("validate", "not a metrics query: add a metrics function such as `| rate()`")
+    return query
+
+
+def _exemplar_limit(query: Query, requested: int) -> int:
+    """`with(exemplars=N)` or `with(exemplars=false)` override the request parameter (Tempo's hint)."""
+    hint = query.hints.get("exemplars")
+    if hint is None:
+        return requested
+    if isinstance(hint.value, bool):
+        return requested if hint.value else 0
+    if isinstance(hint.value, int):
+        return max(0, min(hint.value, requested))
+    return requested
+
+
+_SCOPE_COLUMNS = {Scope.NONE: "attrs", Scope.SPAN: "attrs", Scope.EVENT: "events", Scope.LINK: "links"}
+
+
+def _columns(query: Query) -> list[str] | None:
+    """The span columns to read from blocks; None (all) for compare(), which counts every attribute."""
+    assert query.metrics is not None
+    if query.metrics.op is MetricsOp.COMPARE:
+        return None
+    cols = columns_for(query)
+    assert cols is not None
+    refs = list(query.metrics.by) + ([query.metrics.attribute] if query.metrics.attribute is not None else [])
+    for ref in refs:
+        if isinstance(ref, Attribute):
+            extra = _SCOPE_COLUMNS.get(ref.scope)
+        elif ref in (Intrinsic.EVENT_NAME, Intrinsic.EVENT_TIME_SINCE_START):
+            extra = "events"
+        elif ref in (Intrinsic.LINK_TRACE_ID, Intrinsic.LINK_SPAN_ID):
+            extra = "links"
+        else:
+            extra = None
+        if extra and extra not in cols:
+            cols.append(extra)
+    return cols
+
+
+def _unique_ids(table: spantable.SpanTable) -> pa.Array:
+    ids = pc.unique(table.spans.column("trace_id"))
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return ids.cast(pa.binary(16))
+
+
+def _in(table: spantable.SpanTable, ids: pa.Array) -> pa.Array:
+    return pc.is_in(table.spans.column("trace_id").cast(pa.binary(16)), value_set=ids)
+
+
+async def collect_tables(
+    tl: TempoLite, tenant: str, query: Query, start_ns: int, end_ns: int, stats: SearchStats
+) -> list[spantable.SpanTable]:
+    """Span tables covering [start, end] in which every span appears once and traces are whole."""
+    searcher = tl.searcher
+    querier = searcher.querier
+    columns = _columns(query)
+    sources: list[spantable.SpanTable] = []
+    live = querier.livestore.snapshot(tenant)
+    if live.num_spans:
+        sources.append(live)
+        stats.inspected_bytes += live.nbytes
+    blocks = querier.blocklist.blocks(tenant, start_ns, end_ns)
+    stats.total_blocks += len(blocks)
+    stats.total_jobs += 1 + len(blocks)
+    stats.completed_jobs += 1
+    stats.total_block_bytes += sum(m.size_bytes for m in blocks)
+
+    async def read(meta) -> None:  # noqa: ANN001 - a BlockMeta
+        cols = None if columns is None else columns + sorted(meta.dedicated_columns.values())
+        async with searcher.limiter:
+            try:
+                table = await querier.reader(meta).read_all(cols if columns and "attrs" in columns else columns)
+            except StorageError as exc:
+                querier.metrics.blocks_unreadable.inc()
+                stats.failed_blocks.append(exc.message)
+                return
+        stats.inspected_bytes += table.nbytes
+        stats.completed_jobs += 1
+        sources.append(table)
+
+    async with trio.open_nursery() as nursery:
+        for meta in blocks:
+            nursery.start_soon(read, meta)
+    if len(sources) < 2:
+        return sources
+    counts = pc.value_counts(pa.concat_arrays([_unique_ids(t) for t in sources]))
+    split = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(split):
+        return sources
+    whole = [t.take(pc.indices_nonzero(pc.invert(_in(t, split)))) for t in sources]
+    parts = [t.take(pc.indices_nonzero(_in(t, split))) for t in sources]
+    assembled = spantable.dedupe_spans(spantable.concat([p for p in parts if p.num_spans]))
+    return [t for t in whole if t.num_spans] + [assembled]
+
+
+async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats, Query]:
+    query = _metrics_query(p.query)
+    if p.instant:
+        buckets = TimeBuckets.instant_range(p.start_ns, p.end_ns)
+    else:
+        buckets = TimeBuckets.range(p.start_ns, p.end_ns, p.step_ns)
+    ev = MetricsEvaluator(query, buckets, exemplars=_exemplar_limit(query, p.exemplars))
+    stats = SearchStats()
+    started = time.perf_counter()
+    for tenant in tenants:
+        for table in await collect_tables(tl, tenant, query, buckets.start_ns, buckets.end_ns, stats):
+            stats.inspected_spans += table.num_spans
+            stats.inspected_traces += len(_unique_ids(table))
+            await trio.to_thread.run_sync(ev.observe, table)
+    series = await trio.to_thread.run_sync(ev.result)
+    tl.metrics.query_seconds.labels("metrics").observe(time.perf_counter() - started)
+    if stats.failed_blocks and len(stats.failed_blocks) >= stats.total_blocks:
+        raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")
+    return series, stats, query
+
+
+def _labels(labels: list[Label] | tuple[Label, ...]) -> list[pb.KeyValue]:
+    # A nil label value (compare() totals and errors) is an empty AnyValue, as Tempo renders nil.
+    return [pb.KeyValue(key=k, value=pb.AnyValue() if v[0] == "nil" else any_value(v)) for k, v in labels]
+
+
+def _status(msg, series: list[Series], p: MetricsParams, stats: SearchStats) -> list[Series]:  # noqa: ANN001
+    if stats.failed_blocks:
+        msg.status = pb.PARTIAL
+        msg.message = f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}"
+    if p.max_series and len(series) > p.max_series:
+        msg.status = pb.PARTIAL
+        msg.message = max_series_message(p.max_series)
+        return series[: p.max_series]
+    return series
+
+
+async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryRangeResponse:
+    p = parse_query_range(params, time.time_ns())
+    series, stats, _ = await _evaluate(tl, tenants, p)
+    msg = pb.QueryRangeResponse(metrics=stats.message())
+    series = _status(msg, series, p, stats)
+    buckets = TimeBuckets.range(p.start_ns, p.end_ns, p.step_ns)
+    stamps = buckets.timestamps_ms()
+    for s in series:
+        msg.series.append(
+            pb.TimeSeries(
+                labels=_labels(s.labels),
+                samples=[pb.Sample(timestamp_ms=t, value=v) for t, v in s.samples(stamps)],
+                exemplars=[
+                    pb.Exemplar(labels=_labels(e.labels), value=e.value, timestamp_ms=e.timestamp_ms)
+                    for e in s.exemplars
+                ],
+            )
+        )
+    return msg
+
+
+async def run_query_instant(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryInstantResponse:
+    p = parse_query_instant(params, time.time_ns())
+    series, stats, _ = await _evaluate(tl, tenants, p)
+    msg = pb.QueryInstantResponse(metrics=stats.message())
+    for s in _status(msg, series, p, stats):
+        msg.series.append(pb.InstantSeries(labels=_labels(s.labels), value=float(s.values[0])))
+    return msg
+
+
+def register_metrics_routes(app: QuartTrio, tl: TempoLite) -> None:
+    from tempo_lite.api.app import resolve_query_tenants
+    from tempo_lite.api.search import respond
+
+    @app.route("/api/metrics/query_range")
+    async def metrics_query_range() -> Response:
+        return respond(await run_query_range(tl, resolve_query_tenants(tl), request.args))
+
+    @app.route("/api/metrics/query")
+    async def metrics_query() -> Response:
+        return respond(await run_query_instant(tl, resolve_query_tenants(tl), request.args))
