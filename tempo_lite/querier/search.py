@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -19,8 +21,10 @@ import trio
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.block.meta import TRACES, BlockMeta
+from tempo_lite.block.meta import DATA, TRACES, BlockMeta
+from tempo_lite.block.reader import BlockReader
 from tempo_lite.errors import InvalidRequest, StorageError
+from tempo_lite.querier import pushdown
 from tempo_lite.querier.results import (
     LegacySearch,
     legacy_tag_search,
@@ -31,7 +35,8 @@ from tempo_lite.querier.results import (
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.traceql import parse
 from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, Scope
-from tempo_lite.traceql.engine import candidate_trace_ids, evaluate, referenced_fields
+from tempo_lite.traceql.engine import _needs_nested_sets, candidate_trace_ids, evaluate, referenced_fields
+from tempo_lite.traceql.engine_context import hex_ids
 from tempo_lite.traceql.engine_summary import trace_summaries
 
 log = logging.getLogger(__name__)
@@ -123,13 +128,22 @@ def _overlapping(results: list[pb.TraceSearchMetadata], start_ns: int, end_ns: i
 
 
 def matcher_for(request: SearchRequest) -> Matcher:
-    """Evaluate the request over a table holding whole traces -> search results."""
+    """Evaluate the request over a table holding whole traces -> search results.
+
+    Only the `limit` newest matches of a table can reach the merged answer (results are ordered newest
+    first), so only those are built, and trace summaries are computed over their spans alone.
+    """
     if request.query is not None:
         query = request.query
 
         def traceql(table: spantable.SpanTable) -> list[pb.TraceSearchMetadata]:
-            matches = evaluate(query, table, spss=request.spss)
-            return search_results(matches, table) if matches else []
+            matches = evaluate(query, table, spss=request.spss, limit=request.limit)
+            if not matches:
+                return []
+            ids = pa.array([m.trace_id for m in matches], pa.binary(16))
+            mine = pc.is_in(table.spans.column("trace_id"), ids)
+            subset = spantable.SpanTable(table.spans.filter(mine), table.resources, dict(table.dedicated))
+            return search_results(matches, trace_summaries(subset))
 
         return traceql
     legacy = request.legacy
@@ -165,6 +179,77 @@ class Searcher:
             return pq.read_table(pa.BufferReader(data), columns=["trace_id"]).column("trace_id").combine_chunks()
 
         return await cache.get_or_load(f"{store.name}:{path}#ids", load, lambda a: a.nbytes + 64)
+
+    async def generic_keys(self, meta: BlockMeta) -> frozenset[str]:
+        """Attribute keys present in the block's generic `attrs` column (read once, then cached)."""
+        reader = self.querier.reader(meta)
+        footer = await reader.footer()
+
+        def read() -> frozenset[str]:
+            with _open_data(reader) as f:
+                keys = pq.ParquetFile(f, metadata=footer).read(columns=["attrs.list.element.key"])
+            flat = pc.list_flatten(keys.column("attrs"))
+            return frozenset(pc.unique(pc.struct_field(flat, "key")).to_pylist()) if len(flat) else frozenset()
+
+        key = f"{self.querier.store.name}:{reader.prefix}/{DATA}#generic-keys"
+        return await self.querier.cache.get_or_load(
+            key, lambda: trio.to_thread.run_sync(read), lambda k: 64 + sum(len(x) + 50 for x in k)
+        )
+
+    async def _read_groups(
+        self, meta: BlockMeta, groups: list[int], columns: list[str], stats: SearchStats
+    ) -> spantable.SpanTable:
+        reader = self.querier.reader(meta)
+        footer = await reader.footer()
+
+        def read() -> pa.Table:
+            with _open_data(reader) as f:
+                return pq.ParquetFile(f, metadata=footer).read_row_groups(groups, columns=columns)
+
+        try:
+            spans = await trio.to_thread.run_sync(read, limiter=self.querier.store.limiter)
+        except FileNotFoundError as exc:
+            raise StorageError(f"block {meta.tenant}/{meta.block_id}: data.parquet missing: {exc}") from exc
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading data.parquet: {exc}") from exc
+        stats.inspected_bytes += spans.nbytes
+        dedicated = {k: c for k, c in meta.dedicated_columns.items() if c in spans.column_names}
+        return spantable.SpanTable(spans, await reader.resources(), dedicated)
+
+    async def _read_candidates(
+        self, meta: BlockMeta, query: Query, columns: list[str], stats: SearchStats
+    ) -> spantable.SpanTable | None:
+        """Two stages: the filter columns of the row groups statistics cannot rule out give the
+        candidate traces; then all `columns` of just the row groups holding those traces."""
+        reader = self.querier.reader(meta)
+        footer = await reader.footer()
+        plan = pushdown.filter_plan(query, meta.dedicated_columns)
+        groups = pushdown.row_groups(query, footer)
+        if plan is not None and groups:
+            first = list(plan.columns)
+            if plan.needs_generic and "attrs" not in first and plan.needs_generic & await self.generic_keys(meta):
+                first.append("attrs")
+            part = await self._read_groups(meta, groups, first, stats)
+            part = _with_empty_lists(part)
+            candidates = await trio.to_thread.run_sync(candidate_trace_ids, query, part)
+            if not len(candidates):
+                return None
+            groups = _groups_holding(meta, candidates)
+        elif not groups:
+            return None
+        else:
+            candidates = None
+        generic = await self.generic_keys(meta) if "attrs" in columns else frozenset()
+        needed = pushdown.evaluation_columns(
+            query, meta.dedicated_columns, generic, nested_sets=_needs_nested_sets(query.pipeline)
+        )
+        if needed is not None:
+            columns = needed
+        table = _with_empty_lists(await self._read_groups(meta, groups, columns, stats))
+        if candidates is not None and len(candidates) < meta.total_traces:
+            keep = pc.is_in(table.spans.column("trace_id"), candidates.cast(pa.binary(16)))
+            table = spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
+        return table
 
     async def _read_block(
         self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats
@@ -212,11 +297,10 @@ class Searcher:
         split_candidates: list[pa.Array] = []
         enough = trio.Event()
 
-        def take(table: spantable.SpanTable) -> None:
+        def take(table: spantable.SpanTable, found: list[pb.TraceSearchMetadata]) -> None:
             stats.inspected_spans += table.num_spans
             stats.completed_jobs += 1
-            whole = _without(table, split)
-            results.extend(_overlapping(match(whole), request.start_ns, request.end_ns))
+            results.extend(_overlapping(found, request.start_ns, request.end_ns))
             if len(split) and request.query is not None:
                 split_candidates.append(
                     pc.filter(cands := candidate_trace_ids(request.query, table), pc.is_in(cands, split))
@@ -228,14 +312,31 @@ class Searcher:
 
         if live.num_spans:
             stats.inspected_bytes += live.nbytes
-            take(live)
+            take(live, match(_without(live, split)))
 
         async def block_job(meta: BlockMeta) -> None:
             if enough.is_set():
                 return
-            table = await self._read_block(meta, columns, stats)
+            if request.query is not None and columns is not None:
+                cols = columns + sorted(meta.dedicated_columns.values()) if "attrs" in columns else columns
+                async with self.limiter:
+                    try:
+                        table = await self._read_candidates(meta, request.query, cols, stats)
+                    except StorageError as exc:
+                        self.querier.metrics.blocks_unreadable.inc()
+                        log.warning("search: %s", exc.message)
+                        stats.failed_blocks.append(exc.message)
+                        return
+                if table is None:
+                    stats.completed_jobs += 1
+                    return
+            else:
+                table = await self._read_block(meta, columns, stats)
             if table is not None and not enough.is_set():
-                take(table)
+                whole = _without(table, split)
+                found = await trio.to_thread.run_sync(match, whole)
+                if not enough.is_set():
+                    take(table, found)
 
         if not enough.is_set():
             async with trio.open_nursery() as nursery:
@@ -307,6 +408,41 @@ class Searcher:
             for meta in blocks:
                 nursery.start_soon(job, meta)
         return out
+
+
+def _open_data(reader: BlockReader) -> Any:
+    """A block's data.parquet for pyarrow: a native OS file for the local backend (reads release the
+    GIL and skip fsspec's Python-level buffering), else fsspec's range-reading file."""
+    store = reader.store
+    path = f"{reader.prefix}/{DATA}"
+    protocol = store.fs.protocol
+    if "file" in (protocol if isinstance(protocol, tuple) else (protocol,)):
+        return pa.OSFile(store.full_path(path), "rb")
+    return store.open_sync(path)
+
+
+def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
+    """Stage-one tables without `attrs`/`events`/`links` get empty lists there (no generic values)."""
+    spans = table.spans
+    n = spans.num_rows
+    for name in ("attrs", "events", "links"):
+        if name not in spans.column_names:
+            typ = spantable.SPAN_SCHEMA.field(name).type
+            empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], typ.value_type))
+            spans = spans.append_column(pa.field(name, typ), empty)
+    return spantable.SpanTable(spans, table.resources, dict(table.dedicated))
+
+
+def _groups_holding(meta: BlockMeta, trace_ids: pa.Array) -> list[int]:
+    """Row groups whose trace-ID range holds one of the given IDs (ranges are sorted by trace ID)."""
+    hexes = np.sort(np.asarray(hex_ids(trace_ids.cast(pa.binary(16))).to_pylist(), dtype="U32"))
+    lows = np.asarray([rg.min_trace_id for rg in meta.row_groups], dtype="U32")
+    highs = np.asarray([rg.max_trace_id for rg in meta.row_groups], dtype="U32")
+    # A group holds some ID if the first ID >= its low is <= its high.
+    pos = np.searchsorted(hexes, lows, side="left")
+    inside = pos < len(hexes)
+    inside[inside] = hexes[pos[inside]] <= highs[inside]
+    return np.flatnonzero(inside).tolist()
 
 
 def _unique_ids(table: spantable.SpanTable) -> pa.Array:

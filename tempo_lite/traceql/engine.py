@@ -50,7 +50,7 @@ from tempo_lite.traceql.ast import (
     render,
     result_key,
 )
-from tempo_lite.traceql.engine_context import SpanContext, uses_nested_sets
+from tempo_lite.traceql.engine_context import SpanContext, _np, uses_nested_sets
 from tempo_lite.traceql.engine_summary import trace_index
 from tempo_lite.traceql.engine_values import NUMERIC, Col, EvaluationError, group_codes
 
@@ -229,8 +229,15 @@ def candidate_trace_ids(query: Query | str, table: SpanTable) -> pa.Array:
 # Evaluation
 
 
-def evaluate(query: Query | str, table: SpanTable, *, spss: int = 3) -> list[TraceMatch]:
-    """Exact TraceQL search over `table` (which must hold complete traces), one TraceMatch per trace."""
+def evaluate(
+    query: Query | str, table: SpanTable, *, spss: int = 3, limit: int | None = None
+) -> list[TraceMatch]:
+    """Exact TraceQL search over `table` (which must hold complete traces), one TraceMatch per trace.
+
+    With `limit`, only the `limit` matching traces that start last are returned: candidate traces are
+    walked newest first and the walk stops at `limit` matches, so the per-trace stage and result
+    building cost O(limit) instead of O(matches) (search results are ordered newest first anyway).
+    """
     q = _as_query(query)
     if table.num_spans == 0:
         return []
@@ -242,7 +249,7 @@ def evaluate(query: Query | str, table: SpanTable, *, spss: int = 3) -> list[Tra
         order = sorted_idx.to_numpy()
         table = with_nested_sets(table.take(sorted_idx))
     ev = _Evaluator(q, table)
-    results = ev.run(spss)
+    results = ev.run(spss, limit)
     if order is not None:
         for tm in results:
             for ss in tm.spansets:
@@ -261,10 +268,11 @@ class _Evaluator:
         self._masks: dict[SpansetFilter, np.ndarray] = {}
         self._codes: dict[FieldExpr, tuple[np.ndarray, list[tuple[str, object]]]] = {}
         self._nested: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._numeric: dict[FieldExpr, list[tuple[str, np.ndarray, np.ndarray]]] = {}
 
     # -- driver
 
-    def run(self, spss: int) -> list[TraceMatch]:
+    def run(self, spss: int, limit: int | None = None) -> list[TraceMatch]:
         pipeline = self.query.pipeline
         filters: list[SpansetFilter] = []
         _stages_filters(pipeline, filters)
@@ -281,13 +289,19 @@ class _Evaluator:
             wanted[span_trace[any_mask]] = True
         order = np.argsort(span_trace, kind="stable")
         bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
-        id_list = ids.to_pylist()
+        candidates = np.flatnonzero(wanted)
+        if limit is not None and len(candidates) > limit:
+            starts = _np(self.table.spans.column("start_unix_nano"))[order]
+            trace_start = np.minimum.reduceat(starts, bounds[:-1]) if len(starts) else starts
+            candidates = candidates[np.argsort(-trace_start[candidates], kind="stable")]
         matches: list[tuple[bytes, list[_Spanset]]] = []
-        for t in np.flatnonzero(wanted):
+        for t in candidates.tolist():
             rows = order[bounds[t] : bounds[t + 1]]
             out = self._pipeline(pipeline, [_Spanset(np.sort(rows))])
             if out:
-                matches.append((id_list[t], out))
+                matches.append((ids[t].as_py(), out))
+                if limit is not None and len(matches) >= limit:
+                    break
         return self._materialize(matches, spss)
 
     # -- pipelines
@@ -420,19 +434,14 @@ class _Evaluator:
         if agg.op is AggregateOp.COUNT:
             return ("int", len(rows))
         assert agg.expr is not None
-        col = self.ctx.span_value(agg.expr).primary()
         kinds = []
         values: list[np.ndarray] = []
-        for slot in NUMERIC:
-            v = col.slots.get(slot)
-            if v is None:
-                continue
-            arr = v if not isinstance(v, pa.Scalar) else pa.array([v.as_py()] * self.n, v.type)
-            sub = arr.take(pa.array(rows))
-            sub = sub.filter(pc.is_valid(sub))
+        # Numeric slots as numpy (values, valid) once per expression: per trace only numpy indexing.
+        for slot, arr, valid in self._numeric_slots(agg.expr):
+            sub = arr[rows][valid[rows]]
             if len(sub):
                 kinds.append(slot)
-                values.append(sub.to_numpy(zero_copy_only=False))
+                values.append(sub)
         if not values:
             return None
         kind = kinds[0] if len(set(kinds)) == 1 else "float"
@@ -447,6 +456,23 @@ class _Evaluator:
         else:
             r = data.sum()
         return (kind, float(r) if kind == "float" else int(r))
+
+    def _numeric_slots(self, expr: FieldExpr) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        if expr not in self._numeric:
+            col = self.ctx.span_value(expr).primary()
+            out = []
+            for slot in NUMERIC:
+                v = col.slots.get(slot)
+                if v is None:
+                    continue
+                arr = v if not isinstance(v, pa.Scalar) else pa.array([v.as_py()] * self.n, v.type)
+                if isinstance(arr, pa.ChunkedArray):
+                    arr = arr.combine_chunks()
+                valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+                dense = arr.fill_null(0).to_numpy(zero_copy_only=False)
+                out.append((slot, dense, valid))
+            self._numeric[expr] = out
+        return self._numeric[expr]
 
     # -- by()
 

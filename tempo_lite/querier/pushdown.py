@@ -1,0 +1,256 @@
+"""Translate a TraceQL query into what a block search must read: the few columns its span filters need
+(to find candidate traces before reading anything else), and the row groups whose Parquet statistics
+prove that no span in them can pass any filter of the query.
+
+Pure functions over the query AST, the block's dedicated-column mapping and Parquet footer metadata;
+the reading itself is done by `querier.search`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from tempo_lite.traceql.ast import (
+    Attribute,
+    BinaryOp,
+    FieldExpr,
+    Intrinsic,
+    Op,
+    Query,
+    Scope,
+    SpansetFilter,
+    Static,
+    StaticType,
+    UnaryOp,
+)
+from tempo_lite.traceql.engine import _field_refs, _stages_filters, _starts_unfiltered, referenced_fields
+from tempo_lite.traceql.engine_context import TRACE_DEPENDENT
+
+# Span columns of intrinsics that a span filter reads directly.
+_INTRINSIC_COLUMNS = {
+    Intrinsic.NAME: "name",
+    Intrinsic.STATUS: "status_code",
+    Intrinsic.STATUS_MESSAGE: "status_message",
+    Intrinsic.KIND: "kind",
+    Intrinsic.DURATION: "duration_nano",
+    Intrinsic.SPAN_ID: "span_id",
+    Intrinsic.SPAN_PARENT_ID: "parent_span_id",
+    Intrinsic.INSTRUMENTATION_NAME: "resource_index",
+    Intrinsic.INSTRUMENTATION_VERSION: "resource_index",
+    Intrinsic.EVENT_NAME: "events",
+    Intrinsic.EVENT_TIME_SINCE_START: "events",
+    Intrinsic.LINK_TRACE_ID: "links",
+    Intrinsic.LINK_SPAN_ID: "links",
+}
+_EVENT_TIME = {Intrinsic.EVENT_TIME_SINCE_START}
+# Intrinsic -> (statistics column, literal types it can be compared with).
+_STAT_COLUMNS = {
+    Intrinsic.DURATION: ("duration_nano", {StaticType.DURATION, StaticType.INT, StaticType.FLOAT}),
+    Intrinsic.STATUS: ("status_code", {StaticType.STATUS}),
+    Intrinsic.KIND: ("kind", {StaticType.KIND}),
+    Intrinsic.NAME: ("name", {StaticType.STRING}),
+}
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """Stage one of a block search: `columns` are enough to compute the query's candidate traces.
+
+    `needs_generic` lists span attribute keys that are dedicated in the block but may also occur in the
+    generic `attrs` column with another type (arrays, numbers): if the block has any of them there,
+    `attrs` must be read as well.
+    """
+
+    columns: list[str]
+    needs_generic: frozenset[str]
+
+
+def span_filters(query: Query) -> list[SpansetFilter] | None:
+    """The `{ ... }` filters whose union selects the candidate traces; None if every trace is one
+    (a pipeline starting with a scalar filter, `by()`, `select()` or `coalesce()`)."""
+    if _starts_unfiltered(query.pipeline):
+        return None
+    filters: list[SpansetFilter] = []
+    _stages_filters(query.pipeline, filters)
+    return list(dict.fromkeys(filters))
+
+
+def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
+    """Columns the query's filters read in a block with this dedicated mapping; None: use all columns."""
+    filters = span_filters(query)
+    if filters is None:
+        return None
+    cols = {"trace_id", "resource_index"}
+    needs_generic: set[str] = set()
+    for f in filters:
+        refs: list = []
+        _field_refs(f.expr, refs)
+        for ref in refs:
+            if isinstance(ref, Intrinsic):
+                if ref in TRACE_DEPENDENT:
+                    continue  # unknown (true) when looking for candidates
+                col = _INTRINSIC_COLUMNS.get(ref)
+                if col is None:
+                    return None
+                cols.add(col)
+                if ref in _EVENT_TIME:
+                    cols.add("start_unix_nano")
+            elif isinstance(ref, Attribute):
+                if ref.parent:
+                    return None
+                if ref.scope is Scope.EVENT:
+                    cols.add("events")
+                elif ref.scope is Scope.LINK:
+                    cols.add("links")
+                elif ref.scope in (Scope.SPAN, Scope.NONE):
+                    if ref.name in dedicated:
+                        cols.add(dedicated[ref.name])
+                        needs_generic.add(ref.name)
+                    else:
+                        cols.add("attrs")
+    return FilterPlan(sorted(cols), frozenset(needs_generic))
+
+
+# Columns search results and trace summaries read (root span, service stats, span fields).
+RESULT_COLUMNS = [
+    "trace_id", "span_id", "parent_span_id", "name", "status_code", "start_unix_nano", "duration_nano",
+    "resource_index", "service_name",
+]
+NESTED_SET_COLUMNS = ["nested_set_left", "nested_set_right", "parent_index"]
+
+
+def evaluation_columns(
+    query: Query, dedicated: dict[str, str], generic_keys: frozenset[str], *, nested_sets: bool
+) -> list[str] | None:
+    """Every column exact evaluation and result building read in a block; None: all columns.
+
+    A dedicated key is read from its column alone when the block's generic `attrs` never holds it.
+    """
+    cols = set(RESULT_COLUMNS)
+    if nested_sets:
+        cols.update(NESTED_SET_COLUMNS)
+    for ref in referenced_fields(query):
+        if isinstance(ref, Intrinsic):
+            if ref in TRACE_DEPENDENT:
+                cols.update(NESTED_SET_COLUMNS)
+                continue
+            if ref is Intrinsic.TRACE_ID:
+                continue
+            col = _INTRINSIC_COLUMNS.get(ref)
+            if col is None:
+                return None
+            cols.add(col)
+        elif isinstance(ref, Attribute):
+            if ref.parent:
+                return None
+            if ref.scope is Scope.EVENT:
+                cols.add("events")
+            elif ref.scope is Scope.LINK:
+                cols.add("links")
+            elif ref.scope in (Scope.SPAN, Scope.NONE):
+                if ref.name in dedicated:
+                    cols.add(dedicated[ref.name])
+                if ref.name not in dedicated or ref.name in generic_keys:
+                    cols.add("attrs")
+    return sorted(cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Row-group statistics
+
+
+def _stats(md: pq.RowGroupMetaData, index: dict[str, int], column: str) -> tuple[object, object] | None:
+    i = index.get(column)
+    if i is None:
+        return None
+    st = md.column(i).statistics
+    if st is None or not st.has_min_max:
+        return None
+    return st.min, st.max
+
+
+def _literal(e: BinaryOp) -> tuple[Intrinsic | Attribute, Op, Static] | None:
+    """`field op literal` (either order) -> (field, op as seen from the field, literal)."""
+    flip = {Op.LT: Op.GT, Op.LTE: Op.GTE, Op.GT: Op.LT, Op.GTE: Op.LTE, Op.EQ: Op.EQ, Op.NEQ: Op.NEQ}
+    if isinstance(e.lhs, (Intrinsic, Attribute)) and isinstance(e.rhs, Static):
+        return e.lhs, e.op, e.rhs
+    if isinstance(e.rhs, (Intrinsic, Attribute)) and isinstance(e.lhs, Static) and e.op in flip:
+        return e.rhs, flip[e.op], e.lhs
+    return None
+
+
+def _literal_value(lit: Static) -> object:
+    if lit.type is StaticType.STATUS:
+        return lit.value.otlp_code  # type: ignore[union-attr]
+    if lit.type is StaticType.KIND:
+        return lit.value.value  # type: ignore[union-attr]
+    return lit.value
+
+
+def may_match(expr: FieldExpr, md: pq.RowGroupMetaData, index: dict[str, int]) -> bool:
+    """False only if the row group's min/max prove that no span satisfies `expr` (conservative)."""
+    if isinstance(expr, BinaryOp):
+        if expr.op is Op.AND:
+            return may_match(expr.lhs, md, index) and may_match(expr.rhs, md, index)
+        if expr.op is Op.OR:
+            return may_match(expr.lhs, md, index) or may_match(expr.rhs, md, index)
+        found = _literal(expr)
+        if found is None:
+            return True
+        field, op, lit = found
+        if isinstance(field, Intrinsic) and field in _STAT_COLUMNS:
+            column, types = _STAT_COLUMNS[field]
+            if lit.type not in types:
+                # A literal of another type never compares true with this intrinsic (nil aside).
+                return lit.type is StaticType.NIL or op is Op.NEQ
+        elif (
+            isinstance(field, Attribute) and field.scope is Scope.RESOURCE and field.name == "service.name"
+            and not field.parent and lit.type is StaticType.STRING
+        ):
+            column = "service_name"  # the resource's service.name, copied onto each span row
+        else:
+            return True
+        bounds = _stats(md, index, column)
+        if bounds is None:
+            return True
+        lo, hi = bounds
+        v = _literal_value(lit)
+        try:
+            if op is Op.EQ:
+                return lo <= v <= hi  # type: ignore[operator]
+            if op is Op.NEQ:
+                return not (lo == hi == v)
+            if op is Op.GT:
+                return hi > v  # type: ignore[operator]
+            if op is Op.GTE:
+                return hi >= v  # type: ignore[operator]
+            if op is Op.LT:
+                return lo < v  # type: ignore[operator]
+            if op is Op.LTE:
+                return lo <= v  # type: ignore[operator]
+        except TypeError:
+            return True
+        return True
+    if isinstance(expr, UnaryOp) or isinstance(expr, Static):
+        return True
+    return True
+
+
+def row_groups(query: Query, footer: pq.FileMetaData) -> list[int]:
+    """Row groups where some span may pass some filter of the query (all of them if unknown)."""
+    every = list(range(footer.num_row_groups))
+    filters = span_filters(query)
+    if filters is None:
+        return every
+    schema = footer.schema.to_arrow_schema()
+    index = {}
+    for i in range(footer.num_columns):
+        path = footer.schema.column(i).path
+        if path in schema.names:
+            index[path] = i
+    return [
+        g for g in every
+        if any(may_match(f.expr, footer.row_group(g), index) for f in filters)
+    ]

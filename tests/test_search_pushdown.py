@@ -1,0 +1,166 @@
+"""Search push-down: row-group pruning from Parquet statistics, filter-column planning, and block search
+through the two-stage reader giving exactly the traces the engine finds on the whole table."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from tempo_lite import spantable
+from tempo_lite.block.writer import encode_block, write_block
+from tempo_lite.metrics import Metrics
+from tempo_lite.querier import pushdown
+from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.querier.results import hex_trace_id
+from tempo_lite.querier.search import Searcher, SearchRequest, parse_search_query
+from tempo_lite.querier.tracebyid import Querier
+from tempo_lite.storage.cache import ByteCache
+from tempo_lite.storage.store import local_store
+from tempo_lite.traceql import parse
+from tempo_lite.traceql.engine import evaluate
+from tempo_lite.traceql.engine_summary import trace_summaries
+
+SEC = 1_000_000_000
+
+
+def _footer() -> pq.FileMetaData:
+    """Two row groups: short OK server spans named a..b of svc-a, then long error client spans x..y of svc-b."""
+    table = pa.table({
+        "duration_nano": pa.array([1_000, 2_000, 5 * SEC, 9 * SEC], pa.int64()),
+        "name": ["a", "b", "x", "y"],
+        "status_code": pa.array([0, 1, 2, 2], pa.int8()),
+        "kind": pa.array([2, 2, 3, 3], pa.int8()),
+        "service_name": ["svc-a", "svc-a", "svc-b", "svc-b"],
+    })
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=2)
+    return pq.ParquetFile(pa.BufferReader(sink.getvalue())).metadata
+
+
+@pytest.mark.parametrize(
+    ("q", "groups"),
+    [
+        ("{ duration > 1s }", [1]),
+        ("{ duration < 1ms }", [0]),
+        ("{ duration > 100 }", [0, 1]),  # an int literal compares with durations as nanoseconds
+        ("{ duration > 10s }", []),
+        ('{ name = "b" }', [0]),
+        ('{ name = "zzz" }', []),
+        ("{ status = error }", [1]),
+        ("{ status != error }", [0]),
+        ("{ kind = client && duration > 1s }", [1]),
+        ('{ kind = client && name = "a" }', []),
+        ('{ duration > 1s || name = "a" }', [0, 1]),
+        ('{ resource.service.name = "svc-a" }', [0]),
+        ('{ resource.service.name = "svc-c" }', []),
+        ('{ span.foo = "svc-c" }', [0, 1]),  # no statistics for attributes: keep
+        ('{ !(name = "zzz") }', [0, 1]),  # negations are not pruned
+        ('{ name = "a" } > { name = "zzz" }', [0]),  # union of the filters' candidates
+        ('{ name = "zzz" } | count() > 1', []),
+        ("{ } | count() > 1", [0, 1]),
+        ('{ name = "zzz" } | by(name)', []),
+    ],
+)
+def test_row_groups_are_pruned_only_when_statistics_rule_out_every_filter(q: str, groups: list[int]) -> None:
+    assert pushdown.row_groups(parse(q), _footer()) == groups
+
+
+def test_filter_plan_reads_dedicated_columns_instead_of_generic_attrs() -> None:
+    dedicated = {"http.method": "span.http.method"}
+    plan = pushdown.filter_plan(parse('{ span.http.method = "GET" && duration > 1s }'), dedicated)
+    assert plan is not None
+    assert plan.columns == ["duration_nano", "resource_index", "span.http.method", "trace_id"]
+    assert plan.needs_generic == {"http.method"}
+    plan = pushdown.filter_plan(parse("{ .http.status_code = 500 }"), dedicated)
+    assert plan is not None and "attrs" in plan.columns
+    plan = pushdown.filter_plan(parse("{ } | by(name)"), dedicated)  # `{ }` is a filter that is always true
+    assert plan is not None and plan.columns == ["resource_index", "trace_id"]
+
+
+def _kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, list):
+        items = [AnyValue(string_value=v) for v in value]
+        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=items)))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def _traces(seed: int, traces: int, base_ns: int) -> spantable.SpanTable:
+    rng = random.Random(seed)
+    data = TracesData()
+    for t in range(traces):
+        rs = data.resource_spans.add()
+        rs.resource.attributes.extend([_kv("service.name", f"svc-{t % 4}")])
+        ss = rs.scope_spans.add()
+        trace_id = rng.randbytes(16)
+        ids = [rng.randbytes(8) for _ in range(rng.randrange(2, 7))]
+        for i, sid in enumerate(ids):
+            start = base_ns + t * SEC + i * 1000
+            method: object = rng.choice(["GET", "POST", "PUT"])
+            if rng.random() < 0.03:
+                method = 7  # same key, another type: stays in the generic attrs of a block
+            elif rng.random() < 0.03:
+                method = ["PATCH", "GET"]
+            span = ss.spans.add(
+                trace_id=trace_id, span_id=sid, parent_span_id=ids[rng.randrange(i)] if i else b"",
+                name=rng.choice(["GET /a", "GET /b", "db"]), kind=rng.choice((1, 2, 3)),
+                start_time_unix_nano=start, end_time_unix_nano=start + rng.randrange(1, 10) * 10**rng.randrange(3, 10),
+                attributes=[_kv("http.method", method), _kv("http.status_code", rng.choice((200, 404, 500)))],
+            )
+            if rng.random() < 0.1:
+                span.status.code = 2
+    return spantable.flatten(data.resource_spans)
+
+
+QUERIES = [
+    '{ span.http.method = "POST" }',
+    '{ span.http.method = "PATCH" }',
+    "{ span.http.method = 7 }",
+    '{ span.http.method != "GET" }',
+    "{ span.http.status_code = 500 && duration > 1ms }",
+    '{ resource.service.name = "svc-1" } > { status = error }',
+    '{ name = "db" } | count() > 1',
+    '{ name = "db" } | avg(duration) > 10ms',
+    "{ status = error } | by(resource.service.name)",
+    "{ duration > 5s }",
+    '{ name = "nothing" }',
+    "{ } | count() > 4",
+]
+
+
+@pytest.mark.parametrize("q", QUERIES)
+async def test_block_search_finds_what_the_engine_finds_on_the_whole_table(tmp_path: Path, q: str) -> None:
+    store = local_store(str(tmp_path / "blocks"))
+    blocklist = BlockList(store)
+    tables = []
+    for i in range(2):
+        table = _traces(seed=i, traces=150, base_ns=1_700_000_000 * SEC + i * 3600 * SEC)
+        tables.append(table)
+        block = encode_block(table, block_id=f"b{i}", tenant="t", row_group_spans=40)
+        await write_block(store, block)
+        blocklist.add(block.meta)
+
+    class NoLive:
+        def snapshot(self, tenant: str) -> spantable.SpanTable:
+            return spantable.empty_span_table()
+
+    searcher = Searcher(Querier(NoLive(), blocklist, store, ByteCache(1 << 24), Metrics()))  # type: ignore[arg-type]
+    whole = spantable.concat(tables)
+    expected = {m.trace_id for m in evaluate(parse(q), whole)}
+    starts = trace_summaries(whole).by_trace_id()
+    newest = sorted(expected, key=lambda t: starts[t]["start_unix_nano"], reverse=True)
+
+    for limit in (1000, 5):
+        req = SearchRequest(query=parse_search_query(q + " with (most_recent=true)"), legacy=None, start_ns=0,
+                            end_ns=0, limit=limit, spss=3, live_only=False)
+        found, stats = await searcher.search("t", req)
+        assert [r.traceID for r in found] == [hex_trace_id(t) for t in newest[:limit]]
+        assert not stats.failed_blocks
