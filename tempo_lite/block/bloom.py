@@ -21,6 +21,18 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix_int(x: int) -> int:
+    """`_mix` on one Python int (wrapping like uint64)."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
 def _hashes(trace_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """trace_ids: (n, 16) uint8 -> two independent 64-bit hashes per ID."""
     halves = np.ascontiguousarray(trace_ids).view(np.uint64).reshape(-1, 2)
@@ -33,6 +45,7 @@ def _hashes(trace_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class BloomFilter:
     def __init__(self, bits: np.ndarray, k: int) -> None:
         self.bits = bits  # uint8 array, little-endian bit order
+        self._bytes = bits.tobytes()
         self.k = k
         self.m = len(bits) * 8
 
@@ -53,12 +66,16 @@ class BloomFilter:
         return cls(bits, k)
 
     def may_contain(self, trace_id: bytes) -> bool:
-        h1, h2 = _hashes(np.frombuffer(trace_id, dtype=np.uint8).reshape(1, 16))
-        with np.errstate(over="ignore"):
-            for i in range(self.k):
-                pos = int((h1[0] + np.uint64(i) * h2[0]) % np.uint64(self.m))
-                if not self.bits[pos >> 3] & (1 << (pos & 7)):
-                    return False
+        # Plain Python ints: the same hashes as `_hashes`, without numpy's per-scalar overhead
+        # (measured 140 us -> ~5 us per check; a lookup checks every candidate block).
+        lo, hi = struct.unpack("<QQ", trace_id)
+        h1 = _mix_int(lo ^ _mix_int(hi))
+        h2 = _mix_int(h1 ^ 0x9E3779B97F4A7C15) | 1
+        bits, m = self._bytes, self.m
+        for i in range(self.k):
+            pos = ((h1 + i * h2) & _MASK) % m
+            if not bits[pos >> 3] & (1 << (pos & 7)):
+                return False
         return True
 
     def to_bytes(self) -> bytes:

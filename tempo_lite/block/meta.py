@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 FORMAT_VERSION = "tl1"
 META = "meta.json"
@@ -65,6 +67,14 @@ class BlockMeta:
     def overlaps(self, start_ns: int, end_ns: int) -> bool:
         return self.start_unix_nano <= end_ns and self.end_unix_nano >= start_ns
 
+    @cached_property
+    def _row_group_bounds(self) -> tuple[list[str], list[str]]:
+        return [rg.min_trace_id for rg in self.row_groups], [rg.max_trace_id for rg in self.row_groups]
+
     def row_groups_for(self, trace_id: bytes) -> list[int]:
+        """Row groups whose trace-ID range holds the ID (ranges are sorted; a trace may straddle two)."""
         h = trace_id.hex()
-        return [i for i, rg in enumerate(self.row_groups) if rg.min_trace_id <= h <= rg.max_trace_id]
+        mins, maxs = self._row_group_bounds
+        first = bisect.bisect_left(maxs, h)
+        end = bisect.bisect_right(mins, h)
+        return list(range(first, end))

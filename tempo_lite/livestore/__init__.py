@@ -45,10 +45,10 @@ class _TenantView:
 
 def decode_records(records: list[WalRecord]) -> dict[str, spantable.SpanTable]:
     """WAL records -> one span table per tenant (CPU-bound; run in a thread)."""
-    by_tenant: dict[str, list[spantable.SpanTable]] = {}
+    by_tenant: dict[str, list[bytes]] = {}
     for r in records:
-        by_tenant.setdefault(r.tenant, []).append(spantable.flatten_bytes(r.payload))
-    return {t: spantable.concat(tables) for t, tables in by_tenant.items()}
+        by_tenant.setdefault(r.tenant, []).append(r.payload)
+    return {t: spantable.flatten_payloads(payloads) for t, payloads in by_tenant.items()}
 
 
 class LiveStore:

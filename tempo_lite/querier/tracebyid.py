@@ -71,7 +71,12 @@ class Querier:
         async with trio.open_nursery() as nursery:
             for meta in self.blocklist.blocks(tenant, start_ns, end_ns):
                 nursery.start_soon(from_block, meta)
-        if parts:
+        if len(parts) == 1:
+            # One source (the common case): block rows are already sorted and de-duplicated, and
+            # `to_traces_data` reads dedicated columns directly, so skip folding them back.
+            only = parts[0]
+            result.table = only if only.dedicated else spantable.sort_by_trace(spantable.dedupe_spans(only))
+        elif parts:
             merged = spantable.dedupe_spans(spantable.concat(parts))
             result.table = spantable.sort_by_trace(merged)
         return result

@@ -1,0 +1,145 @@
+"""Benchmark: OTLP/HTTP ingest into a real `tempo-lite serve` process, from this (separate) process.
+
+    .venv/bin/python bench/ingest_http.py [--spans-per-request 100 1000] [--seconds 20] [--clients 4]
+
+For each batch size: the in-process ceiling first (decode + `spantable.flatten_bytes` of the same
+payloads, one core), then a fresh server on free ports (ingestion rate limit raised out of the way)
+fed by `--clients` threads with keep-alive connections for `--seconds`. Prints acknowledged spans/s,
+p50/p99 request latency, the server's peak RSS (psutil, sampled every 50 ms), and how far the
+live-store lags behind (spans acknowledged but not yet decoded when the load stops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from payloads import request_bytes  # noqa: E402
+
+from tempo_lite import spantable  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
+
+EXTRA = """
+overrides:
+  defaults:
+    ingestion: {rate_limit_bytes: 10000000000, burst_size_bytes: 10000000000}
+"""
+
+
+def ceiling(payloads: list[bytes], spans: int) -> float:
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for p in payloads:
+            spantable.flatten_bytes(p)
+        best = min(best, time.perf_counter() - t0)
+    return spans / best
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def run_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, clients: int) -> dict:
+    latencies: list[float] = []
+    failures: list[str] = []
+    acked = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(offset: int) -> None:
+        headers = {"Content-Type": "application/x-protobuf"}
+        with httpx.Client(timeout=60) as http:
+            i = offset
+            while time.monotonic() < stop_at:
+                body = payloads[i % len(payloads)]
+                i += clients
+                t0 = time.perf_counter()
+                r = http.post(url, content=body, headers=headers)
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    if r.status_code == 200:
+                        latencies.append(elapsed)
+                        acked[0] += spans_each
+                    else:
+                        failures.append(f"{r.status_code} {r.text[:100]}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"acked": acked[0], "wall": wall, "latencies": latencies, "failures": failures}
+
+
+def bench(spans_per_request: int, seconds: float, clients: int) -> None:
+    payloads = [request_bytes(spans_per_request, seed=i) for i in range(max(20, 20_000 // spans_per_request))]
+    spans_each = spantable.flatten_bytes(payloads[0]).num_spans
+    top = ceiling(payloads, spans_each * len(payloads))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(Path(tmp), cycle="1h", extra=EXTRA)
+        server.start(timeout=60)
+        proc = psutil.Process(server.proc.pid)
+        peak = [proc.memory_info().rss]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = run_load(server.otlp, payloads, spans_each, seconds, clients)
+            # How far behind is the live-store? Poll its bytes gauge until it stops growing.
+            lag_start = time.perf_counter()
+            last = None
+            while time.perf_counter() - lag_start < 60:
+                metrics = httpx.get(server.api + "/metrics").text
+                value = next((ln.split()[-1] for ln in metrics.splitlines()
+                              if ln.startswith("tempo_live_store_bytes")), None)
+                if value == last:
+                    break
+                last = value
+                time.sleep(0.5)
+            drain = time.perf_counter() - lag_start
+        finally:
+            sampling.set()
+            sampler.join()
+            server.terminate()
+    lat = result["latencies"]
+    rate = result["acked"] / result["wall"]
+    print(f"{spans_per_request} spans/request, {clients} clients, {result['wall']:.1f}s: "
+          f"ceiling (decode+flatten, 1 core) {top:,.0f} spans/s")
+    print(f"  acknowledged {rate:,.0f} spans/s ({rate / top:.0%} of ceiling), {len(lat)} requests, "
+          f"{len(result['failures'])} failed {result['failures'][:1]}")
+    if lat:
+        print(f"  latency p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms; "
+              f"server peak RSS {peak[0] / 2**20:.0f} MiB; live-store settled {drain:.1f}s after the load")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans-per-request", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    for n in args.spans_per_request:
+        bench(n, args.seconds, args.clients)
+
+
+if __name__ == "__main__":
+    main()

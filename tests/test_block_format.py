@@ -1,0 +1,153 @@
+"""The `tl1` block format: encode, write, list and read back through a real local store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+from otlp_helpers import encoded, normalize, sdk_spans
+
+from tempo_lite import spantable
+from tempo_lite.block.bloom import BloomFilter
+from tempo_lite.block.meta import BLOOM, DATA, META, RESOURCES, TRACES, BlockMeta
+from tempo_lite.block.reader import BlockReader, BlockReadError
+from tempo_lite.block.writer import encode_block, write_block
+from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.storage.cache import ByteCache
+from tempo_lite.storage.store import local_store
+
+
+def _many_traces(traces: int = 300, spans_per_trace: int = 7) -> TracesData:
+    rng = np.random.default_rng(3)
+    data = TracesData()
+    ss = data.resource_spans.add()
+    ss.resource.attributes.add(key="service.name", value=AnyValue(string_value="svc"))
+    scope = ss.scope_spans.add()
+    for t in range(traces):
+        trace_id = rng.bytes(16)
+        ids = [rng.bytes(8) for _ in range(spans_per_trace)]
+        for i, sid in enumerate(ids):
+            scope.spans.add(
+                trace_id=trace_id, span_id=sid, parent_span_id=ids[0] if i else b"", name=f"op{i}", kind=2,
+                start_time_unix_nano=1_000_000 * t + i, end_time_unix_nano=1_000_000 * t + i + 500,
+                attributes=[KeyValue(key="http.method", value=AnyValue(string_value="GET")),
+                            KeyValue(key="n", value=AnyValue(int_value=i))],
+            )
+    return data
+
+
+async def _written(tmp_path: Path, data: TracesData, **kwargs: object) -> tuple[BlockMeta, object]:
+    store = local_store(str(tmp_path / "blocks"))
+    block = encode_block(spantable.flatten(data.resource_spans), block_id="b1", tenant="t", **kwargs)
+    await write_block(store, block)
+    return block.meta, store
+
+
+async def test_round_trip_through_a_local_store(tmp_path: Path) -> None:
+    request = encoded(sdk_spans(traces=4))
+    data = TracesData(resource_spans=request.resource_spans)
+    meta, store = await _written(tmp_path, data)
+    assert sorted(os.listdir(tmp_path / "blocks" / "t" / "b1")) == sorted([DATA, RESOURCES, TRACES, BLOOM, META])
+    blocks = BlockList(store)
+    await blocks.poll()
+    [listed] = blocks.blocks("t")
+    assert listed == meta and meta.total_traces == 4 and meta.total_spans == 20
+    assert "http.method" in meta.dedicated_columns
+    reader = BlockReader(store, listed, ByteCache(1 << 20))
+    found = {}
+    for rs in data.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                found.setdefault(sp.trace_id, None)
+    rebuilt = TracesData()
+    for trace_id in found:
+        table = await reader.find_trace(trace_id)
+        assert table is not None and set(table.spans.column("trace_id").to_pylist()) == {trace_id}
+        rebuilt.MergeFrom(spantable.to_traces_data(table))
+    assert normalize(rebuilt) == normalize(data)
+    assert await reader.find_trace(b"\xee" * 16) is None
+    everything = await reader.read_all(["trace_id", "nested_set_left"])
+    assert everything.num_spans == 20 and everything.spans.column_names == ["trace_id", "nested_set_left"]
+
+
+async def test_row_group_ranges_cover_sorted_ids_and_find_straddling_traces(tmp_path: Path) -> None:
+    data = _many_traces()
+    meta, store = await _written(tmp_path, data, row_group_spans=50)
+    assert sum(rg.rows for rg in meta.row_groups) == meta.total_spans == 2100
+    assert all(a.max_trace_id <= b.min_trace_id for a, b in zip(meta.row_groups, meta.row_groups[1:], strict=False))
+    footer = pq.ParquetFile(tmp_path / "blocks" / "t" / "b1" / DATA).metadata
+    assert footer.num_row_groups == len(meta.row_groups)
+    ids = pq.read_table(tmp_path / "blocks" / "t" / "b1" / DATA, columns=["trace_id"]).column("trace_id")
+    assert ids.to_pylist() == sorted(ids.to_pylist())
+    reader = BlockReader(store, meta, ByteCache(1 << 20))
+    straddling = [bytes.fromhex(rg.max_trace_id) for rg in meta.row_groups[:-1]]
+    assert any(len(meta.row_groups_for(t)) == 2 for t in straddling)
+    for trace_id in straddling:
+        table = await reader.find_trace(trace_id)
+        assert table is not None and table.num_spans == 7
+
+
+def test_bloom_filter_has_no_false_negatives_and_few_false_positives() -> None:
+    rng = np.random.default_rng(1)
+    present = np.frombuffer(rng.bytes(16 * 20_000), np.uint8).reshape(-1, 16)
+    bloom = BloomFilter.from_bytes(BloomFilter.build(present, 0.01).to_bytes())
+    assert all(bloom.may_contain(row.tobytes()) for row in present)
+    absent = np.frombuffer(rng.bytes(16 * 5_000), np.uint8).reshape(-1, 16)
+    false_positives = sum(bloom.may_contain(row.tobytes()) for row in absent)
+    assert false_positives < 5_000 * 0.03
+    zipkin = [bytes(8) + i.to_bytes(8, "big") for i in range(1, 2_000)]  # 64-bit IDs, high half zero
+    zbloom = BloomFilter.build(np.frombuffer(b"".join(zipkin), np.uint8).reshape(-1, 16))
+    assert all(zbloom.may_contain(t) for t in zipkin)
+
+
+def test_bloom_filter_rejects_foreign_bytes() -> None:
+    with pytest.raises(ValueError):
+        BloomFilter.from_bytes(b"not a bloom")
+
+
+async def test_block_without_meta_json_is_invisible(tmp_path: Path) -> None:
+    meta, store = await _written(tmp_path, _many_traces(20))
+    (tmp_path / "blocks" / "t" / "b1" / META).unlink()
+    blocks = BlockList(store)
+    await blocks.poll()
+    assert blocks.blocks("t") == []
+    await store.write(f"t/b1/{META}", meta.to_json())
+    await blocks.poll()
+    assert [m.block_id for m in blocks.blocks("t")] == ["b1"]
+
+
+async def test_corrupt_data_parquet_raises_block_read_error_naming_the_block(tmp_path: Path) -> None:
+    data = _many_traces(20)
+    meta, store = await _written(tmp_path, data)
+    path = tmp_path / "blocks" / "t" / "b1" / DATA
+    path.write_bytes(b"garbage" * 100)
+    reader = BlockReader(store, meta, ByteCache(1 << 20))
+    trace_id = data.resource_spans[0].scope_spans[0].spans[0].trace_id
+    with pytest.raises(BlockReadError, match="block t/b1"):
+        await reader.find_trace(trace_id)
+    path.unlink()
+    with pytest.raises(BlockReadError, match="block t/b1"):
+        await BlockReader(store, meta, ByteCache(1 << 20)).read_all()
+
+
+def test_meta_json_round_trip_and_version_check() -> None:
+    block = encode_block(spantable.flatten(_many_traces(10).resource_spans), block_id="b", tenant="t")
+    assert BlockMeta.from_json(block.meta.to_json()) == block.meta
+    assert block.meta.start_unix_nano == 0 and block.meta.end_unix_nano == 9_000_006 + 500
+    with pytest.raises(ValueError, match="unsupported block format"):
+        BlockMeta.from_json(block.meta.to_json().replace(b'"tl1"', b'"tl0"'))
+
+
+def test_encoding_dedupes_and_sorts_spans() -> None:
+    table = spantable.flatten(_many_traces(30).resource_spans)
+    block = encode_block(spantable.concat([table, table]), block_id="b", tenant="t")
+    assert block.meta.total_spans == table.num_spans
+    spans = pq.read_table(pa.BufferReader(block.files[DATA]))
+    keys = list(zip(spans.column("trace_id").to_pylist(), spans.column("start_unix_nano").to_pylist(), strict=True))
+    assert keys == sorted(keys)
