@@ -19,6 +19,7 @@ from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
 from tempo_lite.distributor import Distributor
+from tempo_lite.generator import MetricsGenerator
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
@@ -98,11 +99,15 @@ class TempoLite:
 
     async def _run_components(self, task_status: trio.TaskStatus[Listeners]) -> None:
         cfg = self.config
+        self.generator = (
+            MetricsGenerator(self.metrics.registry, cfg.metrics_generator) if cfg.metrics_generator.enabled else None
+        )
         self.livestore = LiveStore(
             self.wal,
             self.metrics,
             max_bytes=cfg.live_store.max_bytes,
             complete_block_timeout=cfg.live_store.complete_block_timeout,
+            on_batch=self.generator.observe if self.generator is not None else None,
         )
         self.blocklist = BlockList(self.store)
         self.blockbuilder = BlockBuilder(
@@ -129,6 +134,8 @@ class TempoLite:
             is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),
         )
         async with trio.open_nursery() as nursery:
+            if self.generator is not None:
+                await nursery.start(self.generator.run)
             await nursery.start(self.livestore.run)
             # Serve nothing until the WAL's unflushed records are back in memory: a query answered
             # mid-replay would miss acknowledged spans.

@@ -251,6 +251,9 @@ class OverridesConfig:
     tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+from tempo_lite.generator.config import MetricsGeneratorConfig  # noqa: E402  (it imports Duration from here)
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -262,6 +265,7 @@ class Config:
     compactor: CompactorConfig = field(default_factory=CompactorConfig)
     query_frontend: QueryFrontendConfig = field(default_factory=QueryFrontendConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
+    metrics_generator: MetricsGeneratorConfig = field(default_factory=MetricsGeneratorConfig)
 
 
 # --------------------------------------------------------------------------------------------- binding
@@ -300,6 +304,11 @@ def _bind(cls: Any, value: Any, where: str, source: str) -> Any:
                 raise ConfigError(f"{source}: unknown configuration key {path!r}")
             kwargs[f.name] = _bind(hints[f.name], item, path, source)
         return cls(**kwargs)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: invalid value for {where!r}: expected a list, got {value!r}")
+        item_cls = typing.get_args(cls)[0]
+        return tuple(_bind(item_cls, v, f"{where}[{i}]", source) for i, v in enumerate(value))
     try:
         if cls is Duration:
             if isinstance(value, bool):

@@ -61,6 +61,7 @@ class LiveStore:
         complete_block_timeout: float,
         clock: Callable[[], float] = trio.current_time,
         batch_records: int = 256,
+        on_batch: Callable[[str, spantable.SpanTable], None] | None = None,
     ) -> None:
         self.wal = wal
         self.metrics = metrics
@@ -68,6 +69,7 @@ class LiveStore:
         self.complete_block_timeout = complete_block_timeout
         self.clock = clock
         self.batch_records = batch_records
+        self.on_batch = on_batch  # the metrics-generator, when enabled
         self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
         self.consumed: dict[int, int] = {}
         self.nbytes = 0
@@ -107,6 +109,9 @@ class LiveStore:
                 await self.wal.wait_for_records(partition, offset, 1.0)
                 continue
             tables = await trio.to_thread.run_sync(decode_records, records, limiter=self.decode_limiter)
+            if self.on_batch is not None:
+                for tenant, table in tables.items():
+                    self.on_batch(tenant, table)
             self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables)
             await self.wal.commit(GROUP, partition, records[-1].offset + 1)
 
