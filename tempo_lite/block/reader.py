@@ -61,18 +61,42 @@ class BlockReader:
 
         return await self._cached(RESOURCES, load, lambda t: t.nbytes + 64)
 
+    @property
+    def _native(self) -> bool:
+        protocol = self.store.fs.protocol
+        return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
     def _open_data(self) -> Any:
         """data.parquet as a file pyarrow can read: a native OS file for the local backend (reads
-        release the GIL and skip fsspec's Python-level buffering), else fsspec's range-reading file."""
-        protocol = self.store.fs.protocol
-        if "file" in (protocol if isinstance(protocol, tuple) else (protocol,)):
+        release the GIL and skip fsspec's Python-level buffering), else fsspec's range-reading file
+        (which counts the bytes it fetches; native reads are counted by `_count_native_read`)."""
+        if self._native:
             return pa.OSFile(self.store.full_path(f"{self.prefix}/{DATA}"), "rb")
         return self.store.open_sync(f"{self.prefix}/{DATA}")
+
+    def _count_native_read(
+        self, footer: pq.FileMetaData, row_groups: list[int] | None, columns: list[str] | None
+    ) -> None:
+        """Bytes a native read fetched: the compressed column chunks of the row groups read."""
+        if not self._native:
+            return
+        wanted = None if columns is None else set(columns)
+        total = 0
+        for i in range(footer.num_row_groups) if row_groups is None else row_groups:
+            rg = footer.row_group(i)
+            for j in range(rg.num_columns):
+                chunk = rg.column(j)
+                if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                    total += chunk.total_compressed_size
+        self.store.count_read(total)
 
     async def footer(self) -> pq.FileMetaData:
         def read_footer() -> pq.FileMetaData:
             with self._open_data() as f:
-                return pq.ParquetFile(f).metadata
+                metadata = pq.ParquetFile(f).metadata
+            if self._native:
+                self.store.count_read(metadata.serialized_size + 8)
+            return metadata
 
         async def load() -> pq.FileMetaData:
             return await trio.to_thread.run_sync(read_footer, limiter=self.store.limiter)
@@ -88,8 +112,11 @@ class BlockReader:
             with self._open_data() as f:
                 pf = pq.ParquetFile(f, metadata=footer)
                 if row_groups is None:
-                    return pf.read(columns=columns)
-                return pf.read_row_groups(row_groups, columns=columns, use_threads=use_threads)
+                    table = pf.read(columns=columns)
+                else:
+                    table = pf.read_row_groups(row_groups, columns=columns, use_threads=use_threads)
+            self._count_native_read(footer, row_groups, columns)
+            return table
 
         try:
             return await trio.to_thread.run_sync(read, limiter=self.store.limiter)
