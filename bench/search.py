@@ -5,8 +5,9 @@
 Blocks are written with `block.writer.encode_block` + `write_block` into DIR/blocks (reused when DIR
 already holds them; default: a temporary directory). Every query runs in process through
 `Searcher.search` (a `Querier` over a `BlockList` of those blocks and an empty live-store, so the
-figures are the search itself, not HTTP) with `most_recent=true` and limit 100, i.e. every block is
-searched in full, and DuckDB answers the same question: the 100 newest matching traces (joined with
+figures are the search itself, not HTTP) with `most_recent=true` and limit 100 (blocks are searched
+newest first and older ones skipped once they cannot reach the answer), and DuckDB answers the same
+question: the 100 newest matching traces (joined with
 each block's `traces.parquet` for the start time) plus the number of matching traces. The trace IDs of
 both answers are compared. A second column shows tempo-lite with the default limit 20 and without
 `most_recent`, where the search stops once 20 traces are found.

@@ -18,14 +18,14 @@ from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.blocklist import BlockList
-from tempo_lite.querier.results import hex_trace_id
-from tempo_lite.querier.search import Searcher, SearchRequest, parse_search_query
+from tempo_lite.querier.results import hex_trace_id, merge_search_results
+from tempo_lite.querier.search import Searcher, SearchRequest, matcher_for, parse_search_query
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import local_store
 from tempo_lite.traceql import parse
-from tempo_lite.traceql.engine import evaluate
-from tempo_lite.traceql.engine_summary import trace_summaries
+from tempo_lite.traceql.engine import evaluate, trace_matches
+from tempo_lite.traceql.engine_summary import trace_index, trace_summaries
 
 SEC = 1_000_000_000
 
@@ -133,6 +133,11 @@ QUERIES = [
     "{ duration > 5s }",
     '{ name = "nothing" }',
     "{ } | count() > 4",
+    '{ name = "db" } | sum(duration) > 1s',
+    '{ name = "db" } | max(duration) > 1s | min(duration) < 1ms',
+    '{ name = "db" } | count() > 1 | { kind = server } | count() = 1',
+    "{ span.http.status_code >= 404 } | avg(span.http.status_code) > 450",
+    '{ kind = server } | select(span.http.method) | coalesce()',
 ]
 
 
@@ -164,3 +169,39 @@ async def test_block_search_finds_what_the_engine_finds_on_the_whole_table(tmp_p
         found, stats = await searcher.search("t", req)
         assert [r.traceID for r in found] == [hex_trace_id(t) for t in newest[:limit]]
         assert not stats.failed_blocks
+        # Result metadata (spansets, aggregate values, shown spans) as the engine gives it on whole traces.
+        assert found == merge_search_results(matcher_for(req)(whole), limit=limit)
+
+    # Without most_recent any `limit` matches will do; with a time range only traces overlapping it count.
+    req = SearchRequest(query=parse_search_query(q), legacy=None, start_ns=0, end_ns=0, limit=5, spss=3,
+                        live_only=False)
+    found, _ = await searcher.search("t", req)
+    assert len(found) == min(5, len(expected))
+    assert {r.traceID for r in found} <= {hex_trace_id(t) for t in expected}
+    lo, hi = 1_700_000_000 * SEC + 3650 * SEC, 1_700_000_000 * SEC + 3700 * SEC
+    ranged = [t for t in newest if starts[t]["start_unix_nano"] <= hi
+              and starts[t]["start_unix_nano"] + (starts[t]["end_unix_nano"] - starts[t]["start_unix_nano"])
+              // 1_000_000 * 1_000_000 >= lo]
+    req = SearchRequest(query=parse_search_query(q + " with (most_recent=true)"), legacy=None, start_ns=lo,
+                        end_ns=hi, limit=3, spss=3, live_only=False)
+    found, _ = await searcher.search("t", req)
+    assert [r.traceID for r in found] == [hex_trace_id(t) for t in ranged[:3]]
+
+
+@pytest.mark.parametrize("q", QUERIES)
+def test_column_wise_trace_matches_agree_with_the_per_trace_walk(q: str) -> None:
+    table = spantable.concat([_traces(seed=7, traces=200, base_ns=1_700_000_000 * SEC)])
+    ids, span_trace = trace_index(table.spans.column("trace_id"))
+    candidates, exact = trace_matches(parse(q), table, span_trace, len(ids))
+    walked = {m.trace_id for m in evaluate(parse(q), table)}
+    assert walked <= set(ids.filter(pa.array(candidates)).to_pylist())
+    if exact is not None:
+        assert set(ids.filter(pa.array(exact)).to_pylist()) == walked
+
+
+def test_float_sums_and_structure_are_left_to_the_per_trace_walk() -> None:
+    table = spantable.concat([_traces(seed=3, traces=50, base_ns=1_700_000_000 * SEC)])
+    ids, span_trace = trace_index(table.spans.column("trace_id"))
+    for q in ('{ name = "db" } > { kind = server }', "{ duration > 1ms } | avg(1.5 * duration) > 2"):
+        assert trace_matches(parse(q), table, span_trace, len(ids))[1] is None
+    assert trace_matches(parse("{ duration > 1ms } | avg(duration) > 2"), table, span_trace, len(ids))[1] is not None

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 
 from tempo_lite.traceql.ast import (
+    Aggregate,
     Attribute,
     BinaryOp,
     FieldExpr,
     Intrinsic,
     Op,
+    Pipeline,
     Query,
+    ScalarFilter,
     Scope,
     SpansetFilter,
     Static,
@@ -84,9 +87,16 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
         return None
     cols = {"trace_id", "resource_index"}
     needs_generic: set[str] = set()
-    for f in filters:
+    exprs = [f.expr for f in filters]
+    if isinstance(query.pipeline, Pipeline):
+        # Aggregates of scalar filters, so that column-wise pipelines can be decided in stage one.
+        exprs += [
+            st.lhs.expr for st in query.pipeline.stages
+            if isinstance(st, ScalarFilter) and isinstance(st.lhs, Aggregate) and st.lhs.expr is not None
+        ]
+    for expr in exprs:
         refs: list = []
-        _field_refs(f.expr, refs)
+        _field_refs(expr, refs)
         for ref in refs:
             if isinstance(ref, Intrinsic):
                 if ref in TRACE_DEPENDENT:

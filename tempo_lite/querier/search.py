@@ -35,7 +35,13 @@ from tempo_lite.querier.results import (
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.traceql import parse
 from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, Scope
-from tempo_lite.traceql.engine import _needs_nested_sets, candidate_trace_ids, evaluate, referenced_fields
+from tempo_lite.traceql.engine import (
+    _needs_nested_sets,
+    candidate_trace_ids,
+    evaluate,
+    referenced_fields,
+    trace_matches,
+)
 from tempo_lite.traceql.engine_context import hex_ids
 from tempo_lite.traceql.engine_summary import trace_summaries
 
@@ -71,6 +77,47 @@ def columns_for(query: Query | None) -> list[str] | None:
         elif ref in _LINK_INTRINSICS:
             extra.add("links")
     return cols + sorted(extra)
+
+
+_BLOCKS_AT_ONCE = 2
+
+
+@dataclass(frozen=True)
+class BlockTraces:
+    """A block's trace table: IDs (sorted, as in data.parquet), start and end times, and, from the span
+    counts, the first data row of each trace (`first_row`, length n + 1) and each row's trace
+    (`row_trace`); both None if the counts do not add up to the block's spans."""
+
+    ids: pa.Array
+    starts: np.ndarray
+    ends: np.ndarray
+    first_row: np.ndarray | None
+    row_trace: np.ndarray | None
+
+    @classmethod
+    def from_table(cls, table: pa.Table, total_spans: int) -> BlockTraces:
+        ids = table.column("trace_id").combine_chunks().cast(pa.binary(16))
+        starts = table.column("start_unix_nano").to_numpy().astype(np.int64)
+        ends = table.column("end_unix_nano").to_numpy().astype(np.int64)
+        first_row = row_trace = None
+        if "span_count" in table.column_names:
+            counts = table.column("span_count").to_numpy().astype(np.int64)
+            first_row = np.concatenate([[0], np.cumsum(counts)])
+            raw = np.frombuffer(ids.buffers()[1], dtype="S16", count=len(ids), offset=ids.offset * 16)
+            if first_row[-1] == total_spans and (len(raw) < 2 or bool(np.all(raw[1:] > raw[:-1]))):
+                row_trace = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
+            else:
+                first_row = None
+        return cls(ids, starts, ends, first_row, row_trace)
+
+    @property
+    def newest(self) -> int:
+        return int(self.starts.max()) if len(self.starts) else 0
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.row_trace is None or self.first_row is None else self.row_trace.nbytes + self.first_row.nbytes
+        return self.ids.nbytes + self.starts.nbytes + self.ends.nbytes + extra + 128
 
 
 @dataclass
@@ -169,16 +216,27 @@ class Searcher:
     def _blocks(self, tenant: str, start_ns: int, end_ns: int) -> list[BlockMeta]:
         return self.querier.blocklist.blocks(tenant, start_ns, end_ns)
 
-    async def block_trace_ids(self, meta: BlockMeta) -> pa.Array:
-        """Every trace ID of a block, from its (small, cached) trace table."""
+    async def block_traces(self, meta: BlockMeta) -> BlockTraces:
+        """A block's trace table (IDs, start and end times, span rows), read once and cached."""
         store, cache = self.querier.store, self.querier.cache
         path = f"{meta.tenant}/{meta.block_id}/{TRACES}"
 
-        async def load() -> pa.Array:
+        async def load() -> BlockTraces:
             data = await store.read(path)
-            return pq.read_table(pa.BufferReader(data), columns=["trace_id"]).column("trace_id").combine_chunks()
 
-        return await cache.get_or_load(f"{store.name}:{path}#ids", load, lambda a: a.nbytes + 64)
+            def decode() -> BlockTraces:
+                return BlockTraces.from_table(pq.read_table(pa.BufferReader(data)), meta.total_spans)
+
+            return await trio.to_thread.run_sync(decode)
+
+        try:
+            return await cache.get_or_load(f"{store.name}:{path}#traces", load, lambda t: t.nbytes)
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading {TRACES}: {exc}") from exc
+
+    async def block_trace_ids(self, meta: BlockMeta) -> pa.Array:
+        """Every trace ID of a block, from its (small, cached) trace table."""
+        return (await self.block_traces(meta)).ids
 
     async def generic_keys(self, meta: BlockMeta) -> frozenset[str]:
         """Attribute keys present in the block's generic `attrs` column (read once, then cached)."""
@@ -217,39 +275,83 @@ class Searcher:
         return spantable.SpanTable(spans, await reader.resources(), dedicated)
 
     async def _read_candidates(
-        self, meta: BlockMeta, query: Query, columns: list[str], stats: SearchStats
-    ) -> spantable.SpanTable | None:
-        """Two stages: the filter columns of the row groups statistics cannot rule out give the
-        candidate traces; then all `columns` of just the row groups holding those traces."""
+        self, meta: BlockMeta, request: SearchRequest, split: pa.Array, stats: SearchStats,
+        newest_found: Callable[[], int | None],
+    ) -> tuple[spantable.SpanTable | None, pa.Array]:
+        """(the traces of the block to evaluate exactly, candidate traces that are split across sources).
+
+        Stage one reads the filter columns of the row groups statistics cannot rule out and finds the
+        candidate traces (and, for column-wise pipelines, the exact matches), mapping rows to traces
+        through the trace table. Stage two reads every column evaluation needs, from just the row
+        groups holding the traces that can still reach the answer: when matches are exact, the newest
+        `limit` of them; with `most_recent`, none older than the `limit`-th newest result found so far.
+        """
+        query = request.query
+        assert query is not None
         reader = self.querier.reader(meta)
         footer = await reader.footer()
-        plan = pushdown.filter_plan(query, meta.dedicated_columns)
+        info = await self.block_traces(meta)
+        n_traces = len(info.ids)
+        no_split = pa.array([], pa.binary(16))
         groups = pushdown.row_groups(query, footer)
-        if plan is not None and groups:
+        if not groups:
+            return None, no_split
+        is_split = (
+            pc.is_in(info.ids, split).to_numpy(zero_copy_only=False)
+            if len(split) else np.zeros(n_traces, dtype=bool)
+        )
+        plan = pushdown.filter_plan(query, meta.dedicated_columns)
+        exact: np.ndarray | None = None
+        if plan is None:
+            wanted = np.ones(n_traces, dtype=bool)
+            split_candidates = info.ids.filter(pa.array(is_split))
+        else:
             first = list(plan.columns)
             if plan.needs_generic and "attrs" not in first and plan.needs_generic & await self.generic_keys(meta):
                 first.append("attrs")
+            rows = _group_rows(footer, groups)
+            if info.row_trace is not None and len(info.row_trace) == footer.num_rows:
+                first.remove("trace_id")
             part = await self._read_groups(meta, groups, first, stats)
+            if "trace_id" in part.spans.column_names:
+                idx = pc.index_in(part.spans.column("trace_id"), info.ids)
+                span_trace = idx.to_numpy(zero_copy_only=False).astype(np.int64)
+            else:
+                assert info.row_trace is not None
+                span_trace = info.row_trace[rows].astype(np.int64)
+                ids = info.ids.take(pa.array(span_trace))
+                part = spantable.SpanTable(part.spans.append_column("trace_id", ids), part.resources, part.dedicated)
             part = _with_empty_lists(part)
-            candidates = await trio.to_thread.run_sync(candidate_trace_ids, query, part)
-            if not len(candidates):
-                return None
-            groups = _groups_holding(meta, candidates)
-        elif not groups:
-            return None
-        else:
-            candidates = None
-        generic = await self.generic_keys(meta) if "attrs" in columns else frozenset()
+            candidates, exact = await trio.to_thread.run_sync(trace_matches, query, part, span_trace, n_traces)
+            split_candidates = info.ids.filter(pa.array(candidates & is_split))
+            wanted = (exact if exact is not None else candidates) & ~is_split
+        if request.start_ns or request.end_ns:
+            wanted &= _overlaps(info, request.start_ns, request.end_ns)
+        chosen = np.flatnonzero(wanted)
+        starts = info.starts[chosen]
+        if request.most_recent and len(chosen):
+            bound = newest_found()
+            if bound is not None:
+                keep = starts >= bound
+                chosen, starts = chosen[keep], starts[keep]
+        if exact is not None and len(chosen) > request.limit:
+            # Every chosen trace matches: only the newest `limit` (and ties) can be in the answer.
+            kth = np.partition(starts, len(starts) - request.limit)[len(starts) - request.limit]
+            chosen = chosen[starts >= kth]
+        if not len(chosen):
+            return None, split_candidates
+        groups = _groups_for_traces(meta, info, footer, chosen)
         needed = pushdown.evaluation_columns(
-            query, meta.dedicated_columns, generic, nested_sets=_needs_nested_sets(query.pipeline)
+            query, meta.dedicated_columns,
+            await self.generic_keys(meta) if "attrs" in (columns_for(query) or []) else frozenset(),
+            nested_sets=_needs_nested_sets(query.pipeline),
         )
-        if needed is not None:
-            columns = needed
+        columns = needed if needed is not None else _with_dedicated(columns_for(query), meta)
         table = _with_empty_lists(await self._read_groups(meta, groups, columns, stats))
-        if candidates is not None and len(candidates) < meta.total_traces:
-            keep = pc.is_in(table.spans.column("trace_id"), candidates.cast(pa.binary(16)))
+        if len(chosen) < n_traces:
+            keep = pc.is_in(table.spans.column("trace_id"), info.ids.take(pa.array(chosen)))
             table = spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
-        return table
+        return table, split_candidates
 
     async def _read_block(
         self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats
@@ -284,24 +386,38 @@ class Searcher:
         if live.num_spans:
             id_lists.append(_unique_ids(live))
         block_ids: dict[str, pa.Array] = {}
+        newest: dict[str, int] = {}
         for meta in blocks:
             try:
-                block_ids[meta.block_id] = await self.block_trace_ids(meta)
+                info = await self.block_traces(meta)
             except StorageError as exc:
                 stats.failed_blocks.append(exc.message)
                 continue
-            id_lists.append(block_ids[meta.block_id])
+            block_ids[meta.block_id] = info.ids
+            newest[meta.block_id] = info.newest
+            id_lists.append(info.ids)
         split = _split_trace_ids(id_lists)
 
         results: list[pb.TraceSearchMetadata] = []
         split_candidates: list[pa.Array] = []
         enough = trio.Event()
 
-        def take(table: spantable.SpanTable, found: list[pb.TraceSearchMetadata]) -> None:
+        def newest_found() -> int | None:
+            """Start of the `limit`-th newest trace found so far (most_recent): older ones cannot win."""
+            if len(results) < request.limit:
+                return None
+            starts = {r.traceID: r.startTimeUnixNano for r in results}
+            if len(starts) < request.limit:
+                return None
+            return sorted(starts.values(), reverse=True)[request.limit - 1]
+
+        def take(table: spantable.SpanTable, found: list[pb.TraceSearchMetadata], split_cands: pa.Array | None) -> None:
             stats.inspected_spans += table.num_spans
             stats.completed_jobs += 1
             results.extend(_overlapping(found, request.start_ns, request.end_ns))
-            if len(split) and request.query is not None:
+            if split_cands is not None:
+                split_candidates.append(split_cands)
+            elif len(split) and request.query is not None:
                 split_candidates.append(
                     pc.filter(cands := candidate_trace_ids(request.query, table), pc.is_in(cands, split))
                 )
@@ -312,37 +428,27 @@ class Searcher:
 
         if live.num_spans:
             stats.inspected_bytes += live.nbytes
-            take(live, match(_without(live, split)))
+            take(live, match(_without(live, split)), None)
+
+        # Newest blocks first; at most `_BLOCKS_AT_ONCE` in flight, so that a block is only started
+        # once the ones before it have had a chance to fill the answer.
+        ordered = sorted((m for m in blocks if m.block_id in block_ids), key=lambda m: -newest[m.block_id])
+        slots = trio.Semaphore(_BLOCKS_AT_ONCE)
 
         async def block_job(meta: BlockMeta) -> None:
-            if enough.is_set():
-                return
-            if request.query is not None and columns is not None:
-                cols = columns + sorted(meta.dedicated_columns.values()) if "attrs" in columns else columns
-                async with self.limiter:
-                    try:
-                        table = await self._read_candidates(meta, request.query, cols, stats)
-                    except StorageError as exc:
-                        self.querier.metrics.blocks_unreadable.inc()
-                        log.warning("search: %s", exc.message)
-                        stats.failed_blocks.append(exc.message)
-                        return
-                if table is None:
-                    stats.completed_jobs += 1
-                    return
-            else:
-                table = await self._read_block(meta, columns, stats)
-            if table is not None and not enough.is_set():
-                whole = _without(table, split)
-                found = await trio.to_thread.run_sync(match, whole)
-                if not enough.is_set():
-                    take(table, found)
+            try:
+                await self._block_job(meta, request, columns, split, stats, match, take, enough, newest_found,
+                                      newest[meta.block_id])
+            finally:
+                slots.release()
 
-        if not enough.is_set():
-            async with trio.open_nursery() as nursery:
-                for meta in blocks:
-                    if meta.block_id in block_ids:
-                        nursery.start_soon(block_job, meta)
+        async with trio.open_nursery() as nursery:
+            for meta in ordered:
+                await slots.acquire()
+                if enough.is_set():
+                    slots.release()
+                    break
+                nursery.start_soon(block_job, meta)
 
         if split_candidates:
             wanted = pc.unique(pa.concat_arrays([c.cast(pa.binary(16)) for c in split_candidates]))
@@ -355,6 +461,39 @@ class Searcher:
         if request.most_recent:
             merged = merged[: request.limit]
         return merged, stats
+
+    async def _block_job(
+        self, meta: BlockMeta, request: SearchRequest, columns: list[str] | None, split: pa.Array,
+        stats: SearchStats, match: Matcher,
+        take: Callable[[spantable.SpanTable, list[pb.TraceSearchMetadata], pa.Array | None], None],
+        enough: trio.Event, newest_found: Callable[[], int | None], block_newest: int,
+    ) -> None:
+        if enough.is_set():
+            return
+        bound = newest_found() if request.most_recent else None
+        split_cands: pa.Array | None = None
+        if bound is not None and block_newest < bound and not len(split):
+            stats.completed_jobs += 1  # every trace of the block starts before the answer's oldest
+            return
+        if request.query is not None and columns is not None:
+            async with self.limiter:
+                try:
+                    table, split_cands = await self._read_candidates(meta, request, split, stats, newest_found)
+                except StorageError as exc:
+                    self.querier.metrics.blocks_unreadable.inc()
+                    log.warning("search: %s", exc.message)
+                    stats.failed_blocks.append(exc.message)
+                    return
+            if table is None:
+                take(spantable.empty_span_table(), [], split_cands)
+                return
+        else:
+            table = await self._read_block(meta, columns, stats)
+        if table is not None and not enough.is_set():
+            whole = _without(table, split)
+            found = await trio.to_thread.run_sync(match, whole)
+            if not enough.is_set():
+                take(table, found, split_cands)
 
     async def assemble(
         self,
@@ -431,6 +570,44 @@ def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
             empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], typ.value_type))
             spans = spans.append_column(pa.field(name, typ), empty)
     return spantable.SpanTable(spans, table.resources, dict(table.dedicated))
+
+
+def _with_dedicated(columns: list[str] | None, meta: BlockMeta) -> list[str] | None:
+    if columns is not None and "attrs" in columns:
+        return columns + sorted(meta.dedicated_columns.values())
+    return columns
+
+
+def _group_rows(footer: pq.FileMetaData, groups: list[int]) -> np.ndarray:
+    """Row numbers (in the file) of the given row groups, in order."""
+    sizes = np.array([footer.row_group(g).num_rows for g in range(footer.num_row_groups)], dtype=np.int64)
+    firsts = np.concatenate([[0], np.cumsum(sizes)])
+    if len(groups) == footer.num_row_groups:
+        return np.arange(firsts[-1])
+    return np.concatenate([np.arange(firsts[g], firsts[g + 1]) for g in groups]) if groups else np.zeros(0, np.int64)
+
+
+def _groups_for_traces(meta: BlockMeta, info: BlockTraces, footer: pq.FileMetaData, chosen: np.ndarray) -> list[int]:
+    """Row groups holding the spans of the chosen traces (indices into the trace table)."""
+    if info.row_trace is None or len(info.row_trace) != footer.num_rows:
+        return _groups_holding(meta, info.ids.take(pa.array(chosen)))
+    sizes = np.array([footer.row_group(g).num_rows for g in range(footer.num_row_groups)], dtype=np.int64)
+    group_end = np.cumsum(sizes)
+    first = info.first_row[chosen]
+    last = info.first_row[chosen + 1] - 1
+    lo = np.searchsorted(group_end, first, side="right")
+    hi = np.searchsorted(group_end, last, side="right")
+    hit = np.zeros(footer.num_row_groups + 1, dtype=np.int64)
+    np.add.at(hit, lo, 1)
+    np.add.at(hit, hi + 1, -1)
+    return np.flatnonzero(np.cumsum(hit)[:-1] > 0).tolist()
+
+
+def _overlaps(info: BlockTraces, start_ns: int, end_ns: int) -> np.ndarray:
+    """Traces a result would keep for the time range (as `_overlapping` judges search results)."""
+    end = end_ns or (1 << 63) - 1
+    duration_ms = (info.ends - info.starts) // 1_000_000
+    return (info.starts <= end) & (info.starts + duration_ms * 1_000_000 >= start_ns)
 
 
 def _groups_holding(meta: BlockMeta, trace_ids: pa.Array) -> list[int]:

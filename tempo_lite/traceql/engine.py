@@ -50,7 +50,7 @@ from tempo_lite.traceql.ast import (
     render,
     result_key,
 )
-from tempo_lite.traceql.engine_context import SpanContext, _np, uses_nested_sets
+from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, SpanContext, _np, uses_nested_sets
 from tempo_lite.traceql.engine_summary import trace_index
 from tempo_lite.traceql.engine_values import NUMERIC, Col, EvaluationError, group_codes
 
@@ -225,6 +225,38 @@ def candidate_trace_ids(query: Query | str, table: SpanTable) -> pa.Array:
     return pc.unique(ids.filter(pa.array(mask)))
 
 
+def trace_matches(
+    query: Query | str, table: SpanTable, span_trace: np.ndarray, n_traces: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per trace of `table` (`span_trace[row]` is its trace's index, below `n_traces`): (candidates,
+    exact matches or None).
+
+    The table may hold only the columns the query's filters (and aggregates) read, and only the rows
+    of some row groups, as long as every span that passes a filter is there. Candidates are the
+    superset `candidate_trace_ids` computes; exact matches are given when the pipeline is column-wise
+    (`_Evaluator.trace_matches`) and reads nothing that depends on other spans of the trace.
+    """
+    q = _as_query(query)
+    filters: list[SpansetFilter] = []
+    _stages_filters(q.pipeline, filters)
+    if _starts_unfiltered(q.pipeline):
+        return np.ones(n_traces, dtype=bool), None
+    if any(ref in TRACE_DEPENDENT for ref in referenced_fields(q)):
+        ctx = SpanContext(table, candidate=True)
+        mask = np.zeros(table.num_spans, dtype=bool)
+        for f in dict.fromkeys(filters):
+            mask |= ctx.filter_mask(f.expr)
+        return np.bincount(span_trace[mask], minlength=n_traces) > 0, None
+    ev = _Evaluator(q, table)
+    mask = np.zeros(table.num_spans, dtype=bool)
+    for f in dict.fromkeys(filters):
+        ev._masks[f] = ev.ctx.filter_mask(f.expr)
+        mask |= ev._masks[f]
+    candidates = np.bincount(span_trace[mask], minlength=n_traces) > 0
+    exact = ev.trace_matches(span_trace, n_traces) if candidates.any() else candidates
+    return candidates, exact
+
+
 # --------------------------------------------------------------------------------------------------
 # Evaluation
 
@@ -287,6 +319,9 @@ class _Evaluator:
                 any_mask |= m
             wanted = np.zeros(len(ids), dtype=bool)
             wanted[span_trace[any_mask]] = True
+        exact = self.trace_matches(span_trace, len(ids))
+        if exact is not None:
+            wanted &= exact
         order = np.argsort(span_trace, kind="stable")
         bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
         candidates = np.flatnonzero(wanted)
@@ -303,6 +338,101 @@ class _Evaluator:
                 if limit is not None and len(matches) >= limit:
                     break
         return self._materialize(matches, spss)
+
+    # -- column-wise trace matching
+
+    def trace_matches(self, span_trace: np.ndarray, n_traces: int) -> np.ndarray | None:
+        """Per trace, whether the query matches it, computed column-wise; None when the pipeline's shape
+        needs the per-trace walk.
+
+        Handled: a top-level pipeline `{f} (| {f} | <aggregate> <op> <number> | select(...))*` optionally
+        ending in `by()`/`coalesce()`/`select()` stages (which never drop a non-empty spanset).
+        Aggregates must give the per-trace walk's exact values: sums of floats are left to the walk
+        (summation order could change the last bit), integer sums must stay below 2**52.
+        """
+        stages = self.query.pipeline.stages if isinstance(self.query.pipeline, Pipeline) else ()
+        if not stages or not isinstance(stages[0], SpansetFilter):
+            return None
+        rows: np.ndarray | None = None
+        alive = np.ones(n_traces, dtype=bool)
+        tail = False
+        for st in stages:
+            if isinstance(st, SpansetFilter) and not tail:
+                m = self._masks.get(st)
+                if m is None:
+                    m = self._masks[st] = self.ctx.filter_mask(st.expr)
+                rows = m if rows is None else rows & m
+            elif isinstance(st, ScalarFilter) and not tail:
+                assert rows is not None
+                ok = self._scalar_per_trace(st, rows, span_trace, n_traces)
+                if ok is None:
+                    return None
+                alive &= ok
+            elif isinstance(st, Select):
+                continue
+            elif isinstance(st, (GroupBy, Coalesce)):
+                tail = True
+            else:
+                return None
+        assert rows is not None
+        alive &= np.bincount(span_trace[rows], minlength=n_traces) > 0
+        return alive
+
+    def _scalar_per_trace(
+        self, st: ScalarFilter, rows: np.ndarray, span_trace: np.ndarray, n_traces: int
+    ) -> np.ndarray | None:
+        if not isinstance(st.lhs, Aggregate) or not isinstance(st.rhs, Static):
+            return None
+        if not st.rhs.type.is_numeric:
+            return np.zeros(n_traces, dtype=bool)
+        y = st.rhs.value
+        if not isinstance(y, (int, float)) or abs(y) >= 2**52:
+            return None
+        agg = st.lhs
+        if agg.op is AggregateOp.COUNT:
+            value = np.bincount(span_trace[rows], minlength=n_traces).astype(np.float64)
+            has = value > 0
+        else:
+            assert agg.expr is not None
+            count = np.zeros(n_traces, dtype=np.int64)
+            total = np.zeros(n_traces, dtype=np.float64)
+            low = np.full(n_traces, np.inf)
+            high = np.full(n_traces, -np.inf)
+            for slot, dense, valid in self._numeric_slots(agg.expr):
+                sel = rows & valid
+                if not sel.any():
+                    continue
+                if slot == "float":
+                    return None
+                v = dense[sel].astype(np.float64)
+                if np.abs(v).sum() >= 2**52:
+                    return None
+                t = span_trace[sel]
+                count += np.bincount(t, minlength=n_traces)
+                total += np.bincount(t, weights=v, minlength=n_traces)
+                if agg.op is AggregateOp.MIN:
+                    np.minimum.at(low, t, v)
+                elif agg.op is AggregateOp.MAX:
+                    np.maximum.at(high, t, v)
+            has = count > 0
+            if agg.op is AggregateOp.AVG:
+                value = total / np.maximum(count, 1)
+            elif agg.op is AggregateOp.MIN:
+                value = low
+            elif agg.op is AggregateOp.MAX:
+                value = high
+            elif agg.op is AggregateOp.SUM:
+                value = total
+            else:
+                return None
+        cmp = {
+            Op.EQ: np.equal, Op.NEQ: np.not_equal, Op.LT: np.less, Op.LTE: np.less_equal,
+            Op.GT: np.greater, Op.GTE: np.greater_equal,
+        }.get(st.op)
+        if cmp is None:
+            return np.zeros(n_traces, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return has & cmp(value, float(y))
 
     # -- pipelines
 
@@ -604,6 +734,7 @@ __all__ = [
     "StaticType",
     "candidate_trace_ids",
     "evaluate",
+    "trace_matches",
     "referenced_fields",
     "sort_by_trace",
 ]
