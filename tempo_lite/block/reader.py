@@ -66,7 +66,7 @@ class BlockReader:
         protocol = self.store.fs.protocol
         return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
 
-    def _open_data(self) -> Any:
+    def open_data(self) -> Any:
         """data.parquet as a file pyarrow can read: a native OS file for the local backend (reads
         release the GIL and skip fsspec's Python-level buffering), else fsspec's range-reading file
         (which counts the bytes it fetches; native reads are counted by `_count_native_read`)."""
@@ -92,7 +92,7 @@ class BlockReader:
 
     async def footer(self) -> pq.FileMetaData:
         def read_footer() -> pq.FileMetaData:
-            with self._open_data() as f:
+            with self.open_data() as f:
                 metadata = pq.ParquetFile(f).metadata
             if self._native:
                 self.store.count_read(metadata.serialized_size + 8)
@@ -109,7 +109,7 @@ class BlockReader:
         footer = await self.footer()
 
         def read() -> pa.Table:
-            with self._open_data() as f:
+            with self.open_data() as f:
                 pf = pq.ParquetFile(f, metadata=footer)
                 if row_groups is None:
                     table = pf.read(columns=columns)
@@ -124,6 +124,14 @@ class BlockReader:
             raise self._fail("data.parquet missing", exc) from exc
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise self._fail("reading data.parquet", exc) from exc
+
+    async def read_columns(self, row_groups: list[int] | None, columns: list[str] | None) -> pa.Table:
+        """Raw span rows of some row groups (None: all) and columns (None: all), bytes counted."""
+        return await self._read_rows(row_groups, columns)
+
+    def count_native_read(self, footer: pq.FileMetaData, row_groups: list[int] | None, columns: list[str]) -> None:
+        """Account bytes of a read done through `open_data()` by another module (no-op off local disk)."""
+        self._count_native_read(footer, row_groups, columns)
 
     def _table(self, spans: pa.Table, resources: pa.Table) -> spantable.SpanTable:
         return spantable.SpanTable(spans, resources, dict(self.meta.dedicated_columns))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +21,6 @@ import trio
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.block.meta import DATA, TRACES, BlockMeta
-from tempo_lite.block.reader import BlockReader
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.results import (
@@ -244,8 +242,9 @@ class Searcher:
         footer = await reader.footer()
 
         def read() -> frozenset[str]:
-            with _open_data(reader) as f:
+            with reader.open_data() as f:
                 keys = pq.ParquetFile(f, metadata=footer).read(columns=["attrs.list.element.key"])
+            reader.count_native_read(footer, None, ["attrs"])
             flat = pc.list_flatten(keys.column("attrs"))
             return frozenset(pc.unique(pc.struct_field(flat, "key")).to_pylist()) if len(flat) else frozenset()
 
@@ -258,18 +257,7 @@ class Searcher:
         self, meta: BlockMeta, groups: list[int], columns: list[str], stats: SearchStats
     ) -> spantable.SpanTable:
         reader = self.querier.reader(meta)
-        footer = await reader.footer()
-
-        def read() -> pa.Table:
-            with _open_data(reader) as f:
-                return pq.ParquetFile(f, metadata=footer).read_row_groups(groups, columns=columns)
-
-        try:
-            spans = await trio.to_thread.run_sync(read, limiter=self.querier.store.limiter)
-        except FileNotFoundError as exc:
-            raise StorageError(f"block {meta.tenant}/{meta.block_id}: data.parquet missing: {exc}") from exc
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading data.parquet: {exc}") from exc
+        spans = await reader.read_columns(groups, columns)
         stats.inspected_bytes += spans.nbytes
         dedicated = {k: c for k, c in meta.dedicated_columns.items() if c in spans.column_names}
         return spantable.SpanTable(spans, await reader.resources(), dedicated)
@@ -549,15 +537,6 @@ class Searcher:
         return out
 
 
-def _open_data(reader: BlockReader) -> Any:
-    """A block's data.parquet for pyarrow: a native OS file for the local backend (reads release the
-    GIL and skip fsspec's Python-level buffering), else fsspec's range-reading file."""
-    store = reader.store
-    path = f"{reader.prefix}/{DATA}"
-    protocol = store.fs.protocol
-    if "file" in (protocol if isinstance(protocol, tuple) else (protocol,)):
-        return pa.OSFile(store.full_path(path), "rb")
-    return store.open_sync(path)
 
 
 def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
