@@ -80,13 +80,15 @@ class BlockReader:
         """Bytes a native read fetched: the compressed column chunks of the row groups read."""
         if not self._native:
             return
-        wanted = None if columns is None else set(columns)
+        prefixes = None if columns is None else tuple(columns)
         total = 0
         for i in range(footer.num_row_groups) if row_groups is None else row_groups:
             rg = footer.row_group(i)
             for j in range(rg.num_columns):
                 chunk = rg.column(j)
-                if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                path = chunk.path_in_schema
+                # A requested column counts all its leaves ("attrs"), or just one ("attrs.list.element.key").
+                if prefixes is None or any(path == p or path.startswith(p + ".") for p in prefixes):
                     total += chunk.total_compressed_size
         self.store.count_read(total)
 

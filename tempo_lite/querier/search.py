@@ -244,7 +244,7 @@ class Searcher:
         def read() -> frozenset[str]:
             with reader.open_data() as f:
                 keys = pq.ParquetFile(f, metadata=footer).read(columns=["attrs.list.element.key"])
-            reader.count_native_read(footer, None, ["attrs"])
+            reader.count_native_read(footer, None, ["attrs.list.element.key"])
             flat = pc.list_flatten(keys.column("attrs"))
             return frozenset(pc.unique(pc.struct_field(flat, "key")).to_pylist()) if len(flat) else frozenset()
 
