@@ -3,6 +3,12 @@
 `Distributor.push` is the one `PushFn` every receiver calls. It returns only once the spans are
 durable in the WAL, and refuses a whole request (nothing written) for invalid IDs, an unknown tenant,
 a rate limit or a saturated WAL/live-store.
+
+The hot path reads the request's canonical encoding at the wire level (`distributor.wire`): IDs, span
+sizes and the attribute pre-check without a protobuf object per span, and the encoding itself goes to
+the WAL. The protobuf objects are only walked and re-serialized when a limit must change the request
+(truncate an attribute, drop spans of a trace over its byte limit); `validate_ids`, `shard` and the
+`limits` functions are that object path, and tests/test_distributor_wire.py checks both agree.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite.config import Config, tenant_overrides
+from tempo_lite.distributor import wire
 from tempo_lite.distributor.limits import (
     DiscardReason,
     IngestionRateLimiter,
     TenantLimits,
     TraceSizeTracker,
     drop_spans_over_trace_limit,
+    remove_spans,
     truncate_attributes,
 )
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated, Unavailable
@@ -126,7 +134,12 @@ class Distributor:
 
     async def _push(self, tenant_header: str | None, request: ExportTraceServiceRequest, size: int) -> None:
         tenant = self.resolve_tenant(tenant_header)
-        spans = validate_ids(request)
+        # One canonical encoding (C) read at the wire level replaces per-span protobuf objects: IDs,
+        # span sizes and the attribute-limit pre-check come from it, and it is what the WAL stores unless
+        # a limit changes the request (then the object path below re-serializes).
+        body = request.SerializeToString()
+        scan = wire.scan(body)
+        spans = scan.spans
         if spans == 0:
             return
         if not self.accepting:
@@ -141,18 +154,33 @@ class Distributor:
             self.metrics.discarded_spans.labels(DiscardReason.RATE_LIMITED, tenant).inc(spans)
             raise
         limits = self.limits_for(tenant)
-        if limits.max_attribute_bytes:
+        changed = False
+        # No attribute can be longer than the resource, scope or span holding it: only walk the objects
+        # when one of those is longer than the limit.
+        if limits.max_attribute_bytes and scan.largest_message > limits.max_attribute_bytes:
             truncated = truncate_attributes(request, limits.max_attribute_bytes)
             if truncated:
                 self.metrics.attributes_truncated.labels(tenant).inc(truncated)
+                changed = True
         if limits.max_bytes_per_trace:
-            dropped = drop_spans_over_trace_limit(request, tenant, self.trace_sizes, now)
+            if changed:  # sizes changed with the truncation: measure the objects
+                dropped = drop_spans_over_trace_limit(request, tenant, self.trace_sizes, now)
+            else:
+                refused = self.trace_sizes.admit_all(tenant, scan.trace_ids, scan.sizes, now)
+                dropped = remove_spans(request, scan.locate(refused)) if refused else 0
             if dropped:
+                changed = True
                 self.metrics.discarded_spans.labels(DiscardReason.TRACE_TOO_LARGE, tenant).inc(dropped)
                 spans -= dropped
                 if spans == 0:
                     return
-        entries = [WalEntry(p, tenant, payload) for p, payload in shard(request, self.wal.partitions).items()]
+        if changed:
+            payloads = shard(request, self.wal.partitions)
+        elif self.wal.partitions == 1:
+            payloads = {0: body}
+        else:
+            payloads = wire.shard(body, scan, self.wal.partitions)
+        entries = [WalEntry(p, tenant, payload) for p, payload in payloads.items()]
         started = trio.current_time()
         await self.wal.append(entries)
         self.metrics.wal_append_seconds.observe(trio.current_time() - started)

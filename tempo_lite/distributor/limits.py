@@ -262,6 +262,28 @@ class TraceSizeTracker:
         entry.last_seen = now
         return True
 
+    def admit_all(self, tenant: str, trace_ids: list[bytes], sizes: list[int], now: float) -> list[int]:
+        """`admit` for each (trace ID, size) pair in order; return the indexes of the refused ones."""
+        if now >= self._next_sweep:
+            self.expire(now)
+        limit = self._limits_for(tenant).max_bytes_per_trace
+        if limit <= 0:
+            return []
+        refused: list[int] = []
+        known = self._sizes
+        idle = self._idle_seconds
+        for i, (trace_id, nbytes) in enumerate(zip(trace_ids, sizes, strict=True)):
+            key = (tenant, trace_id)
+            entry = known.get(key)
+            if entry is None or now - entry.last_seen > idle:
+                entry = known[key] = _TraceSize(0, now)
+            if entry.nbytes + nbytes > limit:
+                refused.append(i)
+                continue
+            entry.nbytes += nbytes
+            entry.last_seen = now
+        return refused
+
     def size(self, tenant: str, trace_id: bytes) -> int:
         entry = self._sizes.get((tenant, trace_id))
         return entry.nbytes if entry else 0
@@ -294,7 +316,15 @@ def drop_spans_over_trace_limit(
             ]
             if spans:
                 refused.append((r, s, spans))
-    # Delete back to front so the indexes collected above stay valid.
+    return remove_spans(request, refused)
+
+
+def remove_spans(request: ExportTraceServiceRequest, refused: list[tuple[int, int, list[int]]]) -> int:
+    """Delete spans given as (resource index, scope index, ascending span indexes); return how many.
+
+    Scope and resource groups emptied by the removal are removed too.
+    """
+    # Delete back to front so the indexes stay valid.
     for r, s, spans in reversed(refused):
         resource_spans = request.resource_spans[r]
         scope_spans = resource_spans.scope_spans[s]
