@@ -133,6 +133,35 @@ async def test_concurrent_appenders_share_commits_and_get_distinct_durable_offse
     assert len(stored) == total
 
 
+async def test_a_consumer_never_reads_past_the_end_offset_while_appends_run(config: WalConfig) -> None:
+    """What a consumer reads it may commit: every record read is below `end_offset`, even mid-append."""
+    async with opened(config) as wal:
+        done = trio.Event()
+
+        async def appender(worker: int) -> None:
+            for i in range(60):
+                await wal.append([entry(0, f"{worker}:{i}")])
+
+        async def consumer() -> None:
+            offset = 0
+            while not (done.is_set() and offset >= await wal.end_offset(0)):
+                records = await wal.read(0, offset, 50)
+                if not records:
+                    await wal.wait_for_records(0, offset, 0.05)
+                    continue
+                offset = records[-1].offset + 1
+                assert offset <= await wal.end_offset(0)
+                await wal.commit("livestore", 0, offset)
+            assert offset == 4 * 60
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer)
+            async with trio.open_nursery() as appenders:
+                for worker in range(4):
+                    appenders.start_soon(appender, worker)
+            done.set()
+
+
 async def test_commit_is_per_group_and_partition(config: WalConfig) -> None:
     async with opened(config) as wal:
         await wal.append([entry(0, str(i)) for i in range(5)] + [entry(1, "x")])

@@ -172,10 +172,15 @@ class EmbeddedWal:
 
     async def read(self, partition: int, start_offset: int, max_records: int) -> list[WalRecord]:
         self._check_partition(partition)
-        if max_records <= 0 or start_offset >= self._end[partition]:
+        end = self._end[partition]
+        if max_records <= 0 or start_offset >= end:
             return []
+        # Only records below the end offset known here: the writer thread commits to SQLite before it
+        # publishes the new end, and a consumer must never see (and commit past) a record the log's
+        # own end offset does not include yet.
         return await trio.to_thread.run_sync(
-            self._read_sync, partition, start_offset, max_records, limiter=self._reader_limiter
+            self._read_sync, partition, start_offset, min(max_records, end - start_offset),
+            limiter=self._reader_limiter,
         )
 
     async def wait_for_records(self, partition: int, offset: int, timeout: float) -> bool:
