@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,7 +52,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, clients: int) -> dict:
+Sender = Callable[[bytes], str | None]  # sends one request; returns None on success, else the error
+
+
+def drive(
+    open_sender: Callable[[], AbstractContextManager[Sender]],
+    payloads: list[bytes], spans_each: int, seconds: float, clients: int,
+) -> dict:
+    """`clients` threads, each with its own connection (`open_sender()`), sending for `seconds`."""
     latencies: list[float] = []
     failures: list[str] = []
     acked = [0]
@@ -58,21 +67,20 @@ def run_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, c
     stop_at = time.monotonic() + seconds
 
     def client(offset: int) -> None:
-        headers = {"Content-Type": "application/x-protobuf"}
-        with httpx.Client(timeout=60) as http:
+        with open_sender() as send:
             i = offset
             while time.monotonic() < stop_at:
                 body = payloads[i % len(payloads)]
                 i += clients
                 t0 = time.perf_counter()
-                r = http.post(url, content=body, headers=headers)
+                error = send(body)
                 elapsed = (time.perf_counter() - t0) * 1000
                 with lock:
-                    if r.status_code == 200:
+                    if error is None:
                         latencies.append(elapsed)
                         acked[0] += spans_each
                     else:
-                        failures.append(f"{r.status_code} {r.text[:100]}")
+                        failures.append(error)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
@@ -82,6 +90,22 @@ def run_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, c
         t.join()
     wall = time.perf_counter() - t0
     return {"acked": acked[0], "wall": wall, "latencies": latencies, "failures": failures}
+
+
+@contextmanager
+def http_sender(url: str) -> Iterator[Sender]:
+    headers = {"Content-Type": "application/x-protobuf"}
+    with httpx.Client(timeout=60) as http:
+
+        def send(body: bytes) -> str | None:
+            r = http.post(url, content=body, headers=headers)
+            return None if r.status_code == 200 else f"{r.status_code} {r.text[:100]}"
+
+        yield send
+
+
+def run_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, clients: int) -> dict:
+    return drive(lambda: http_sender(url), payloads, spans_each, seconds, clients)
 
 
 def bench(spans_per_request: int, seconds: float, clients: int) -> None:

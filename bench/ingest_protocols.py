@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grpc  # noqa: E402
-from ingest_http import EXTRA, percentile, run_load  # noqa: E402
+from ingest_http import EXTRA, Sender, drive, percentile, run_load  # noqa: E402
 from payloads import request_bytes  # noqa: E402
 
 from tempo_lite import spantable  # noqa: E402
@@ -28,38 +28,23 @@ from tests.server_process import ServerProcess, free_port  # noqa: E402
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
+@contextmanager
+def grpc_sender(address: str) -> Iterator[Sender]:
+    with grpc.insecure_channel(address) as channel:
+        export = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+
+        def send(body: bytes) -> str | None:
+            try:
+                export(body, timeout=60)
+            except grpc.RpcError as exc:
+                return f"{exc.code().name} {exc.details()}"
+            return None
+
+        yield send
+
+
 def grpc_load(address: str, payloads: list[bytes], spans_each: int, seconds: float, clients: int) -> dict:
-    latencies: list[float] = []
-    failures: list[str] = []
-    acked = [0]
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def client(offset: int) -> None:
-        with grpc.insecure_channel(address) as channel:
-            export = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
-            i = offset
-            while time.monotonic() < stop_at:
-                body = payloads[i % len(payloads)]
-                i += clients
-                t0 = time.perf_counter()
-                try:
-                    export(body, timeout=60)
-                except grpc.RpcError as exc:
-                    with lock:
-                        failures.append(f"{exc.code().name} {exc.details()}")
-                    continue
-                with lock:
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    acked[0] += spans_each
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"acked": acked[0], "wall": time.perf_counter() - t0, "latencies": latencies, "failures": failures}
+    return drive(lambda: grpc_sender(address), payloads, spans_each, seconds, clients)
 
 
 def server_with_grpc(tmp: Path) -> tuple[ServerProcess, int]:
