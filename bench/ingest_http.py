@@ -1,6 +1,7 @@
 """Benchmark: OTLP/HTTP ingest into a real `tempo-lite serve` process, from this (separate) process.
 
     .venv/bin/python bench/ingest_http.py [--spans-per-request 100 1000] [--seconds 20] [--clients 4]
+        [--client wrk|httpx]
 
 For each batch size: the in-process ceiling first (decode + `spantable.flatten_bytes` of the same
 payloads, one core), then a fresh server on free ports (ingestion rate limit raised out of the way)
@@ -12,6 +13,9 @@ live-store lags behind (spans acknowledged but not yet decoded when the load sto
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -108,7 +112,54 @@ def run_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, c
     return drive(lambda: http_sender(url), payloads, spans_each, seconds, clients)
 
 
-def bench(spans_per_request: int, seconds: float, clients: int) -> None:
+_WRK_SCRIPT = """
+local bodies = {}
+for i, path in ipairs({%s}) do
+  local f = io.open(path, "rb")
+  bodies[i] = f:read("*all")
+  f:close()
+end
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/v1/traces", {["Content-Type"] = "application/x-protobuf"},
+                    bodies[(counter %% #bodies) + 1])
+end
+"""
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not m:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(m.group(1)) * _WRK_UNITS[m.group(2)]
+
+
+def wrk_load(url: str, payloads: list[bytes], spans_each: int, seconds: float, clients: int, tmp: Path) -> dict:
+    """The same load from `wrk` (C, one thread): a load generator that leaves the 2 cores to the server."""
+    paths = []
+    for i, body in enumerate(payloads):
+        path = tmp / f"payload-{i}.bin"
+        path.write_bytes(body)
+        paths.append(f'"{path}"')
+    script = tmp / "post.lua"
+    script.write_text(_WRK_SCRIPT % ", ".join(paths))
+    base = url.rsplit("/v1/traces", 1)[0]
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "-s", str(script), base],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in ([\d.]+)(m?s)", out).group(1))
+    wall = float(re.search(r"requests in ([\d.]+)s", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = int(bad.group(1)) if bad else 0
+    percentiles = {int(m.group(1)): _wrk_ms(m.group(2)) for m in re.finditer(r"^\s+(\d+)%\s+(\S+)$", out, re.M)}
+    return {"acked": (requests - failed) * spans_each, "wall": wall, "requests": requests - failed,
+            "failures": [f"{failed} non-2xx"] if failed else [], "p50": percentiles[50], "p99": percentiles[99]}
+
+
+def bench(spans_per_request: int, seconds: float, clients: int, client: str = "httpx") -> None:
     payloads = [request_bytes(spans_per_request, seed=i) for i in range(max(20, 20_000 // spans_per_request))]
     spans_each = spantable.flatten_bytes(payloads[0]).num_spans
     top = ceiling(payloads, spans_each * len(payloads))
@@ -127,7 +178,13 @@ def bench(spans_per_request: int, seconds: float, clients: int) -> None:
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            result = run_load(server.otlp, payloads, spans_each, seconds, clients)
+            if client == "wrk":
+                result = wrk_load(server.otlp, payloads, spans_each, seconds, clients, Path(tmp))
+            else:
+                result = run_load(server.otlp, payloads, spans_each, seconds, clients)
+                lat = result["latencies"]
+                result.update(requests=len(lat), p50=percentile(lat, 50) if lat else 0.0,
+                              p99=percentile(lat, 99) if lat else 0.0)
             # How far behind is the live-store? Poll its bytes gauge until it stops growing.
             lag_start = time.perf_counter()
             last = None
@@ -144,14 +201,13 @@ def bench(spans_per_request: int, seconds: float, clients: int) -> None:
             sampling.set()
             sampler.join()
             server.terminate()
-    lat = result["latencies"]
     rate = result["acked"] / result["wall"]
-    print(f"{spans_per_request} spans/request, {clients} clients, {result['wall']:.1f}s: "
+    print(f"{spans_per_request} spans/request, {clients} connections ({client}), {result['wall']:.1f}s: "
           f"ceiling (decode+flatten, 1 core) {top:,.0f} spans/s")
-    print(f"  acknowledged {rate:,.0f} spans/s ({rate / top:.0%} of ceiling), {len(lat)} requests, "
+    print(f"  acknowledged {rate:,.0f} spans/s ({rate / top:.0%} of ceiling), {result['requests']} requests, "
           f"{len(result['failures'])} failed {result['failures'][:1]}")
-    if lat:
-        print(f"  latency p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms; "
+    if result["requests"]:
+        print(f"  latency p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; "
               f"server peak RSS {peak[0] / 2**20:.0f} MiB; live-store settled {drain:.1f}s after the load")
 
 
@@ -159,10 +215,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans-per-request", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent connections")
+    parser.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
+                        help="load generator: wrk (C; apt-get install wrk) or Python threads with httpx, which "
+                             "take a large share of the 2 cores themselves (default: wrk when installed)")
     args = parser.parse_args()
     for n in args.spans_per_request:
-        bench(n, args.seconds, args.clients)
+        bench(n, args.seconds, args.clients, args.client)
 
 
 if __name__ == "__main__":
