@@ -14,8 +14,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import trio
 from quart import Response, request
 
@@ -24,7 +22,7 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.errors import StorageError
 from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
 from tempo_lite.querier.results import any_value
-from tempo_lite.querier.search import SearchStats, columns_for
+from tempo_lite.querier.search import SearchStats, columns_for, unique_trace_ids
 from tempo_lite.traceql import parse
 from tempo_lite.traceql.ast import Attribute, Intrinsic, MetricsOp, Query, Scope, TraceQLError
 from tempo_lite.traceql.metrics import Label, MetricsEvaluator, Series, TimeBuckets
@@ -88,60 +86,11 @@ def _columns(query: Query) -> list[str] | None:
     return cols
 
 
-def _unique_ids(table: spantable.SpanTable) -> pa.Array:
-    ids = pc.unique(table.spans.column("trace_id"))
-    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    return ids.cast(pa.binary(16))
-
-
-def _in(table: spantable.SpanTable, ids: pa.Array) -> pa.Array:
-    return pc.is_in(table.spans.column("trace_id").cast(pa.binary(16)), value_set=ids)
-
-
 async def collect_tables(
     tl: TempoLite, tenant: str, query: Query, start_ns: int, end_ns: int, stats: SearchStats
 ) -> list[spantable.SpanTable]:
     """Span tables covering [start, end] in which every span appears once and traces are whole."""
-    searcher = tl.searcher
-    querier = searcher.querier
-    columns = _columns(query)
-    sources: list[spantable.SpanTable] = []
-    live = querier.livestore.snapshot(tenant)
-    if live.num_spans:
-        sources.append(live)
-        stats.inspected_bytes += live.nbytes
-    blocks = querier.blocklist.blocks(tenant, start_ns, end_ns)
-    stats.total_blocks += len(blocks)
-    stats.total_jobs += 1 + len(blocks)
-    stats.completed_jobs += 1
-    stats.total_block_bytes += sum(m.size_bytes for m in blocks)
-
-    async def read(meta) -> None:  # noqa: ANN001 - a BlockMeta
-        cols = None if columns is None else columns + sorted(meta.dedicated_columns.values())
-        async with searcher.limiter:
-            try:
-                table = await querier.reader(meta).read_all(cols if columns and "attrs" in columns else columns)
-            except StorageError as exc:
-                querier.metrics.blocks_unreadable.inc()
-                stats.failed_blocks.append(exc.message)
-                return
-        stats.inspected_bytes += table.nbytes
-        stats.completed_jobs += 1
-        sources.append(table)
-
-    async with trio.open_nursery() as nursery:
-        for meta in blocks:
-            nursery.start_soon(read, meta)
-    if len(sources) < 2:
-        return sources
-    counts = pc.value_counts(pa.concat_arrays([_unique_ids(t) for t in sources]))
-    split = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    if not len(split):
-        return sources
-    whole = [t.take(pc.indices_nonzero(pc.invert(_in(t, split)))) for t in sources]
-    parts = [t.take(pc.indices_nonzero(_in(t, split))) for t in sources]
-    assembled = spantable.dedupe_spans(spantable.concat([p for p in parts if p.num_spans]))
-    return [t for t in whole if t.num_spans] + [assembled]
+    return await tl.searcher.tables(tenant, start_ns, end_ns, stats, columns=_columns(query), whole_traces=True)
 
 
 async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats, Query]:
@@ -156,7 +105,7 @@ async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tupl
     for tenant in tenants:
         for table in await collect_tables(tl, tenant, query, buckets.start_ns, buckets.end_ns, stats):
             stats.inspected_spans += table.num_spans
-            stats.inspected_traces += len(_unique_ids(table))
+            stats.inspected_traces += len(unique_trace_ids(table))
             await trio.to_thread.run_sync(ev.observe, table)
     series = await trio.to_thread.run_sync(ev.result)
     tl.metrics.query_seconds.labels("metrics").observe(time.perf_counter() - started)

@@ -372,7 +372,7 @@ class Searcher:
         # Which traces live in more than one source: those are evaluated on their assembled spans.
         id_lists: list[pa.Array] = []
         if live.num_spans:
-            id_lists.append(_unique_ids(live))
+            id_lists.append(unique_trace_ids(live))
         block_ids: dict[str, pa.Array] = {}
         newest: dict[str, int] = {}
         for meta in blocks:
@@ -410,7 +410,7 @@ class Searcher:
                     pc.filter(cands := candidate_trace_ids(request.query, table), pc.is_in(cands, split))
                 )
             elif len(split):
-                split_candidates.append(pc.filter(ids := _unique_ids(table), pc.is_in(ids, split)))
+                split_candidates.append(pc.filter(ids := unique_trace_ids(table), pc.is_in(ids, split)))
             if not request.most_recent and len({r.traceID for r in results}) >= request.limit:
                 enough.set()
 
@@ -515,28 +515,44 @@ class Searcher:
     # --- tag discovery -------------------------------------------------------------------------
 
     async def tables(
-        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats
+        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
+        columns: list[str] | None = None, whole_traces: bool = False,
     ) -> list[spantable.SpanTable]:
-        """Every source overlapping the range (tag discovery does not need whole traces)."""
+        """Every source overlapping the range: the live-store, then the blocks (only `columns`).
+
+        Tag discovery takes them as they are. With `whole_traces` (TraceQL metrics), traces found in more
+        than one source are assembled into one extra table, duplicate spans dropped, so every span is
+        seen once and each trace whole.
+        """
         out = []
         live = self.querier.livestore.snapshot(tenant)
         if live.num_spans:
             out.append(live)
             stats.inspected_bytes += live.nbytes
         blocks = self._blocks(tenant, start_ns, end_ns)
-        stats.total_blocks = len(blocks)
+        stats.total_blocks += len(blocks)
+        stats.total_jobs += 1 + len(blocks)
+        stats.completed_jobs += 1
+        stats.total_block_bytes += sum(m.size_bytes for m in blocks)
 
         async def job(meta: BlockMeta) -> None:
-            table = await self._read_block(meta, None, stats)
+            table = await self._read_block(meta, columns, stats)
             if table is not None:
+                stats.completed_jobs += 1
                 out.append(table)
 
         async with trio.open_nursery() as nursery:
             for meta in blocks:
                 nursery.start_soon(job, meta)
-        return out
-
-
+        if not whole_traces:
+            return out
+        split = _split_trace_ids(unique_trace_ids(t) for t in out)
+        if not len(split):
+            return out
+        parts = [t.take(pc.indices_nonzero(pc.is_in(t.spans.column("trace_id"), split))) for t in out]
+        assembled = spantable.dedupe_spans(spantable.concat([p for p in parts if p.num_spans]))
+        whole = [_without(t, split) for t in out]
+        return [t for t in whole if t.num_spans] + [assembled]
 
 
 def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
@@ -601,9 +617,11 @@ def _groups_holding(meta: BlockMeta, trace_ids: pa.Array) -> list[int]:
     return np.flatnonzero(inside).tolist()
 
 
-def _unique_ids(table: spantable.SpanTable) -> pa.Array:
+def unique_trace_ids(table: spantable.SpanTable) -> pa.Array:
+    """The distinct trace IDs of a table, as one fixed-size binary(16) array."""
     ids = pc.unique(table.spans.column("trace_id"))
-    return ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return ids.cast(pa.binary(16))
 
 
 def _split_trace_ids(id_lists: Iterable[pa.Array]) -> pa.Array:
