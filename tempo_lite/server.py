@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +23,26 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_response(
+    send: Send, status: int, body: bytes, content_type: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """A complete raw-ASGI response: start with content type and length, then the body."""
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_lifespan(receive: Receive, send: Send) -> None:
+    """Answer the ASGI lifespan protocol for raw apps that need no start-up or shutdown work."""
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 # hypercorn closes an HTTP/2 connection after keep_alive_max_requests (default 1000) requests, failing the
 # gRPC calls in flight on it: a gRPC client keeps one connection for its whole life.
@@ -139,15 +159,7 @@ def _http1_only(app: ASGIApp) -> ASGIApp:
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("http_version") == "2":
-            body = b"HTTP/2 is disabled on this listener\n"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 505,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_response(send, 505, b"HTTP/2 is disabled on this listener\n", "text/plain")
             return
         await app(scope, receive, send)
 

@@ -29,7 +29,7 @@ from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
 from tempo_lite.errors import RateLimited, TempoLiteError, Unavailable
-from tempo_lite.server import ASGIApp, Receive, Scope, Send
+from tempo_lite.server import ASGIApp, Receive, Scope, Send, send_response, serve_lifespan
 
 log = logging.getLogger(__name__)
 
@@ -285,24 +285,7 @@ GrpcMethod = UnaryMethod | ServerStreamingMethod
 async def not_grpc_response(scope: Scope, receive: Receive, send: Send) -> None:
     """Default answer to plain HTTP requests on a gRPC-only listener (gRPC's spec says 415)."""
     body = b"this listener speaks gRPC: send HTTP/2 POST requests with content-type application/grpc\n"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 415,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        event = await receive()
-        if event["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif event["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    await send_response(send, 415, body, "text/plain")
 
 
 def _is_grpc_request(scope: Scope) -> bool:
@@ -330,7 +313,7 @@ def grpc_app(
             if fallback is not None:
                 await fallback(scope, receive, send)
             else:
-                await _lifespan(receive, send)
+                await serve_lifespan(receive, send)
             return
         if scope["type"] != "http" or not _is_grpc_request(scope):
             await plain_http(scope, receive, send)

@@ -37,9 +37,6 @@ from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalEntry, WriteAheadLog
 
 SINGLE_TENANT = "single-tenant"
-_ZERO_SPAN_ID = b"\x00" * 8
-
-
 def validate_ids(request: ExportTraceServiceRequest) -> int:
     """Tempo's ingest rule: 16-byte trace IDs, 8-byte non-zero span IDs, else the whole push is refused.
 
@@ -49,12 +46,7 @@ def validate_ids(request: ExportTraceServiceRequest) -> int:
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
             for span in ss.spans:
-                if len(span.trace_id) != 16:
-                    raise InvalidRequest(
-                        f"trace ids must be 128 bit, received {len(span.trace_id) * 8} bits"
-                    )
-                if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN_ID:
-                    raise InvalidRequest("span ids must be 64 bit and not all zero")
+                wire.check_ids(span.trace_id, span.span_id)
                 count += 1
     return count
 

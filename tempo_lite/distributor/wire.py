@@ -133,6 +133,14 @@ def span_ids(span: bytes) -> tuple[bytes, bytes]:
     return trace_id, span_id
 
 
+def check_ids(trace_id: bytes, span_id: bytes) -> None:
+    """Tempo's ingest rule: a 16-byte trace ID and an 8-byte, non-zero span ID, else the push is refused."""
+    if len(trace_id) != 16:
+        raise InvalidRequest(f"trace ids must be 128 bit, received {len(trace_id) * 8} bits")
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+        raise InvalidRequest("span ids must be 64 bit and not all zero")
+
+
 def scan(canonical: bytes) -> SpanScan:
     """Validate IDs and measure spans of `request.SerializeToString()` bytes.
 
@@ -165,10 +173,7 @@ def scan(canonical: bytes) -> SpanScan:
         trace_ids = []
         for span in spans:
             trace_id, span_id = span_ids(span)
-            if len(trace_id) != 16:
-                raise InvalidRequest(f"trace ids must be 128 bit, received {len(trace_id) * 8} bits")
-            if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
-                raise InvalidRequest("span ids must be 64 bit and not all zero")
+            check_ids(trace_id, span_id)
             trace_ids.append(trace_id)
     return SpanScan(trace_ids, sizes, groups, largest, raw)
 

@@ -12,7 +12,6 @@ import json
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
@@ -31,12 +30,10 @@ from tempo_lite.errors import (
 )
 from tempo_lite.receivers import PushFn, jaeger, zipkin
 from tempo_lite.receivers.otlp_json import decode_otlp_json
+from tempo_lite.server import Receive, Scope, Send, send_response, serve_lifespan
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
@@ -92,28 +89,10 @@ async def read_body(receive: Receive, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def respond(
-    send: Send, status: int, body: bytes, content_type: str, extra: list[tuple[bytes, bytes]] = ()
-) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 def retry_headers(exc: TempoLiteError) -> list[tuple[bytes, bytes]]:
     if isinstance(exc, RateLimited | Unavailable):
         return [(b"retry-after", str(max(1, round(exc.retry_after))).encode())]
     return []
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # --------------------------------------------------------------------------------------------- OTLP
@@ -139,15 +118,15 @@ def decode_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
 async def _is_post_to_known_path(scope: Scope, receive: Receive, send: Send, known: bool) -> bool:
     """The common preamble of every ingest endpoint: lifespan events, 404 and 405."""
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await serve_lifespan(receive, send)
         return False
     if scope["type"] != "http":
         return False
     if not known:
-        await respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+        await send_response(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
         return False
     if scope["method"] != "POST":
-        await respond(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
+        await send_response(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
         return False
     return True
 
@@ -175,15 +154,15 @@ def otlp_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, R
                 payload = json.dumps({"code": exc.grpc_code, "message": exc.message}).encode()
             else:
                 payload = status.SerializeToString()
-            await respond(
+            await send_response(
                 send, exc.http_status, payload,
                 "application/json" if as_json else "application/x-protobuf", retry_headers(exc),
             )
             return
         if as_json:
-            await respond(send, 200, b"{}", "application/json")
+            await send_response(send, 200, b"{}", "application/json")
         else:
-            await respond(send, 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+            await send_response(send, 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
     return app
 
@@ -231,11 +210,11 @@ def _accepted_app(
             request = decoder(body, media_type(scope))
             await push(header(scope, b"x-scope-orgid"), request, len(body))
         except TempoLiteError as exc:
-            await respond(
+            await send_response(
                 send, exc.http_status, (exc.message + "\n").encode(), "text/plain; charset=utf-8", retry_headers(exc)
             )
             return
-        await respond(send, 202, b"", "text/plain; charset=utf-8")
+        await send_response(send, 202, b"", "text/plain; charset=utf-8")
 
     return app
 
