@@ -249,7 +249,8 @@ def summaries(response: pb.SearchResponse) -> list[TraceSummary]:
     for t in response.traces:
         sets = list(t.spanSets) or ([t.spanSet] if t.HasField("spanSet") else [])
         out.append(TraceSummary(
-            trace_id=t.traceID, root_service=t.rootServiceName, root_name=t.rootTraceName,
+            # Search responses drop leading zeros as Tempo does; people read and paste the full 32 digits.
+            trace_id=t.traceID.rjust(32, "0"), root_service=t.rootServiceName, root_name=t.rootTraceName,
             duration_ms=t.durationMs, start_ns=t.startTimeUnixNano, spans=sum(s.matched for s in sets),
         ))
     return out
@@ -533,7 +534,7 @@ async def export_traces(tl: Any, traces: Sequence[TraceSummary], path: str) -> i
     """Write every captured trace into one OTLP/JSON TracesData document; returns the span count."""
     merged = TracesData()
     for t in sorted(traces, key=lambda s: s.start_ns):
-        found, _, _ = await tl.find_trace([QUERY_TENANT], bytes.fromhex(t.trace_id.rjust(32, "0")))
+        found, _, _ = await tl.find_trace([QUERY_TENANT], bytes.fromhex(t.trace_id))
         if found is not None:
             merged.resource_spans.extend(found.resource_spans)
     body = json.dumps(otlp_json(merged), indent=1).encode() + b"\n"

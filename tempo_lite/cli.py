@@ -85,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         return capture_main(args, parser)
     try:
         config = load_config(args.config)
+        missing = missing_modules(config)
     except ConfigError as exc:
-        print(f"tempo-lite: configuration error: {exc.message}", file=sys.stderr)
+        print_config_error(exc.message)
+        return EXIT_CONFIG
+    if missing:
+        for line in missing:
+            print(f"tempo-lite: {line}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
         print(f"{args.config}: ok")
@@ -97,16 +102,48 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # trio wraps task errors in exception groups: report the cause
         cause = first_leaf(exc)
         if isinstance(cause, ConfigError):
-            print(f"tempo-lite: configuration error: {cause.message}", file=sys.stderr)
+            print_config_error(cause.message)
             return EXIT_CONFIG
         if isinstance(cause, StorageError):
             print(f"tempo-lite: storage error: {cause.message}", file=sys.stderr)
             return 1
+        if isinstance(cause, ImportError):
+            print(f"tempo-lite: cannot start: {cause} (reinstall tempo-lite: pip install -e .)", file=sys.stderr)
+            return EXIT_CONFIG
         if isinstance(cause, OSError):
             print(f"tempo-lite: {cause}", file=sys.stderr)
             return 1
         raise
     return 0
+
+
+def print_config_error(message: str) -> None:
+    """One line per problem, each naming the file and line (ConfigError carries them newline-separated)."""
+    for line in message.splitlines():
+        print(f"tempo-lite: configuration error: {line}", file=sys.stderr)
+
+
+# The Python module each optional backend loads at start-up, and the package that provides it.
+BACKEND_MODULES = {
+    ("storage.trace.backend", "s3"): ("s3fs", "s3fs"),
+    ("storage.trace.backend", "gcs"): ("gcsfs", "gcsfs"),
+    ("storage.trace.backend", "azure"): ("adlfs", "adlfs"),
+    ("storage.trace.wal.backend", "kafka"): ("confluent_kafka", "confluent-kafka"),
+}
+
+
+def missing_modules(config: Config) -> list[str]:
+    """One line per configured backend whose module cannot be imported, naming the key and the fix."""
+    import importlib.util
+
+    chosen = {("storage.trace.backend", config.storage.trace.backend),
+              ("storage.trace.wal.backend", config.storage.trace.wal.backend)}
+    lines = []
+    for (key, value), (module, package) in BACKEND_MODULES.items():
+        if (key, value) in chosen and importlib.util.find_spec(module) is None:
+            lines.append(f"{key}: {value} needs the Python package {package}, which is not installed "
+                         f"(pip install {package})")
+    return lines
 
 
 class _OrderedAssertion(argparse.Action):

@@ -1,4 +1,4 @@
-"""Shared fixtures: an in-process tempo-lite on free ports, and the path to ../shared test data."""
+"""Shared fixtures: an in-process tempo-lite on free ports."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from tempo_lite.config import load_config_text
 # Emulator fixtures (moto, gcp-storage-emulator, azurite) for every test module.
 pytest_plugins = ["storage_emulators"]
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 def _merge(base: dict, top: dict) -> dict:
@@ -96,3 +94,9 @@ async def tempo(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30) as client:
         yield client
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    from conformance import ROOT, missing_reason
+
+    return None if ROOT.exists() else missing_reason(ROOT) + "; the tests that read it skip"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.capture import (
     EXPECT,
     EXPECT_NONE,
@@ -25,6 +26,7 @@ from tempo_lite.capture import (
     child_environment,
     load_assertions,
     parse_count,
+    summaries,
 )
 from tempo_lite.receivers.otlp_json import decode_otlp_json
 
@@ -292,3 +294,12 @@ def test_child_environment_grpc_protocol_points_at_grpc_listener() -> None:
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
     assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://127.0.0.1:4317"
+
+
+def test_trace_ids_people_read_have_all_32_digits() -> None:
+    # Search responses drop leading zeros (Tempo's format); reports and JUnit files show the full ID.
+    short = pb.TraceSearchMetadata(traceID="fe0d0c0b0a090807060504030201", rootServiceName="a")
+    response = pb.SearchResponse(traces=[short])
+    (summary,) = summaries(response)
+    assert summary.trace_id == "0000fe0d0c0b0a090807060504030201"
+    assert summary.render().startswith("0000fe0d0c0b0a090807060504030201  a")

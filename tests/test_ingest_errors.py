@@ -78,7 +78,11 @@ async def test_bad_input_is_refused_and_nothing_is_written(
 
 async def test_wrong_method_and_path(small_tempo: Running, http: httpx.AsyncClient) -> None:
     assert (await http.get(small_tempo.url("otlp_http") + "/v1/traces")).status_code == 405
-    assert (await http.post(small_tempo.url("otlp_http") + "/v1/metrics", content=b"")).status_code == 404
+    metrics = await http.post(small_tempo.url("otlp_http") + "/v1/metrics", content=b"")
+    assert metrics.status_code == 404 and "OTEL_METRICS_EXPORTER=none" in metrics.text
+    logs = await http.post(small_tempo.url("otlp_http") + "/v1/logs", content=b"")
+    assert logs.status_code == 404 and "OTEL_LOGS_EXPORTER=none" in logs.text
+    assert (await http.post(small_tempo.url("otlp_http") + "/v2/nothing", content=b"")).text == "404 page not found\n"
 
 
 async def test_multitenancy_requires_org_id_and_keeps_tenants_apart(
@@ -137,9 +141,7 @@ def test_env_expansion_in_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("name", ["tempo.yaml", "docker.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
-    from conftest import REPO
-
     from tempo_lite.config import load_config
 
-    config = load_config(REPO / "config" / name)
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / name)
     assert config.server.http_listen_port == 3200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conformance import FIXTURE_CASES, params
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from traceql_fixtures import (
@@ -19,8 +20,8 @@ from tempo_lite.traceql import parse, parse_attribute, parse_lenient_filter
 from tempo_lite.traceql.engine import evaluate
 
 ALL_CASES = load_cases()
-TAG_VALUE_CASES = ALL_CASES["tag_value_cases_fixture_A"]
-LEGACY_CASES = [c for c in ALL_CASES["cases_fixture_A"] if "legacy_search_params" in c]
+TAG_VALUE_CASES = ALL_CASES.get("tag_value_cases_fixture_A", [])
+LEGACY_CASES = [c for c in ALL_CASES.get("cases_fixture_A", []) if "legacy_search_params" in c]
 
 
 def _with_filler() -> spantable.SpanTable:
@@ -96,7 +97,7 @@ def test_root_not_yet_received() -> None:
 
 
 @pytest.mark.parametrize(
-    "case", LEGACY_CASES, ids=[f"{i}-{c['legacy_search_params']}" for i, c in enumerate(LEGACY_CASES)]
+    "case", params(FIXTURE_CASES, LEGACY_CASES, lambda i, c: f"{i}-{c['legacy_search_params']}")
 )
 def test_legacy_tag_search_fixture_a(case: dict) -> None:
     params = case["legacy_search_params"]
@@ -117,7 +118,7 @@ def test_legacy_tag_search_fixture_a(case: dict) -> None:
         assert got is (case["expect"] == "match")
 
 
-@pytest.mark.parametrize("case", TAG_VALUE_CASES, ids=[f"{c['tag']}-{c['q']}" for c in TAG_VALUE_CASES])
+@pytest.mark.parametrize("case", params(FIXTURE_CASES, TAG_VALUE_CASES, lambda i, c: f"{c['tag']}-{c['q']}"))
 def test_tag_values_fixture_a(case: dict) -> None:
     ref = parse_attribute(case["tag"])
     q = parse_lenient_filter(case["q"])

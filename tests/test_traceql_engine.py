@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conformance import FIXTURE_CASES, params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
@@ -23,7 +24,7 @@ from tempo_lite.traceql import parse
 from tempo_lite.traceql.engine import EvaluationError, TraceMatch, candidate_trace_ids, evaluate
 from tempo_lite.traceql.engine_summary import ROOT_NOT_YET_RECEIVED, trace_summaries
 
-CASES = load_cases()["cases_fixture_A"]
+CASES = load_cases().get("cases_fixture_A", [])
 ROOT_SPAN = "0000000000040506"
 
 
@@ -89,7 +90,7 @@ def _expected_sets(case: dict) -> list[tuple[frozenset, int, frozenset]]:
 
 
 @pytest.mark.parametrize("form", ["live", "block"])
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(i, c) for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("case", params(FIXTURE_CASES, CASES, _case_id))
 def test_fixture_a_case(case: dict, form: str) -> None:
     if case.get("tempo_quirk") or case.get("not_representable_via_otlp"):
         pytest.skip("documents Tempo behaviour we do not reproduce")

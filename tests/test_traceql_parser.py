@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-import yaml
+from conformance import TRACEQL_EXAMPLES, load_yaml, params, requires
 
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.traceql import (
@@ -49,8 +48,7 @@ from tempo_lite.traceql import (
 )
 from tempo_lite.traceql.parser import parse_tree
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EXAMPLES = yaml.safe_load((SHARED / "conformance" / "traceql" / "test_examples.yaml").read_text())
+EXAMPLES = load_yaml(TRACEQL_EXAMPLES)
 
 
 def _cases(category: str) -> list[str]:
@@ -75,27 +73,28 @@ def _filter_expr(query: str) -> object:
 a, b, c = Attribute("a"), Attribute("b"), Attribute("c")
 
 
+@requires(TRACEQL_EXAMPLES)
 def test_corpus_has_every_category() -> None:
     for category in ("valid", "parse_fails", "validate_fails", "unsupported"):
         assert len(_cases(category)) > 10, category
 
 
-@pytest.mark.parametrize("query", _cases("valid"))
+@pytest.mark.parametrize("query", params(TRACEQL_EXAMPLES, _cases("valid")))
 def test_corpus_valid_queries_parse_and_validate(query: str) -> None:
     assert isinstance(parse(query), Query)
 
 
-@pytest.mark.parametrize("query", _cases("parse_fails"))
+@pytest.mark.parametrize("query", params(TRACEQL_EXAMPLES, _cases("parse_fails")))
 def test_corpus_parse_failures_are_parse_errors(query: str) -> None:
     assert _category(query) == "parse"
 
 
-@pytest.mark.parametrize("query", _cases("validate_fails"))
+@pytest.mark.parametrize("query", params(TRACEQL_EXAMPLES, _cases("validate_fails")))
 def test_corpus_validation_failures_are_validate_errors(query: str) -> None:
     assert _category(query) == "validate"
 
 
-@pytest.mark.parametrize("query", _cases("unsupported"))
+@pytest.mark.parametrize("query", params(TRACEQL_EXAMPLES, _cases("unsupported")))
 def test_corpus_unsupported_queries_parse_or_are_unsupported(query: str) -> None:
     assert _category(query) in ("valid", "unsupported")
 

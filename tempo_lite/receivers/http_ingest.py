@@ -115,6 +115,10 @@ def decode_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     )
 
 
+# OTLP paths an SDK's default exporters post to besides /v1/traces: answered 404 with the fix.
+_OTHER_OTLP_SIGNALS = {"/v1/metrics": "METRICS", "/v1/logs": "LOGS"}
+
+
 async def _is_post_to_known_path(scope: Scope, receive: Receive, send: Send, known: bool) -> bool:
     """The common preamble of every ingest endpoint: lifespan events, 404 and 405."""
     if scope["type"] == "lifespan":
@@ -123,7 +127,10 @@ async def _is_post_to_known_path(scope: Scope, receive: Receive, send: Send, kno
     if scope["type"] != "http":
         return False
     if not known:
-        await send_response(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+        signal = _OTHER_OTLP_SIGNALS.get(scope.get("path", ""))
+        body = (f"404 page not found: tempo-lite stores traces only; {scope['path']} is not served "
+                f"(for an OpenTelemetry SDK set OTEL_{signal}_EXPORTER=none)\n" if signal else "404 page not found\n")
+        await send_response(send, 404, body.encode(), "text/plain; charset=utf-8")
         return False
     if scope["method"] != "POST":
         await send_response(send, 405, b"405 method not allowed, supported: [POST]\n", "text/plain; charset=utf-8")
