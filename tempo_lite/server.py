@@ -1,7 +1,7 @@
 """Serve one ASGI app on one TCP listener with hypercorn's trio worker: HTTP/1.1 and h2c on the same port.
 
 Every HTTP listener of tempo-lite (query API, OTLP/HTTP, OTLP/gRPC, Zipkin, Jaeger) goes through
-`serve_asgi`, so the hypercorn settings that gRPC needs (see DESIGN.md section 8) are set in one place.
+`serve_asgi`, so the hypercorn settings that gRPC needs (see docs/architecture.md, known traps) are set in one place.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def _create_s3_bucket(emu: Emulator) -> None:
 
     cfg = emu.config
     assert isinstance(cfg, S3Config)
-    # No region_name: moto rejects a LocationConstraint for us-east-1 (DESIGN.md §8).
+    # No region_name: moto rejects a LocationConstraint for us-east-1 (docs/architecture.md, known traps).
     client = boto3.client(
         "s3", endpoint_url=f"http://127.0.0.1:{emu.port}", aws_access_key_id=cfg.access_key,
         aws_secret_access_key=cfg.secret_key, region_name="us-east-1",

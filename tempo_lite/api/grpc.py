@@ -4,7 +4,7 @@ The protocol parts (message framing, request decompression, `grpc-timeout`, stat
 `google.rpc.Status` details) are pure functions; `grpc_app` is the thin ASGI adapter that routes
 `/<package.Service>/<Method>` to unary or server-streaming handlers.
 
-hypercorn specifics (DESIGN.md section 8): every response is a response start declaring trailers, a body
+hypercorn specifics (docs/architecture.md, known traps): every response is a response start declaring trailers, a body
 (possibly empty) and then trailers carrying `grpc-status`; a trailers-only response reaches grpcio clients
 as UNKNOWN.
 """

@@ -226,7 +226,7 @@ def _gcs_filesystem_class(emulator: bool) -> type:
 
     # `gcsfs.GCSFileSystem` is the experimental zonal/HNS subclass unless
     # GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false was set before gcsfs was imported; its probes stall
-    # each call 60 s against an emulator (DESIGN.md §8), so emulators always get the core class.
+    # each call 60 s against an emulator (docs/architecture.md, known traps), so emulators always get the core class.
     base = gcsfs.core.GCSFileSystem if emulator else gcsfs.GCSFileSystem
 
     class BoundedRetryGCSFileSystem(base):  # type: ignore[valid-type,misc]
