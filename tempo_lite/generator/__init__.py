@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-import tempo_lite.config  # noqa: F401  (first: config.py imports our config module, see docs)
 from tempo_lite.generator.config import SERVICE_GRAPHS, SPAN_METRICS, MetricsGeneratorConfig
 from tempo_lite.generator.series import SeriesRegistry
 from tempo_lite.generator.servicegraphs import ServiceGraphs

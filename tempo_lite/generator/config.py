@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tempo_lite.config import Duration
 from tempo_lite.errors import ConfigError
+from tempo_lite.units import Duration
 
 SPAN_METRICS = "span-metrics"
 SERVICE_GRAPHS = "service-graphs"
