@@ -188,13 +188,15 @@ class TempoLite:
         self.listeners.addresses[name] = bound
 
     async def _start_receivers(self, nursery: trio.Nursery) -> None:
-        from tempo_lite.receivers.http_ingest import jaeger_http_app, otlp_http_app, zipkin_http_app
+        from tempo_lite.receivers.http_ingest import decode_limiter, jaeger_http_app, otlp_http_app, zipkin_http_app
 
         receivers = self.config.distributor.receivers
         max_bytes = self.config.distributor.max_request_bytes
+        threads = decode_limiter()  # one pool of decoding threads for every ingest listener
         push = self.distributor.push
         if receivers.otlp and receivers.otlp.protocols.http:
-            await self._serve(nursery, "otlp_http", otlp_http_app(push, max_request_bytes=max_bytes),
+            app = otlp_http_app(push, max_request_bytes=max_bytes, limiter=threads)
+            await self._serve(nursery, "otlp_http", app,
                               receivers.otlp.protocols.http.endpoint or "127.0.0.1:4318",
                               "distributor.receivers.otlp.protocols.http.endpoint", graceful=True)
         if receivers.otlp and receivers.otlp.protocols.grpc:
@@ -204,13 +206,15 @@ class TempoLite:
                               receivers.otlp.protocols.grpc.endpoint or "127.0.0.1:4317",
                               "distributor.receivers.otlp.protocols.grpc.endpoint", graceful=True)
         if receivers.zipkin:
-            await self._serve(nursery, "zipkin", zipkin_http_app(push, max_request_bytes=max_bytes),
+            app = zipkin_http_app(push, max_request_bytes=max_bytes, limiter=threads)
+            await self._serve(nursery, "zipkin", app,
                               receivers.zipkin.endpoint or "127.0.0.1:9411",
                               "distributor.receivers.zipkin.endpoint", graceful=True)
         if receivers.jaeger:
             protocols = receivers.jaeger.protocols
             if protocols.thrift_http:
-                await self._serve(nursery, "jaeger_thrift_http", jaeger_http_app(push, max_request_bytes=max_bytes),
+                app = jaeger_http_app(push, max_request_bytes=max_bytes, limiter=threads)
+                await self._serve(nursery, "jaeger_thrift_http", app,
                                   protocols.thrift_http.endpoint or "127.0.0.1:14268",
                                   "distributor.receivers.jaeger.protocols.thrift_http.endpoint", graceful=True)
             for name, proto, compact, default in (
