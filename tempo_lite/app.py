@@ -179,10 +179,12 @@ class TempoLite:
         self, nursery: trio.Nursery, name: str, app: Any, endpoint: str, where: str, *, graceful: bool
     ) -> None:
         host, port = split_endpoint(endpoint, where)
+        server = self.config.server
         bound = await nursery.start(
             lambda task_status: serve_asgi(
                 app, host, port, name=name, task_status=task_status,
                 shutdown_trigger=self._receivers_shutdown if graceful else None,
+                idle_timeout=server.http_server_idle_timeout, read_timeout=server.http_server_read_timeout,
             )
         )
         self.listeners.addresses[name] = bound
