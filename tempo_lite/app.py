@@ -19,6 +19,7 @@ from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
 from tempo_lite.distributor import Distributor
+from tempo_lite.errors import Unavailable
 from tempo_lite.generator import MetricsGenerator
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
@@ -36,6 +37,10 @@ log = logging.getLogger("tempo_lite")
 BLOCKLIST_POLL_SECONDS = 15.0
 REPLAY_TIMEOUT_SECONDS = 600.0
 SHUTDOWN_FLUSH_SECONDS = 60.0
+# /ready reports "not ready" while writes are being refused with 503 (disk full, WAL failing): for this
+# long after the last refusal, unless a write succeeds first. A window, not a latch, so a node that a load
+# balancer stopped sending writes to is tried again instead of staying out for good.
+WRITE_REFUSAL_READY_WINDOW_SECONDS = 30.0
 
 
 @dataclass
@@ -74,6 +79,7 @@ class TempoLite:
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
         self._udp_scopes: list[trio.CancelScope] = []
+        self._last_refusal: tuple[float, str] | None = None  # (trio time, message) of the last 503 on a write
         self.started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -195,7 +201,7 @@ class TempoLite:
         receivers = self.config.distributor.receivers
         max_bytes = self.config.distributor.max_request_bytes
         threads = decode_limiter()  # one pool of decoding threads for every ingest listener
-        push = self.distributor.push
+        push = self._push
         if receivers.otlp and receivers.otlp.protocols.http:
             app = otlp_http_app(push, max_request_bytes=max_bytes, limiter=threads)
             await self._serve(nursery, "otlp_http", app,
@@ -242,6 +248,15 @@ class TempoLite:
                 bound = await nursery.start(serve_udp, host, port, compact, scope)
                 self.listeners.addresses[name] = bound
 
+    async def _push(self, tenant_header: str | None, request: Any, size: int) -> None:
+        """The distributor's push, remembering whether writes are being refused as unavailable (for /ready)."""
+        try:
+            await self.distributor.push(tenant_header, request, size)
+        except Unavailable as exc:
+            self._last_refusal = (trio.current_time(), exc.message)
+            raise
+        self._last_refusal = None
+
     async def _start_api(self, nursery: trio.Nursery) -> None:
         from tempo_lite.api.app import create_api
         from tempo_lite.api.streaming import streaming_querier_app
@@ -259,6 +274,14 @@ class TempoLite:
             return "Some services are not Running: starting"
         if self._stop.is_set():
             return "Application is stopping"
+        if self.livestore.saturated:
+            return "not accepting writes: live-store is full (spans are not flushed to storage fast enough)"
+        if self._wal_saturated():
+            return "not accepting writes: the WAL holds as many bytes as storage.trace.wal.max_retained_bytes"
+        if self._last_refusal is not None:
+            at, message = self._last_refusal
+            if trio.current_time() - at < WRITE_REFUSAL_READY_WINDOW_SECONDS:
+                return f"not accepting writes: {message}"
         return None
 
     def refresh_gauges(self) -> None:
