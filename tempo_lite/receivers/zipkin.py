@@ -25,7 +25,8 @@ Zipkin v2 (`POST /api/v2/spans`, JSON array of spans), as the collector's `zipki
   exporter encodes events) is split into name, attributes and dropped count, else the part before the
   first `|` is the name.
 - `shared` and `debug` are checked to be booleans and then dropped, as the collector does: OTLP has no
-  field for them. A shared SERVER span keeps the client's span ID; readers dedupe by (span ID, kind).
+  field for them. A shared SERVER span keeps the client's span ID; both halves are stored (readers only
+  drop copies of a span: same ID, kind, start and duration).
 
 Zipkin v1 (`POST /api/v1/spans`), as the collector's `zipkinv1` translator: core annotations
 (`cs`/`cr` CLIENT, `sr`/`ss` SERVER, `ms` PRODUCER, `mr` CONSUMER) give the kind and the endpoint
