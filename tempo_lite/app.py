@@ -243,7 +243,7 @@ class TempoLite:
 
                 async def serve_udp(h: str, p: int, c: bool, scope: trio.CancelScope, task_status: Any) -> None:
                     with scope:
-                        await serve_jaeger_udp(h, p, c, udp_push, task_status=task_status)
+                        await serve_jaeger_udp(h, p, c, udp_push, limiter=threads, task_status=task_status)
 
                 bound = await nursery.start(serve_udp, host, port, compact, scope)
                 self.listeners.addresses[name] = bound

@@ -4,15 +4,20 @@ message (never a 5xx), and the receiver still accepts a valid request afterwards
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
+import trio
 from conftest import Running
 from test_fuzz_jaeger import VALID as JAEGER_VALID
 from test_fuzz_receivers import OTLP_JSON, ZIPKIN_V1, ZIPKIN_V2, splice
-from test_receiver_jaeger import in_memory_batch
+from test_receiver_jaeger import emit_batch_message, in_memory_batch
 from thrift.protocol import TBinaryProtocol
 from thrift.TSerialization import serialize
+
+from tempo_lite.receivers.http_ingest import INLINE_PYTHON_DECODE_BYTES
+from tempo_lite.receivers.jaeger_udp import JaegerUDPStatistics, serve_jaeger_udp
 
 DEEP = "[" * 1000 + "]" * 1000
 HUGE_NUMBER = "9" * 100_000
@@ -118,3 +123,31 @@ async def test_traceql_integer_of_thousands_of_digits_is_a_400(
     r = await http.get(tempo.url() + path, params={"q": query})
     assert r.status_code == 400, r.text[:300]
     assert "invalid TraceQL query" in r.text and ("out of range" in r.text or "invalid duration" in r.text)
+
+
+async def test_large_agent_datagrams_decode_off_the_loop_and_hostile_ones_are_dropped() -> None:
+    batch, _ = in_memory_batch("big")
+    batch.spans = batch.spans * 20
+    good = emit_batch_message(batch, compact=True)
+    hostile = good[:13] + bytes([0x1C, 0x1C, 0x29, 0xFC, 0xFF, 0xFF, 0xFF, 0xFF, 0x07]) + b"\x00" * 5000
+    assert len(good) > INLINE_PYTHON_DECODE_BYTES and len(hostile) > INLINE_PYTHON_DECODE_BYTES
+    received: list = []
+    arrived = trio.Event()
+
+    async def push(request) -> None:  # noqa: ANN001
+        received.append(request)
+        arrived.set()
+
+    stats = JaegerUDPStatistics()
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            lambda task_status: serve_jaeger_udp("127.0.0.1", 0, True, push, statistics=stats, task_status=task_status)
+        )
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            await sender.sendto(hostile, (host, port))
+            await sender.sendto(good, (host, port))
+            with trio.fail_after(20):
+                await arrived.wait()
+        nursery.cancel_scope.cancel()
+    assert stats.datagrams_rejected == 1
+    assert sum(len(ss.spans) for rs in received[0].resource_spans for ss in rs.scope_spans) == len(batch.spans)

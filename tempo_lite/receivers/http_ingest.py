@@ -5,10 +5,11 @@ protocol's pure decoder, awaits the distributor's push and reports errors with t
 the protocol: OTLP answers in the request's encoding with a `google.rpc.Status`; Zipkin and Jaeger
 answer 202 on success and plain text on error.
 
-Small uncompressed bodies (up to `INLINE_DECODE_BYTES`) are decoded on the event loop: their decoding
-is bounded by their size and a thread hop would cost more. Larger or compressed ones are decompressed
-and decoded in a worker thread under a `trio.CapacityLimiter` shared by every ingest listener, so one
-large or hostile body never holds up the other ports.
+Small uncompressed bodies are decoded on the event loop: their decoding is bounded by their size and a
+thread hop would cost more. "Small" is per decoder: OTLP protobuf (upb, in C) up to 64 KiB, the
+pure-Python JSON and Thrift decoders up to 4 KiB (about a millisecond of work). Larger or compressed
+bodies are decompressed and decoded in a worker thread under a `trio.CapacityLimiter` shared by every
+ingest listener, so one large or hostile body never holds up the other ports.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from tempo_lite.server import Receive, Scope, Send, send_response, serve_lifespa
 
 log = logging.getLogger(__name__)
 
-INLINE_DECODE_BYTES = 64 * 1024
+INLINE_PROTOBUF_BYTES = 64 * 1024  # upb parses this in well under a millisecond
+INLINE_PYTHON_DECODE_BYTES = 4 * 1024  # JSON/Thrift to OTLP in Python: about a millisecond
 DECODE_THREADS = 2  # the machine's cores; decoding is mostly pure Python, so more threads only queue on the GIL
 
 _T = TypeVar("_T")
@@ -53,15 +55,16 @@ def decode_limiter() -> trio.CapacityLimiter:
 
 
 async def decode_body(
-    raw: bytes, encoding: str, max_bytes: int, decode: Callable[[bytes], _T], limiter: trio.CapacityLimiter
+    raw: bytes, encoding: str, max_bytes: int, decode: Callable[[bytes], _T], limiter: trio.CapacityLimiter,
+    *, inline_bytes: int = INLINE_PYTHON_DECODE_BYTES,
 ) -> tuple[bytes, _T]:
-    """Decompress and decode: on the event loop for small identity bodies, else in a worker thread."""
+    """Decompress and decode: on the event loop for identity bodies up to `inline_bytes`, else in a thread."""
 
     def work() -> tuple[bytes, _T]:
         body = decompress(raw, encoding, max_bytes)
         return body, decode(body)
 
-    if len(raw) <= INLINE_DECODE_BYTES and encoding.strip().lower() in ("", "identity"):
+    if len(raw) <= inline_bytes and encoding.strip().lower() in ("", "identity"):
         return work()
     return await trio.to_thread.run_sync(work, limiter=limiter)
 
@@ -181,6 +184,7 @@ def otlp_http_app(
             body, request = await decode_body(
                 raw, header(scope, b"content-encoding") or "", max_request_bytes,
                 lambda b: decode_otlp(b, ctype), threads,
+                inline_bytes=INLINE_PYTHON_DECODE_BYTES if as_json else INLINE_PROTOBUF_BYTES,
             )
             await push(header(scope, b"x-scope-orgid"), request, len(body))
         except TempoLiteError as exc:
