@@ -2,10 +2,11 @@
 
 - `load_json`: `json.loads` with the bounds JSON itself lacks. Numbers of more than `MAX_NUMBER_DIGITS`
   digits, infinite numbers (`1e999`) and the non-standard `NaN`/`Infinity` are refused; so is nesting
-  deeper than the interpreter's recursion limit allows (about 1,000 levels; no span format nests deeper
-  than a few dozen). Strings (keys included) with a lone UTF-16 surrogate (`"\ud800"`) are refused:
-  they cannot be encoded as UTF-8, and protobuf fails on them in ways that are not all exceptions it
-  documents (a key with one raises SystemError inside json_format).
+  deeper than the interpreter's recursion limit allows (1,000 levels by default, 20,000 once TraceQL
+  has raised it; no span format nests deeper than a few dozen). Strings (keys included) with a lone
+  UTF-16 surrogate (`"\ud800"`) are refused: they cannot be encoded as UTF-8, and protobuf fails on
+  them in ways that are not all exceptions it documents (a key with one raises SystemError inside
+  json_format).
 - `refuse_bad_input`: a decorator for a pure decoder (bytes in, OTLP request out). The value errors that
   only the input can cause -- an integer out of a protobuf field's range, a string with a lone UTF-16
   surrogate that protobuf cannot encode, recursion too deep -- become `InvalidRequest` naming the
