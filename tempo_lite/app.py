@@ -19,6 +19,7 @@ from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
 from tempo_lite.distributor import Distributor
+from tempo_lite.errors import Unavailable
 from tempo_lite.generator import MetricsGenerator
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
@@ -36,6 +37,10 @@ log = logging.getLogger("tempo_lite")
 BLOCKLIST_POLL_SECONDS = 15.0
 REPLAY_TIMEOUT_SECONDS = 600.0
 SHUTDOWN_FLUSH_SECONDS = 60.0
+# /ready reports "not ready" while writes are being refused with 503 (disk full, WAL failing): for this
+# long after the last refusal, unless a write succeeds first. A window, not a latch, so a node that a load
+# balancer stopped sending writes to is tried again instead of staying out for good.
+WRITE_REFUSAL_READY_WINDOW_SECONDS = 30.0
 
 
 @dataclass
@@ -74,6 +79,7 @@ class TempoLite:
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
         self._udp_scopes: list[trio.CancelScope] = []
+        self._last_refusal: tuple[float, str] | None = None  # (trio time, message) of the last 503 on a write
         self.started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -179,22 +185,26 @@ class TempoLite:
         self, nursery: trio.Nursery, name: str, app: Any, endpoint: str, where: str, *, graceful: bool
     ) -> None:
         host, port = split_endpoint(endpoint, where)
+        server = self.config.server
         bound = await nursery.start(
             lambda task_status: serve_asgi(
                 app, host, port, name=name, task_status=task_status,
                 shutdown_trigger=self._receivers_shutdown if graceful else None,
+                idle_timeout=server.http_server_idle_timeout, read_timeout=server.http_server_read_timeout,
             )
         )
         self.listeners.addresses[name] = bound
 
     async def _start_receivers(self, nursery: trio.Nursery) -> None:
-        from tempo_lite.receivers.http_ingest import jaeger_http_app, otlp_http_app, zipkin_http_app
+        from tempo_lite.receivers.http_ingest import decode_limiter, jaeger_http_app, otlp_http_app, zipkin_http_app
 
         receivers = self.config.distributor.receivers
         max_bytes = self.config.distributor.max_request_bytes
-        push = self.distributor.push
+        threads = decode_limiter()  # one pool of decoding threads for every ingest listener
+        push = self._push
         if receivers.otlp and receivers.otlp.protocols.http:
-            await self._serve(nursery, "otlp_http", otlp_http_app(push, max_request_bytes=max_bytes),
+            app = otlp_http_app(push, max_request_bytes=max_bytes, limiter=threads)
+            await self._serve(nursery, "otlp_http", app,
                               receivers.otlp.protocols.http.endpoint or "127.0.0.1:4318",
                               "distributor.receivers.otlp.protocols.http.endpoint", graceful=True)
         if receivers.otlp and receivers.otlp.protocols.grpc:
@@ -204,13 +214,15 @@ class TempoLite:
                               receivers.otlp.protocols.grpc.endpoint or "127.0.0.1:4317",
                               "distributor.receivers.otlp.protocols.grpc.endpoint", graceful=True)
         if receivers.zipkin:
-            await self._serve(nursery, "zipkin", zipkin_http_app(push, max_request_bytes=max_bytes),
+            app = zipkin_http_app(push, max_request_bytes=max_bytes, limiter=threads)
+            await self._serve(nursery, "zipkin", app,
                               receivers.zipkin.endpoint or "127.0.0.1:9411",
                               "distributor.receivers.zipkin.endpoint", graceful=True)
         if receivers.jaeger:
             protocols = receivers.jaeger.protocols
             if protocols.thrift_http:
-                await self._serve(nursery, "jaeger_thrift_http", jaeger_http_app(push, max_request_bytes=max_bytes),
+                app = jaeger_http_app(push, max_request_bytes=max_bytes, limiter=threads)
+                await self._serve(nursery, "jaeger_thrift_http", app,
                                   protocols.thrift_http.endpoint or "127.0.0.1:14268",
                                   "distributor.receivers.jaeger.protocols.thrift_http.endpoint", graceful=True)
             for name, proto, compact, default in (
@@ -231,10 +243,19 @@ class TempoLite:
 
                 async def serve_udp(h: str, p: int, c: bool, scope: trio.CancelScope, task_status: Any) -> None:
                     with scope:
-                        await serve_jaeger_udp(h, p, c, udp_push, task_status=task_status)
+                        await serve_jaeger_udp(h, p, c, udp_push, limiter=threads, task_status=task_status)
 
                 bound = await nursery.start(serve_udp, host, port, compact, scope)
                 self.listeners.addresses[name] = bound
+
+    async def _push(self, tenant_header: str | None, request: Any, size: int) -> None:
+        """The distributor's push, remembering whether writes are being refused as unavailable (for /ready)."""
+        try:
+            await self.distributor.push(tenant_header, request, size)
+        except Unavailable as exc:
+            self._last_refusal = (trio.current_time(), exc.message)
+            raise
+        self._last_refusal = None
 
     async def _start_api(self, nursery: trio.Nursery) -> None:
         from tempo_lite.api.app import create_api
@@ -253,6 +274,14 @@ class TempoLite:
             return "Some services are not Running: starting"
         if self._stop.is_set():
             return "Application is stopping"
+        if self.livestore.saturated:
+            return "not accepting writes: live-store is full (spans are not flushed to storage fast enough)"
+        if self._wal_saturated():
+            return "not accepting writes: the WAL holds as many bytes as storage.trace.wal.max_retained_bytes"
+        if self._last_refusal is not None:
+            at, message = self._last_refusal
+            if trio.current_time() - at < WRITE_REFUSAL_READY_WINDOW_SECONDS:
+                return f"not accepting writes: {message}"
         return None
 
     def refresh_gauges(self) -> None:

@@ -74,6 +74,9 @@ class ServerConfig:
     http_listen_port: int = 3200
     log_level: str = "info"
     log_format: str = "logfmt"  # logfmt | json
+    # Every HTTP listener (query API and receivers): see tempo_lite/server.py and docs/configuration.md.
+    http_server_idle_timeout: Duration = Duration(120.0)
+    http_server_read_timeout: Duration = Duration(30.0)
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,16 @@ async def serve_lifespan(receive: Receive, send: Send) -> None:
 # hypercorn closes an HTTP/2 connection after keep_alive_max_requests (default 1000) requests, failing the
 # gRPC calls in flight on it: a gRPC client keeps one connection for its whole life.
 _UNLIMITED_REQUESTS = sys.maxsize
-# Idle connections are closed after this long; gRPC clients reconnect transparently, but a short timeout
-# (hypercorn's default is 5 s) makes an exporter that sends every 10 s reconnect on every export.
-_KEEP_ALIVE_TIMEOUT_S = 120.0
+# `server.http_server_idle_timeout`: hypercorn's keep_alive_timeout. A connection counts as idle from
+# its start until a request's headers are complete and again after each response, so this bounds idle
+# keep-alive connections and slow-header (slowloris) connections alike. gRPC clients reconnect
+# transparently, but a short timeout (hypercorn's default is 5 s) makes an exporter that sends every
+# 10 s reconnect on every export.
+DEFAULT_IDLE_TIMEOUT_S = 120.0
+# `server.http_server_read_timeout`: hypercorn's read_timeout, the longest the server waits for the
+# next bytes while it is reading a connection (a stalled body upload, a silent HTTP/2 connection). An
+# HTTP/1.1 connection is not read while its request is being answered, so slow queries are unaffected.
+DEFAULT_READ_TIMEOUT_S = 30.0
 
 
 class RoundRobinStreams:
@@ -141,17 +148,47 @@ def hypercorn_config(
     access_log: bool = False,
     graceful_timeout: float = 5.0,
     max_concurrent_streams: int = 100,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
 ) -> Config:
     config = Config()
     config.bind = [format_bind(host, port)]
     config.keep_alive_max_requests = _UNLIMITED_REQUESTS
-    config.keep_alive_timeout = _KEEP_ALIVE_TIMEOUT_S
+    config.keep_alive_timeout = idle_timeout
+    config.read_timeout = read_timeout
     config.graceful_timeout = graceful_timeout
     config.h2_max_concurrent_streams = max_concurrent_streams
     config.errorlog = logging.getLogger(f"tempo_lite.http.{name}")
     config.accesslog = logging.getLogger(f"tempo_lite.http.{name}.access") if access_log else None
     config.include_server_header = False
     return config
+
+
+def _shield_response_end(app: ASGIApp) -> ASGIApp:
+    """Send the message that completes a response shielded from the app's own cancellation.
+
+    hypercorn finishes the exchange inside that `send` call: with `Connection: close` it shuts the
+    socket down right there, in the app's task. quart-trio cancels its per-request nursery as soon as
+    the client's half is done (`http.disconnect`), which aborted that close halfway: the API port
+    answered `Connection: close` and then kept the connection open. The shielded send is bounded as
+    hypercorn's own writes are (it shields them too).
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_shielding_the_end(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, send_shielding_the_end)
+
+    return wrapped
 
 
 def _http1_only(app: ASGIApp) -> ASGIApp:
@@ -177,16 +214,22 @@ async def serve_asgi(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     access_log: bool = False,
     graceful_timeout: float = 5.0,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
 ) -> None:
     """Serve `app` on host:port until `shutdown_trigger` returns or the enclosing nursery is cancelled.
 
     `task_status.started((host, port))` reports the address actually bound, so port 0 picks a free port.
     On `shutdown_trigger`, the listener stops accepting, in-flight requests get `graceful_timeout`
-    seconds to finish, then the function returns.
+    seconds to finish, then the function returns. `idle_timeout` and `read_timeout` are explained at
+    `DEFAULT_IDLE_TIMEOUT_S` and `DEFAULT_READ_TIMEOUT_S`.
     """
     _install_round_robin_scheduler()
-    config = hypercorn_config(host, port, name=name, access_log=access_log, graceful_timeout=graceful_timeout)
-    served = app if http2 else _http1_only(app)
+    config = hypercorn_config(
+        host, port, name=name, access_log=access_log, graceful_timeout=graceful_timeout,
+        idle_timeout=idle_timeout, read_timeout=read_timeout,
+    )
+    served = _shield_response_end(app if http2 else _http1_only(app))
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(serve, served, config, shutdown_trigger=shutdown_trigger, mode="asgi")

@@ -844,7 +844,14 @@ def to_traces_data(table: SpanTable) -> TracesData:
 
 
 def dedupe_spans(table: SpanTable) -> SpanTable:
-    """Drop duplicate spans by (trace ID, span ID, kind), keeping the first occurrence."""
+    """Drop copies of a span, keeping the first: same trace ID, span ID, kind, start and duration.
+
+    Copies come from sources overlapping (live-store and a new block, blocks being compacted), a WAL
+    record replayed after a crash, or a client retrying a push that had succeeded. Spans that only share
+    an ID (and kind) are distinct spans and all kept, as Tempo keeps every span of a push: its combiner
+    drops a later source's span whose (span ID, kind) an earlier source had, but never dedupes within
+    one push. (Deduping on (span ID, kind) alone made three spans sharing one ID come back as two.)
+    """
     spans = table.spans
     if spans.num_rows < 2:
         return table
@@ -853,10 +860,12 @@ def dedupe_spans(table: SpanTable) -> SpanTable:
             "t": spans.column("trace_id"),
             "s": spans.column("span_id"),
             "k": spans.column("kind"),
+            "b": spans.column("start_unix_nano"),
+            "d": spans.column("duration_nano"),
             "i": pa.array(range(spans.num_rows), pa.int64()),
         }
     )
-    first = keys.group_by(["t", "s", "k"], use_threads=False).aggregate([("i", "min")])
+    first = keys.group_by(["t", "s", "k", "b", "d"], use_threads=False).aggregate([("i", "min")])
     if first.num_rows == spans.num_rows:
         return table
     ordered = pc.sort_indices(first.column("i_min"))

@@ -194,7 +194,7 @@ def test_with_nested_sets_numbers_each_trace_separately() -> None:
     assert by_name["root"] == (1, -1) and by_name["child"] == (2, 1) and by_name["orphan"] == (1, -1)
 
 
-def test_dedupe_drops_repeated_span_id_and_kind_only() -> None:
+def test_dedupe_drops_copies_of_a_span_only() -> None:
     once = spantable.flatten_bytes(_every_field().SerializeToString())
     twice = spantable.concat([once, once])
     assert twice.num_spans == 6
@@ -206,6 +206,10 @@ def test_dedupe_drops_repeated_span_id_and_kind_only() -> None:
     for kind in (2, 3):  # Zipkin client and server halves share the ID: both stay
         ss.spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, kind=kind)
     assert spantable.dedupe_spans(spantable.flatten(data.resource_spans)).num_spans == 2
+    for start in (10, 20):  # same ID and kind, different times: distinct spans, both stay
+        ss.spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, kind=2, start_time_unix_nano=start,
+                     end_time_unix_nano=start + 5)
+    assert spantable.dedupe_spans(spantable.flatten(data.resource_spans)).num_spans == 4
 
 
 def test_empty_input_gives_empty_typed_table() -> None:

@@ -4,6 +4,12 @@ The shared part reads the body with a size bound (compressed and decompressed), 
 protocol's pure decoder, awaits the distributor's push and reports errors with the status codes of
 the protocol: OTLP answers in the request's encoding with a `google.rpc.Status`; Zipkin and Jaeger
 answer 202 on success and plain text on error.
+
+Small uncompressed bodies are decoded on the event loop: their decoding is bounded by their size and a
+thread hop would cost more. "Small" is per decoder: OTLP protobuf (upb, in C) up to 64 KiB, the
+pure-Python JSON and Thrift decoders up to 4 KiB (about a millisecond of work). Larger or compressed
+bodies are decompressed and decoded in a worker thread under a `trio.CapacityLimiter` shared by every
+ingest listener, so one large or hostile body never holds up the other ports.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import json
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import trio
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -34,6 +42,31 @@ from tempo_lite.server import Receive, Scope, Send, send_response, serve_lifespa
 
 log = logging.getLogger(__name__)
 
+INLINE_PROTOBUF_BYTES = 64 * 1024  # upb parses this in well under a millisecond
+INLINE_PYTHON_DECODE_BYTES = 4 * 1024  # JSON/Thrift to OTLP in Python: about a millisecond
+DECODE_THREADS = 2  # the machine's cores; decoding is mostly pure Python, so more threads only queue on the GIL
+
+_T = TypeVar("_T")
+
+
+def decode_limiter() -> trio.CapacityLimiter:
+    """The limiter to share between ingest listeners (each app makes its own when none is given)."""
+    return trio.CapacityLimiter(DECODE_THREADS)
+
+
+async def decode_body(
+    raw: bytes, encoding: str, max_bytes: int, decode: Callable[[bytes], _T], limiter: trio.CapacityLimiter,
+    *, inline_bytes: int = INLINE_PYTHON_DECODE_BYTES,
+) -> tuple[bytes, _T]:
+    """Decompress and decode: on the event loop for identity bodies up to `inline_bytes`, else in a thread."""
+
+    def work() -> tuple[bytes, _T]:
+        body = decompress(raw, encoding, max_bytes)
+        return body, decode(body)
+
+    if len(raw) <= inline_bytes and encoding.strip().lower() in ("", "identity"):
+        return work()
+    return await trio.to_thread.run_sync(work, limiter=limiter)
 
 
 def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
@@ -138,8 +171,11 @@ async def _is_post_to_known_path(scope: Scope, receive: Receive, send: Send, kno
     return True
 
 
-def otlp_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def otlp_http_app(
+    push: PushFn, *, max_request_bytes: int, limiter: trio.CapacityLimiter | None = None
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """ASGI app for `POST /v1/traces` (OTLP/HTTP, protobuf or JSON, gzip/deflate)."""
+    threads = limiter or decode_limiter()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if not await _is_post_to_known_path(scope, receive, send, scope.get("path") == "/v1/traces"):
@@ -152,8 +188,11 @@ def otlp_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, R
                     f"unsupported Content-Type {ctype!r}: use application/x-protobuf or application/json"
                 )
             raw = await read_body(receive, max_request_bytes)
-            body = decompress(raw, header(scope, b"content-encoding") or "", max_request_bytes)
-            request = decode_otlp(body, ctype)
+            body, request = await decode_body(
+                raw, header(scope, b"content-encoding") or "", max_request_bytes,
+                lambda b: decode_otlp(b, ctype), threads,
+                inline_bytes=INLINE_PYTHON_DECODE_BYTES if as_json else INLINE_PROTOBUF_BYTES,
+            )
             await push(header(scope, b"x-scope-orgid"), request, len(body))
         except TempoLiteError as exc:
             status = status_pb2.Status(code=exc.grpc_code, message=exc.message)
@@ -205,16 +244,21 @@ def _jaeger_decoder(path: str) -> Decoder | None:
 
 
 def _accepted_app(
-    push: PushFn, max_request_bytes: int, route: Callable[[str], Decoder | None]
+    push: PushFn, max_request_bytes: int, route: Callable[[str], Decoder | None], limiter: trio.CapacityLimiter | None
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    threads = limiter or decode_limiter()
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         decoder = route(scope["path"]) if scope["type"] == "http" else None
         if not await _is_post_to_known_path(scope, receive, send, decoder is not None) or decoder is None:
             return
         try:
             raw = await read_body(receive, max_request_bytes)
-            body = decompress(raw, header(scope, b"content-encoding") or "", max_request_bytes)
-            request = decoder(body, media_type(scope))
+            ctype = media_type(scope)
+            body, request = await decode_body(
+                raw, header(scope, b"content-encoding") or "", max_request_bytes,
+                lambda b: decoder(b, ctype), threads,
+            )
             await push(header(scope, b"x-scope-orgid"), request, len(body))
         except TempoLiteError as exc:
             await send_response(
@@ -226,11 +270,15 @@ def _accepted_app(
     return app
 
 
-def zipkin_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def zipkin_http_app(
+    push: PushFn, *, max_request_bytes: int, limiter: trio.CapacityLimiter | None = None
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """ASGI app for Zipkin `POST /api/v2/spans` (JSON v2) and `/api/v1/spans` (JSON v1); 202 on success."""
-    return _accepted_app(push, max_request_bytes, _zipkin_decoder)
+    return _accepted_app(push, max_request_bytes, _zipkin_decoder, limiter)
 
 
-def jaeger_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def jaeger_http_app(
+    push: PushFn, *, max_request_bytes: int, limiter: trio.CapacityLimiter | None = None
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """ASGI app for Jaeger `POST /api/traces` (Thrift Batch, binary protocol); 202 on success."""
-    return _accepted_app(push, max_request_bytes, _jaeger_decoder)
+    return _accepted_app(push, max_request_bytes, _jaeger_decoder, limiter)

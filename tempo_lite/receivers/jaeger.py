@@ -1,7 +1,9 @@
 """Jaeger Thrift to OTLP, translated the way the OpenTelemetry Collector's Jaeger receiver does.
 
 Pure functions over bytes. The wire schema is the Thrift IDL in `idl/` (jaeger.thrift, agent.thrift),
-parsed at import time by thriftpy2; no hand-written Thrift parsing.
+parsed at import time by thriftpy2 into struct classes; the bytes are read by `thrift_reader`, which
+checks every length and element count against the body before it loops or allocates (thriftpy2's own
+protocol readers trust them).
 
 - `decode_jaeger_thrift_http`: a `Batch` struct in TBinaryProtocol, the body of `POST /api/traces`
   (`application/x-thrift`, collector port 14268).
@@ -18,7 +20,9 @@ Mapping (the collector's `jaeger` translator):
   Parent: `parentSpanId`, else the first CHILD_OF reference of the same trace, else the first
   FOLLOWS_FROM one. Every other reference becomes a link with `opentracing.ref_type` = `child_of` /
   `follows_from`.
-- times: startTime/duration microseconds -> ns. flags bit 1 (sampled) -> OTLP span flags 0x01.
+- times: startTime/duration microseconds -> ns; a negative startTime or duration, or an end past what
+  a uint64 of nanoseconds holds, is refused (the collector would wrap it around).
+- flags bit 1 (sampled) -> OTLP span flags 0x01.
 - tags keep their type: STRING -> string, BOOL -> bool, LONG -> int, DOUBLE -> double, BINARY -> bytes.
   `span.kind` (client/server/producer/consumer/internal) -> kind; `w3c.tracestate` -> trace_state.
 - status: `error=true` (bool) -> ERROR with `otel.status_description` (or `http.status_message`) as
@@ -35,35 +39,16 @@ from typing import Any
 import thriftpy2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from thriftpy2.protocol.binary import TBinaryProtocol
-from thriftpy2.protocol.compact import TCompactProtocol
 from thriftpy2.thrift import TMessageType
-from thriftpy2.transport import TTransportException
-from thriftpy2.transport.memory import TMemoryBuffer
 
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.receivers.thrift_reader import ThriftDecodeError, read_message, read_struct
 
 _IDL_DIR = Path(__file__).with_name("idl")
 agent_thrift: Any = thriftpy2.load(
     str(_IDL_DIR / "agent.thrift"), module_name="tempo_lite_agent_thrift", include_dirs=[str(_IDL_DIR)]
 )
 jaeger_thrift: Any = agent_thrift.jaeger
-
-
-class _ExactMemoryBuffer(TMemoryBuffer):
-    """A read buffer that fails on a short or negative read.
-
-    thriftpy2's memory buffers return whatever is left (and everything for a negative size), and its
-    Cython buffer tries to satisfy a corrupt 2 GB length prefix; a datagram must instead fail fast.
-    """
-
-    def read(self, sz: int) -> bytes:
-        if sz < 0:
-            raise TTransportException(TTransportException.END_OF_FILE, f"negative length {sz}")
-        data = self._read(sz)
-        if len(data) < sz:
-            raise TTransportException(TTransportException.END_OF_FILE, f"needed {sz} bytes, only {len(data)} left")
-        return data
 
 
 _TAG_STRING, _TAG_DOUBLE, _TAG_BOOL, _TAG_LONG, _TAG_BINARY = range(5)
@@ -83,43 +68,26 @@ _U64 = (1 << 64) - 1
 
 def decode_jaeger_thrift_http(body: bytes) -> ExportTraceServiceRequest:
     """Decode a TBinaryProtocol `Batch` (Jaeger collector HTTP body) into an OTLP export request."""
-    protocol = TBinaryProtocol(_ExactMemoryBuffer(body))
-    batch = jaeger_thrift.Batch()
     try:
-        batch.read(protocol)
-    except Exception as exc:  # thriftpy2 raises assorted errors (EOF, struct, protocol) on bad input
-        raise InvalidRequest(f"jaeger thrift: cannot decode Batch: {_describe(exc)}") from exc
+        batch = read_struct(body, jaeger_thrift.Batch, compact=False)
+    except ThriftDecodeError as exc:
+        raise InvalidRequest(f"jaeger thrift: cannot decode Batch: {exc}") from exc
     return batch_to_otlp(batch)
 
 
 def decode_jaeger_agent_datagram(datagram: bytes, compact: bool) -> ExportTraceServiceRequest:
     """Decode one agent datagram (`Agent.emitBatch`, compact or binary protocol) into an OTLP request."""
-    transport = _ExactMemoryBuffer(datagram)
-    protocol: Any = TCompactProtocol(transport) if compact else TBinaryProtocol(transport)
     encoding = "compact" if compact else "binary"
     try:
-        name, message_type, _seqid = protocol.read_message_begin()
-    except Exception as exc:
-        raise InvalidRequest(f"jaeger agent ({encoding}): not a Thrift message: {_describe(exc)}") from exc
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    if name != "emitBatch":
-        raise InvalidRequest(f"jaeger agent ({encoding}): unsupported method {name!r}, expected 'emitBatch'")
-    if message_type not in (TMessageType.ONEWAY, TMessageType.CALL):
-        raise InvalidRequest(f"jaeger agent ({encoding}): unexpected message type {message_type}")
-    args = agent_thrift.Agent.emitBatch_args()
-    try:
-        args.read(protocol)
-        protocol.read_message_end()
-    except Exception as exc:
-        raise InvalidRequest(f"jaeger agent ({encoding}): cannot decode emitBatch: {_describe(exc)}") from exc
+        args = read_message(
+            datagram, "emitBatch", (TMessageType.ONEWAY, TMessageType.CALL), agent_thrift.Agent.emitBatch_args,
+            compact=compact,
+        )
+    except ThriftDecodeError as exc:
+        raise InvalidRequest(f"jaeger agent ({encoding}): cannot decode emitBatch: {exc}") from exc
     if args.batch is None:
         raise InvalidRequest(f"jaeger agent ({encoding}): emitBatch carries no batch")
     return batch_to_otlp(args.batch)
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def batch_to_otlp(batch: Any) -> ExportTraceServiceRequest:
@@ -186,8 +154,9 @@ def _span_to_otlp(jspan: Any, tags: list[Any], index: int, out: Span) -> None:
     out.trace_id = _trace_id(trace_high, jspan.traceIdLow)
     out.span_id = _span_id(jspan.spanId)
     out.name = _text(jspan.operationName)
-    out.start_time_unix_nano = (jspan.startTime & _U64) * 1000
-    out.end_time_unix_nano = ((jspan.startTime + jspan.duration) & _U64) * 1000
+    out.start_time_unix_nano = _nanos(jspan.startTime, f"span {index} startTime")
+    out.end_time_unix_nano = _nanos(jspan.startTime + _micros(jspan.duration, f"span {index} duration"),
+                                    f"span {index} startTime + duration")
     if (jspan.flags or 0) & _SAMPLED_FLAG:
         out.flags = _OTLP_FLAG_SAMPLED
 
@@ -209,7 +178,7 @@ def _span_to_otlp(jspan: Any, tags: list[Any], index: int, out: Span) -> None:
         if log is None:
             continue
         event = out.events.add()
-        event.time_unix_nano = ((log.timestamp or 0) & _U64) * 1000
+        event.time_unix_nano = _nanos(log.timestamp or 0, f"span {index} log timestamp")
         _tags_to_attributes(log.fields or [], event.attributes)
         name = _pop_attr(event.attributes, "event")
         if name is not None:
@@ -302,6 +271,20 @@ def _status_from_http(code: int, kind: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # Values
+
+
+def _micros(value: int, what: str) -> int:
+    if value < 0:
+        raise InvalidRequest(f"jaeger thrift: {what} {value} is negative")
+    return value
+
+
+def _nanos(micros: int, what: str) -> int:
+    """Microseconds -> nanoseconds, refused unless the result fits the uint64 OTLP field."""
+    nanos = _micros(micros, what) * 1000
+    if nanos > _U64:
+        raise InvalidRequest(f"jaeger thrift: {what} {micros} microseconds is past the largest timestamp")
+    return nanos
 
 
 def _trace_id(high: int, low: int) -> bytes:

@@ -1,7 +1,8 @@
 """Jaeger agent UDP listener: receives `emitBatch` datagrams (compact Thrift on 6831, binary on 6832).
 
-Each datagram is decoded by `tempo_lite.receivers.jaeger.decode_jaeger_agent_datagram` and handed to
-`push` as an OTLP export request. UDP has no way to refuse a datagram, so a datagram that does not
+Each datagram is decoded by `tempo_lite.receivers.jaeger.decode_jaeger_agent_datagram` (in a worker
+thread when it is larger than the inline bound of the HTTP receivers) and handed to `push` as an OTLP
+export request. UDP has no way to refuse a datagram, so a datagram that does not
 decode, or that `push` rejects (rate limit, shutdown), is logged and counted and the loop goes on.
 """
 
@@ -16,6 +17,7 @@ import trio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.receivers.http_ingest import INLINE_PYTHON_DECODE_BYTES, decode_limiter
 from tempo_lite.receivers.jaeger import decode_jaeger_agent_datagram
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,12 @@ async def serve_jaeger_udp(
     push: Callable[[ExportTraceServiceRequest], Awaitable[None]],
     *,
     statistics: JaegerUDPStatistics | None = None,
+    limiter: trio.CapacityLimiter | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on (host, port) until cancelled; `task_status.started((host, bound_port))` once bound."""
     stats = statistics if statistics is not None else JaegerUDPStatistics()
+    threads = limiter or decode_limiter()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     protocol = "compact" if compact else "binary"
     with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -56,7 +60,12 @@ async def serve_jaeger_udp(
             datagram, peer = await sock.recvfrom(MAX_DATAGRAM_BYTES)
             stats.datagrams_received += 1
             try:
-                request = decode_jaeger_agent_datagram(datagram, compact)
+                if len(datagram) <= INLINE_PYTHON_DECODE_BYTES:
+                    request = decode_jaeger_agent_datagram(datagram, compact)
+                else:
+                    request = await trio.to_thread.run_sync(
+                        decode_jaeger_agent_datagram, datagram, compact, limiter=threads
+                    )
             except InvalidRequest as exc:
                 stats.datagrams_rejected += 1
                 logger.warning(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.receivers.hostile import load_json, refuse_bad_input
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
@@ -34,11 +34,9 @@ def _fix_ids(obj: dict[str, Any], where: str) -> None:
             obj[key] = _hex_to_b64(obj[key], f"{where}.{key}")
 
 
+@refuse_bad_input("invalid OTLP/JSON")
 def decode_otlp_json(body: bytes) -> ExportTraceServiceRequest:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"invalid OTLP/JSON: {exc}") from exc
+    doc = load_json(body, "invalid OTLP/JSON")
     if not isinstance(doc, dict):
         raise InvalidRequest("invalid OTLP/JSON: expected an object with resourceSpans")
     try:

@@ -25,7 +25,8 @@ Zipkin v2 (`POST /api/v2/spans`, JSON array of spans), as the collector's `zipki
   exporter encodes events) is split into name, attributes and dropped count, else the part before the
   first `|` is the name.
 - `shared` and `debug` are checked to be booleans and then dropped, as the collector does: OTLP has no
-  field for them. A shared SERVER span keeps the client's span ID; readers dedupe by (span ID, kind).
+  field for them. A shared SERVER span keeps the client's span ID; both halves are stored (readers only
+  drop copies of a span: same ID, kind, start and duration).
 
 Zipkin v1 (`POST /api/v1/spans`), as the collector's `zipkinv1` translator: core annotations
 (`cs`/`cr` CLIENT, `sr`/`ss` SERVER, `ms` PRODUCER, `mr` CONSUMER) give the kind and the endpoint
@@ -40,7 +41,6 @@ zipkin.proto classes (opentelemetry-exporter-zipkin-proto-http) pins protobuf 3.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable
@@ -51,6 +51,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.receivers.hostile import load_json, refuse_bad_input
 
 # Tag keys with a meaning in the translation (collector's tracetranslator / occonventions / semconv).
 TAG_ERROR = "error"
@@ -123,6 +124,9 @@ _STATUS_CODES = {
 _MAX_LINKS = 128
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MAX_MICROS = ((1 << 64) - 1) // 1000  # the largest time in microseconds that fits OTLP's uint64 nanoseconds
+_INT64 = range(-(1 << 63), 1 << 63)
+_INT32 = range(-(1 << 31), 1 << 31)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -130,10 +134,7 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def _load_json_array(body: bytes, what: str) -> list[Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"{what}: body is not valid JSON: {exc}") from exc
+    data = load_json(body, what)
     if not isinstance(data, list):
         raise InvalidRequest(f"{what}: body must be a JSON array of spans, got {type(data).__name__}")
     return data
@@ -164,9 +165,17 @@ def _span_id(value: Any, field: str, index: int) -> bytes:
 def _micros(value: Any, field: str, index: int) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidRequest(f"span {index}: {field} must be a non-negative number of microseconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _MAX_MICROS:
+        raise InvalidRequest(
+            f"span {index}: {field} must be a number of microseconds from 0 to {_MAX_MICROS}, got {value!r}"
+        )
     return int(value)
+
+
+def _end_nanos(timestamp: int, duration: int, index: int) -> int:
+    if timestamp + duration > _MAX_MICROS:
+        raise InvalidRequest(f"span {index}: timestamp + duration ({timestamp} + {duration}) is out of range")
+    return (timestamp + duration) * 1000
 
 
 def _put_str(attrs: Any, key: str, value: str) -> None:
@@ -187,11 +196,16 @@ def _put_json_value(attrs: Any, key: str, value: Any) -> None:
         attrs.add(key=key).value.bool_value = value
     elif isinstance(value, str):
         _put_str(attrs, key, value)
-    elif isinstance(value, (int, float)) and math.isfinite(value):
-        if float(value).is_integer():
+    elif isinstance(value, int):
+        if value in _INT64:
+            _put_int(attrs, key, value)
+        else:  # Go's float64 holds it, inexactly
+            attrs.add(key=key).value.double_value = float(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        if value.is_integer() and -(2.0**63) <= value < 2.0**63:
             _put_int(attrs, key, int(value))
         else:
-            attrs.add(key=key).value.double_value = float(value)
+            attrs.add(key=key).value.double_value = value
 
 
 def _endpoint(value: Any, field: str, index: int) -> dict[str, Any] | None:
@@ -200,8 +214,8 @@ def _endpoint(value: Any, field: str, index: int) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidRequest(f"span {index}: {field} must be an object")
     port = value.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
-        raise InvalidRequest(f"span {index}: {field}.port must be an integer")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or port not in _INT32):
+        raise InvalidRequest(f"span {index}: {field}.port must be a 32-bit integer")
     for key in ("serviceName", "ipv4", "ipv6"):
         if value.get(key) is not None and not isinstance(value[key], str):
             raise InvalidRequest(f"span {index}: {field}.{key} must be a string")
@@ -212,6 +226,7 @@ def _endpoint(value: Any, field: str, index: int) -> dict[str, Any] | None:
 # Zipkin v2
 
 
+@refuse_bad_input("zipkin v2")
 def decode_zipkin_v2_json(body: bytes) -> ExportTraceServiceRequest:
     """Translate a Zipkin v2 JSON span list into one OTLP export request."""
     raw = _load_json_array(body, "zipkin v2")
@@ -328,7 +343,7 @@ def _v2_span_to_otlp(span: dict[str, Any], tags: dict[str, str], out: Span) -> N
         out.attributes.add(key=ATTR_START_TIME_ABSENT).value.bool_value = True
     else:
         out.start_time_unix_nano = span["timestamp"] * 1000
-        out.end_time_unix_nano = (span["timestamp"] + span["duration"]) * 1000
+        out.end_time_unix_nano = _end_nanos(span["timestamp"], span["duration"], index)
 
     for annotation in span["annotations"]:
         _v2_event(annotation, out, index)
@@ -396,17 +411,14 @@ def _fixed_hex(value: str, size: int, what: str, index: int) -> bytes:
 
 
 def _json_attrs(text: str, what: str, index: int) -> dict[str, Any]:
-    try:
-        attrs = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"span {index}: {what} attributes are not valid JSON: {exc}") from exc
+    attrs = load_json(text, f"span {index}: {what} attributes")
     if not isinstance(attrs, dict):
         raise InvalidRequest(f"span {index}: {what} attributes must be a JSON object")
     return attrs
 
 
 def _dropped(text: str, what: str, index: int) -> int:
-    if not text.isdigit() or int(text) >= 2**32:
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or int(text) >= 2**32:
         raise InvalidRequest(f"span {index}: {what} dropped count {text!r} is not a 32-bit unsigned integer")
     return int(text)
 
@@ -463,6 +475,7 @@ _CORE_KINDS = {
 _UNKNOWN_SERVICE = "unknown-service"
 
 
+@refuse_bad_input("zipkin v1")
 def decode_zipkin_v1_json(body: bytes, *, now_ns: int | None = None) -> ExportTraceServiceRequest:
     """Translate a Zipkin v1 JSON span list into one OTLP export request.
 
@@ -521,7 +534,7 @@ def _v1_span(item: Any, index: int, now_ns: int | None) -> tuple[Span, dict[str,
     if timestamp:
         duration = _micros(item.get("duration"), "duration", index)
         span.start_time_unix_nano = timestamp * 1000
-        span.end_time_unix_nano = (timestamp + duration) * 1000
+        span.end_time_unix_nano = _end_nanos(timestamp, duration, index)
     if span.start_time_unix_nano == 0:
         now = time.time_ns() if now_ns is None else now_ns
         span.start_time_unix_nano = now

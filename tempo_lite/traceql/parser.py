@@ -159,9 +159,34 @@ def parse_duration(text: str) -> int | None:
         return 0
     m = _PROM_DURATION.fullmatch(text)
     if m and text:
-        total = sum(int(v) * unit for v, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if v)
+        parts = [(_int64_or_none(v), unit) for v, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if v]
+        if any(v is None for v, _ in parts):
+            return None
+        total = sum(v * unit for v, unit in parts)  # type: ignore[operator]
         return total if total <= INT64_MAX else None
     return _parse_go_duration(text)
+
+
+_INT64_DIGITS = len(str(INT64_MAX))
+# Digits of a fraction past this many cannot change a duration's nanoseconds (the largest unit is 3.6e12 ns).
+_FRACTION_DIGITS = 30
+
+
+def _int64_or_none(digits: str) -> int | None:
+    """The value of a run of decimal digits, or None past int64.
+
+    The length is checked before `int()` parses it: Python refuses more than 4,300 digits with a
+    ValueError, and a 5,000-digit literal must be a query error (400), not a server error.
+    """
+    significant = digits.lstrip("0")
+    if len(significant) > _INT64_DIGITS:
+        return None
+    value = int(significant or "0")
+    return value if value <= INT64_MAX else None
+
+
+def _abbreviated(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _parse_go_duration(text: str) -> int | None:
@@ -177,7 +202,11 @@ def _parse_go_duration(text: str) -> int | None:
         scale = _GO_UNITS_NS.get(unit)
         if scale is None:
             return None
-        value = Fraction(int(whole or "0"))
+        whole_value = _int64_or_none(whole or "0")
+        if whole_value is None:
+            return None
+        value = Fraction(whole_value)
+        frac = (frac or "")[:_FRACTION_DIGITS]
         if frac:
             value += Fraction(int(frac), 10 ** len(frac))
         total += value * scale
@@ -492,16 +521,16 @@ class _Builder:
     def b_duration(self, node: Node) -> Static:
         ns = parse_duration(node.text)
         if ns is None:
-            raise self.error(node, f"invalid duration {node.text!r}")
+            raise self.error(node, f"invalid duration {_abbreviated(node.text)!r}")
         return Static(StaticType.DURATION, ns)
 
     def b_float(self, node: Node) -> Static:
         return Static(StaticType.FLOAT, float(node.text))
 
     def b_integer(self, node: Node) -> Static:
-        value = int(node.text)
-        if value > INT64_MAX:
-            raise self.error(node, f"integer {node.text} out of range")
+        value = _int64_or_none(node.text)
+        if value is None:
+            raise self.error(node, f"integer {_abbreviated(node.text)} out of range")
         return Static(StaticType.INT, value)
 
     def b_string(self, node: Node) -> Static:
@@ -519,7 +548,7 @@ class _Builder:
         if len(parts) == 2:
             negated = _negate_static(value)
             if negated is None:
-                raise self.error(node, f"number {node.text} out of range")
+                raise self.error(node, f"number {_abbreviated(node.text)} out of range")
             return negated
         return value
 
