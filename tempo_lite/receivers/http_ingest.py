@@ -148,7 +148,10 @@ def otlp_http_app(push: PushFn, *, max_request_bytes: int) -> Callable[[Scope, R
             body = decompress(raw, header(scope, b"content-encoding") or "", max_request_bytes)
             request = decode_otlp(body, ctype)
             await push(header(scope, b"x-scope-orgid"), request, len(body))
-        except TempoLiteError as exc:
+        except Exception as exc:  # every failure in OTLP's form: a google.rpc.Status, protobuf or JSON
+            if not isinstance(exc, TempoLiteError):
+                log.error("OTLP/HTTP export failed", exc_info=exc)
+                exc = TempoLiteError(f"internal error: {type(exc).__name__}: {exc}")
             status = status_pb2.Status(code=exc.grpc_code, message=exc.message)
             if as_json:
                 payload = json.dumps({"code": exc.grpc_code, "message": exc.message}).encode()
