@@ -217,7 +217,7 @@ def test_instant_query_has_one_value_over_start_to_end() -> None:
                  (("resource.service.name", "frontend"),): [3 / 180]})
 
 
-def test_exemplars_carry_trace_id_and_are_limited() -> None:
+def test_exemplars_carry_trace_id_are_limited_and_count_exemplars_carry_the_sample() -> None:
     series = evaluate_metrics(parse("{} | count_over_time()"), [TABLE], RANGE, exemplars=2)
     (s,) = series
     assert len(s.exemplars) == 2
@@ -225,7 +225,9 @@ def test_exemplars_carry_trace_id_and_are_limited() -> None:
     for e in s.exemplars:
         labels = dict(e.labels)
         assert labels["trace:id"][1] in (TRACE_A.hex().lstrip("0"), TRACE_B.hex())
-        assert math.isnan(e.value)
+        assert e.value == 2.0  # count_over_time measures nothing: the exemplar carries its interval's sample
+    (r,) = evaluate_metrics(parse("{} | rate() by (resource.service.name)"), [TABLE], RANGE, exemplars=100)[1:]
+    assert [(e.interval, e.value) for e in r.exemplars] == [(1, 1 / 60), (2, 1 / 60), (3, 1 / 60)]  # frontend
     (d,) = evaluate_metrics(parse("{} | max_over_time(duration)"), [TABLE], RANGE, exemplars=100)
     assert sorted(e.value for e in d.exemplars) == [0.003, 0.005, 0.01, 0.1, 1.0]
 
