@@ -224,6 +224,8 @@ class SearchFrontendConfig:
 @dataclass(frozen=True)
 class QueryFrontendConfig:
     search: SearchFrontendConfig = field(default_factory=SearchFrontendConfig)
+    # TraceQL metrics: `end` later than now minus this is clamped (recent data is still arriving).
+    query_end_cutoff: Duration = Duration(30.0)
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,26 @@ def test_range_parameters_defaults_and_limits() -> None:
             parse_query_range({"q": "{} | rate()", **extra}, now)
 
 
+def test_query_end_cutoff_clamps_recent_ends_like_tempo() -> None:
+    now = 1_700_003_600 * S + 123_456_789
+    q = {"q": "{} | rate()", "start": str(1_700_000_000), "step": "60s"}
+    # An end within the cutoff moves back to now - 30s, floored to a step boundary.
+    p = parse_query_range({**q, "end": str(now)}, now, end_cutoff_ns=30 * S)
+    assert p.end_ns == 1_700_003_520 * S
+    assert parse_query_range({**q, "end": str(now)}, now).end_ns == now  # 0 disables it
+    # An end before the cutoff is left alone.
+    assert parse_query_range({**q, "end": "1700003000"}, now, end_cutoff_ns=30 * S).end_ns == 1_700_003_000 * S
+    # Instant: back by the fewest whole seconds, so end - start stays a whole number of seconds.
+    i = parse_query_instant({"q": "{} | rate()", "since": "6h", "end": str(now)}, now, end_cutoff_ns=30 * S)
+    assert i.end_ns == now - 30 * S and (i.end_ns - i.start_ns) % S == 0
+    i = parse_query_instant({"q": "{} | rate()", "since": "1h", "end": str(now - 10 * S - 1)}, now,
+                            end_cutoff_ns=30 * S)
+    assert i.end_ns == now - 30 * S - 1  # back 20 s, the fewest whole seconds
+    for parse_fn in (parse_query_range, parse_query_instant):
+        with pytest.raises(InvalidRequest, match="query window falls entirely within query_end_cutoff"):
+            parse_fn({"q": "{} | rate()", "start": str(now - 10 * S), "end": str(now)}, now, end_cutoff_ns=30 * S)
+
+
 # ------------------------------------------------------------------------------------------------ HTTP
 
 
