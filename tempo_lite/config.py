@@ -72,6 +72,7 @@ class OtlpReceiver:
 
 @dataclass(frozen=True)
 class JaegerProtocols:
+    grpc: Endpoint | None = None
     thrift_http: Endpoint | None = None
     thrift_compact: Endpoint | None = None
     thrift_binary: Endpoint | None = None
