@@ -220,6 +220,12 @@ class TempoLite:
                               "distributor.receivers.zipkin.endpoint", graceful=True)
         if receivers.jaeger:
             protocols = receivers.jaeger.protocols
+            if protocols.grpc:
+                from tempo_lite.receivers.jaeger_grpc import jaeger_grpc_app
+
+                await self._serve(nursery, "jaeger_grpc", jaeger_grpc_app(push, max_message_bytes=max_bytes),
+                                  protocols.grpc.endpoint or "127.0.0.1:14250",
+                                  "distributor.receivers.jaeger.protocols.grpc.endpoint", graceful=True)
             if protocols.thrift_http:
                 app = jaeger_http_app(push, max_request_bytes=max_bytes, limiter=threads)
                 await self._serve(nursery, "jaeger_thrift_http", app,

@@ -44,6 +44,7 @@ class OtlpReceiver:
 
 @dataclass(frozen=True)
 class JaegerProtocols:
+    grpc: Endpoint | None = None
     thrift_http: Endpoint | None = None
     thrift_compact: Endpoint | None = None
     thrift_binary: Endpoint | None = None
@@ -199,6 +200,8 @@ class SearchFrontendConfig:
 @dataclass(frozen=True)
 class QueryFrontendConfig:
     search: SearchFrontendConfig = field(default_factory=SearchFrontendConfig)
+    # TraceQL metrics: `end` later than now minus this is clamped (recent data is still arriving).
+    query_end_cutoff: Duration = Duration(30.0)
 
 
 @dataclass(frozen=True)

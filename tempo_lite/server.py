@@ -191,6 +191,44 @@ def _shield_response_end(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
+def _is_grpc(scope: Scope) -> bool:
+    return any(n == b"content-type" and v.startswith(b"application/grpc") for n, v in scope.get("headers", ()))
+
+
+def answer_failures(app: ASGIApp, name: str) -> ASGIApp:
+    """Last line of every listener: an exception escaping `app` before it answered becomes a plain-text 500
+    (a gRPC INTERNAL status for gRPC requests), logged, never hypercorn's bare 500 or an HTML page."""
+    log = logging.getLogger(f"tempo_lite.http.{name}")
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, tracked)
+        except Exception as exc:
+            if scope["type"] != "http" or started:
+                raise
+            log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            if _is_grpc(scope):
+                from tempo_lite.api.grpc import encode_grpc_message  # api.grpc builds on this module
+
+                await send({"type": "http.response.start", "status": 200, "trailers": True,
+                            "headers": [(b"content-type", b"application/grpc")]})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.trailers", "more_trailers": False, "headers": [
+                    (b"grpc-status", b"13"), (b"grpc-message", encode_grpc_message(message))]})
+            else:
+                await send_response(send, 500, (message + "\n").encode(), "text/plain; charset=utf-8")
+
+    return wrapped
+
+
 def _http1_only(app: ASGIApp) -> ASGIApp:
     """hypercorn always accepts h2c on a cleartext socket; refuse HTTP/2 requests when it is turned off."""
 
@@ -229,7 +267,7 @@ async def serve_asgi(
         host, port, name=name, access_log=access_log, graceful_timeout=graceful_timeout,
         idle_timeout=idle_timeout, read_timeout=read_timeout,
     )
-    served = _shield_response_end(app if http2 else _http1_only(app))
+    served = _shield_response_end(answer_failures(app if http2 else _http1_only(app), name))
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(serve, served, config, shutdown_trigger=shutdown_trigger, mode="asgi")

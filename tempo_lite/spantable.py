@@ -622,10 +622,15 @@ def undedicate(table: SpanTable) -> SpanTable:
     if not table.dedicated:
         return table
     spans = table.spans
+    # A column projection (e.g. a TraceQL metrics query reading no span attribute) may have left out
+    # `attrs` or some dedicated columns: fold only what is there.
+    folded = {k: c for k, c in table.dedicated.items() if c in spans.column_names}
+    if "attrs" not in spans.column_names:
+        return SpanTable(spans.drop_columns(list(folded.values())), table.resources, {})
     attrs = spans.column("attrs").combine_chunks()
     values = [attrs.flatten()]
     rows = [pc.list_parent_indices(attrs).cast(pa.int64())]
-    for key, col in table.dedicated.items():
+    for key, col in folded.items():
         column = spans.column(col).combine_chunks()
         present = pc.is_valid(column)
         strs = pc.filter(column, present)
@@ -643,7 +648,7 @@ def undedicate(table: SpanTable) -> SpanTable:
     offsets = np.zeros(spans.num_rows + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
     new_attrs = pa.ListArray.from_arrays(pa.array(offsets), merged, type=ATTRS)
-    spans = spans.drop_columns(list(table.dedicated.values()))
+    spans = spans.drop_columns(list(folded.values()))
     spans = spans.set_column(spans.schema.get_field_index("attrs"), pa.field("attrs", ATTRS), new_attrs)
     return SpanTable(spans, table.resources, {})
 

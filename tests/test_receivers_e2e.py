@@ -116,6 +116,8 @@ async def test_zipkin_bad_input(tempo: Running, http: httpx.AsyncClient) -> None
     r = await http.post(url, json=[{"traceId": "zz", "id": "1"}])
     assert r.status_code == 400
     r = await http.post(url, content=b"\x00", headers={"Content-Type": "application/x-protobuf"})
+    assert r.status_code == 400 and "cannot decode ListOfSpans" in r.text  # protobuf v2 is decoded
+    r = await http.post(url, content=b"[]", headers={"Content-Type": "application/xml"})
     assert r.status_code == 415
     r = await http.post(url, json=[])
     assert r.status_code == 202

@@ -67,3 +67,28 @@ async def test_streaming_metrics_query_range(tempo: Running, http: httpx.AsyncCl
     r = await http.get(tempo.url() + "/api/metrics/query_range", params={
         "q": req.query, "start": 990, "end": 1010, "step": "10s"}, headers={"Accept": "application/protobuf"})
     assert pb.QueryRangeResponse.FromString(r.content).series == msg.series
+
+
+async def test_streaming_metrics_query_instant_answers_like_http(tempo: Running, http: httpx.AsyncClient) -> None:
+    await ingest_fixture_a(tempo, http)
+    host, port = tempo.tl.listeners.addresses["http"]
+    req = pb.QueryInstantRequest(query="{ } | count_over_time() by (resource.service.name)",
+                                 start=990 * 10**9, end=1010 * 10**9)
+    (msg,) = await trio.to_thread.run_sync(stream, f"{host}:{port}", "MetricsQueryInstant", req,
+                                           pb.QueryInstantResponse)
+    assert {s.labels[0].value.string_value: s.value for s in msg.series} == {
+        "MyService": 1, "RootService": 1, "Service3": 1, "BrokenService": 1}
+    r = await http.get(tempo.url() + "/api/metrics/query", params={"q": req.query, "start": 990, "end": 1010},
+                       headers={"Accept": "application/protobuf"})
+    assert pb.QueryInstantResponse.FromString(r.content).series == msg.series
+
+    def bad_query() -> tuple[grpc.StatusCode, str]:
+        try:
+            stream(f"{host}:{port}", "MetricsQueryInstant", pb.QueryInstantRequest(query="{ }", start=1, end=2),
+                   pb.QueryInstantResponse)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details()
+        return grpc.StatusCode.OK, ""
+
+    code, details = await trio.to_thread.run_sync(bad_query)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a metrics query" in details

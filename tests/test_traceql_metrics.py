@@ -217,7 +217,7 @@ def test_instant_query_has_one_value_over_start_to_end() -> None:
                  (("resource.service.name", "frontend"),): [3 / 180]})
 
 
-def test_exemplars_carry_trace_id_and_are_limited() -> None:
+def test_exemplars_carry_trace_id_are_limited_and_count_exemplars_carry_the_sample() -> None:
     series = evaluate_metrics(parse("{} | count_over_time()"), [TABLE], RANGE, exemplars=2)
     (s,) = series
     assert len(s.exemplars) == 2
@@ -225,7 +225,9 @@ def test_exemplars_carry_trace_id_and_are_limited() -> None:
     for e in s.exemplars:
         labels = dict(e.labels)
         assert labels["trace:id"][1] in (TRACE_A.hex().lstrip("0"), TRACE_B.hex())
-        assert math.isnan(e.value)
+        assert e.value == 2.0  # count_over_time measures nothing: the exemplar carries its interval's sample
+    (r,) = evaluate_metrics(parse("{} | rate() by (resource.service.name)"), [TABLE], RANGE, exemplars=100)[1:]
+    assert [(e.interval, e.value) for e in r.exemplars] == [(1, 1 / 60), (2, 1 / 60), (3, 1 / 60)]  # frontend
     (d,) = evaluate_metrics(parse("{} | max_over_time(duration)"), [TABLE], RANGE, exemplars=100)
     assert sorted(e.value for e in d.exemplars) == [0.003, 0.005, 0.01, 0.1, 1.0]
 
@@ -292,6 +294,26 @@ def test_range_parameters_defaults_and_limits() -> None:
     for message, extra in bad.items():
         with pytest.raises(InvalidRequest, match=message):
             parse_query_range({"q": "{} | rate()", **extra}, now)
+
+
+def test_query_end_cutoff_clamps_recent_ends_like_tempo() -> None:
+    now = 1_700_003_600 * S + 123_456_789
+    q = {"q": "{} | rate()", "start": str(1_700_000_000), "step": "60s"}
+    # An end within the cutoff moves back to now - 30s, floored to a step boundary.
+    p = parse_query_range({**q, "end": str(now)}, now, end_cutoff_ns=30 * S)
+    assert p.end_ns == 1_700_003_520 * S
+    assert parse_query_range({**q, "end": str(now)}, now).end_ns == now  # 0 disables it
+    # An end before the cutoff is left alone.
+    assert parse_query_range({**q, "end": "1700003000"}, now, end_cutoff_ns=30 * S).end_ns == 1_700_003_000 * S
+    # Instant: back by the fewest whole seconds, so end - start stays a whole number of seconds.
+    i = parse_query_instant({"q": "{} | rate()", "since": "6h", "end": str(now)}, now, end_cutoff_ns=30 * S)
+    assert i.end_ns == now - 30 * S and (i.end_ns - i.start_ns) % S == 0
+    i = parse_query_instant({"q": "{} | rate()", "since": "1h", "end": str(now - 10 * S - 1)}, now,
+                            end_cutoff_ns=30 * S)
+    assert i.end_ns == now - 30 * S - 1  # back 20 s, the fewest whole seconds
+    for parse_fn in (parse_query_range, parse_query_instant):
+        with pytest.raises(InvalidRequest, match="query window falls entirely within query_end_cutoff"):
+            parse_fn({"q": "{} | rate()", "start": str(now - 10 * S), "end": str(now)}, now, end_cutoff_ns=30 * S)
 
 
 # ------------------------------------------------------------------------------------------------ HTTP

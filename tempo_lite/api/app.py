@@ -6,11 +6,13 @@ Paths, parameters and bodies follow Tempo's HTTP API (shared/reference/tempo-api
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from tempo_lite import TEMPO_COMPAT_VERSION, __version__
 from tempo_lite.api import encoding
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from tempo_lite.app import TempoLite
 
 TEXT = "text/plain; charset=utf-8"
+log = logging.getLogger(__name__)
 
 
 def text(body: str, status: int = 200) -> Response:
@@ -118,5 +121,16 @@ def create_api(tl: TempoLite) -> QuartTrio:
     @app.errorhandler(InvalidRequest)
     async def bad_request(exc: InvalidRequest) -> Response:
         return text(exc.message + "\n", 400)
+
+    # Never Quart's HTML pages: other HTTP errors (405, 413, ...) and unexpected failures answer in text,
+    # as Tempo does (Grafana shows the body; an HTML page reads as "the Tempo instance may be unavailable").
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        return text(f"{exc.code} {(exc.name or 'error').lower()}\n", exc.code or 500)
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.path, exc_info=exc)
+        return text(f"internal error: {type(exc).__name__}: {exc}\n", 500)
 
     return app

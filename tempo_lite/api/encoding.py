@@ -33,8 +33,8 @@ def parse_trace_id(text: str) -> bytes:
         raw = binascii.unhexlify(t.rjust(32, "0"))
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest(f"invalid trace id {text!r}: not hex") from exc
-    if raw == b"\x00" * 16:
-        raise InvalidRequest(f"invalid trace id {text!r}: all zero")
+    # An all-zero ID (`0`) is a valid lookup that finds nothing: Tempo answers 404, and Grafana then
+    # falls back to the v1 path and shows "not found" rather than an error.
     return raw
 
 

@@ -130,8 +130,12 @@ def _status(msg, series: list[Series], p: MetricsParams, stats: SearchStats) -> 
     return series
 
 
+def _end_cutoff_ns(tl: TempoLite) -> int:
+    return int(tl.config.query_frontend.query_end_cutoff * 1e9)
+
+
 async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryRangeResponse:
-    p = parse_query_range(params, time.time_ns())
+    p = parse_query_range(params, time.time_ns(), _end_cutoff_ns(tl))
     series, stats, _ = await _evaluate(tl, tenants, p)
     msg = pb.QueryRangeResponse(metrics=stats.message())
     series = _status(msg, series, p, stats)
@@ -152,7 +156,7 @@ async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> 
 
 
 async def run_query_instant(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryInstantResponse:
-    p = parse_query_instant(params, time.time_ns())
+    p = parse_query_instant(params, time.time_ns(), _end_cutoff_ns(tl))
     series, stats, _ = await _evaluate(tl, tenants, p)
     msg = pb.QueryInstantResponse(metrics=stats.message())
     for s in _status(msg, series, p, stats):

@@ -1,8 +1,8 @@
 """Grafana's streaming gRPC API (`tempopb.StreamingQuerier`) on the HTTP port, over h2c.
 
 Grafana with "streaming" enabled opens a plaintext gRPC connection to the data source's host:port and
-calls `Search`, `SearchTags(V2)`, `SearchTagValues(V2)`
-and `MetricsQueryRange`. Each call answers with one message holding
+calls `Search`, `SearchTags(V2)`, `SearchTagValues(V2)`,
+`MetricsQueryRange` and `MetricsQueryInstant`. Each call answers with one message holding
 the complete result (the protocol allows diffs; one full message is what Grafana accumulates anyway).
 Requests are mapped onto the same parameters as the HTTP endpoints, so validation and results agree.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.app import query_tenants
 from tempo_lite.api.grpc import GrpcCall, ServerStreamingMethod, grpc_app
-from tempo_lite.api.metrics import run_query_range
+from tempo_lite.api.metrics import run_query_instant, run_query_range
 from tempo_lite.api.search import run_search, run_tag_values, run_tags
 from tempo_lite.server import ASGIApp
 
@@ -79,6 +79,16 @@ def query_range_params(req: pb.QueryRangeRequest) -> dict[str, str]:
     return params
 
 
+def query_instant_params(req: pb.QueryInstantRequest) -> dict[str, str]:
+    """Instant metrics requests carry start/end in nanoseconds."""
+    params = {"query": req.query}
+    if req.start:
+        params["start"] = str(req.start)
+    if req.end:
+        params["end"] = str(req.end)
+    return params
+
+
 def streaming_querier_app(tl: TempoLite, fallback: ASGIApp) -> ASGIApp:
     """The API listener's app: gRPC StreamingQuerier calls here, every other request to `fallback`."""
 
@@ -105,7 +115,13 @@ def streaming_querier_app(tl: TempoLite, fallback: ASGIApp) -> ASGIApp:
     async def metrics_query_range(req: pb.QueryRangeRequest, call: GrpcCall) -> AsyncIterator[pb.QueryRangeResponse]:
         yield await run_query_range(tl, tenants(call), query_range_params(req))
 
+    async def metrics_query_instant(
+        req: pb.QueryInstantRequest, call: GrpcCall
+    ) -> AsyncIterator[pb.QueryInstantResponse]:
+        yield await run_query_instant(tl, tenants(call), query_instant_params(req))
+
     methods = {
+        SERVICE + "MetricsQueryInstant": ServerStreamingMethod(pb.QueryInstantRequest, metrics_query_instant),
         SERVICE + "MetricsQueryRange": ServerStreamingMethod(pb.QueryRangeRequest, metrics_query_range),
         SERVICE + "Search": ServerStreamingMethod(pb.SearchRequest, search),
         SERVICE + "SearchTags": ServerStreamingMethod(pb.SearchTagsRequest, search_tags),

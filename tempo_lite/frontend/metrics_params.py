@@ -25,6 +25,7 @@ MAX_POINTS = 10_000
 MAX_EXEMPLARS = 100  # query_frontend.metrics.max_exemplars
 DEFAULT_MAX_SERIES = 1000  # query_frontend.metrics.max_response_series
 TARGET_POINTS = 240
+QUERY_WINDOW_WITHIN_CUTOFF = "query window falls entirely within query_end_cutoff"
 _LADDER_NS = (3600 * SECOND, 300 * SECOND, 60 * SECOND, 15 * SECOND, 5 * SECOND, SECOND)
 _SUB_MINUTE_NS = 50_000_000
 
@@ -176,12 +177,19 @@ def _bounded_int(params: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def parse_query_range(params: Mapping[str, str], now_ns: int) -> MetricsParams:
+def parse_query_range(params: Mapping[str, str], now_ns: int, end_cutoff_ns: int = 0) -> MetricsParams:
+    """`end_cutoff_ns` (Tempo 3.0's `query_end_cutoff`): an end after `now - cutoff` is clamped there and
+    floored to a step boundary (Tempo's AlignEndToLeft), so the last, still-filling interval is left out."""
     query = _query(params)
     start, end = _bounds(params, now_ns)
     step = parse_step_ns(params["step"]) if params.get("step") else default_step_ns(start, end)
     if step <= 0:
         raise InvalidRequest("zero or negative query resolution step widths are not accepted. Try a positive integer")
+    if end_cutoff_ns > 0 and end > now_ns - end_cutoff_ns:
+        end = now_ns - end_cutoff_ns
+        end -= end % step
+        if end <= start:
+            raise InvalidRequest(QUERY_WINDOW_WITHIN_CUTOFF)
     if (end - start) / step > MAX_POINTS:
         raise InvalidRequest(
             f"step of {step / SECOND:g}s is too small, the max number of points is {MAX_POINTS} "
@@ -192,8 +200,15 @@ def parse_query_range(params: Mapping[str, str], now_ns: int) -> MetricsParams:
     return MetricsParams(query, start, end, step, exemplars, max_series, instant=False)
 
 
-def parse_query_instant(params: Mapping[str, str], now_ns: int) -> MetricsParams:
+def parse_query_instant(params: Mapping[str, str], now_ns: int, end_cutoff_ns: int = 0) -> MetricsParams:
+    """With `end_cutoff_ns`, an end after `now - cutoff` moves back by the fewest whole seconds that put it
+    at or before the cutoff (Tempo's clampInstantQueryEnd: whole seconds keep the range stable)."""
     query = _query(params)
     start, end = _bounds(params, now_ns)
+    cutoff = now_ns - end_cutoff_ns
+    if end_cutoff_ns > 0 and end > cutoff:
+        end -= -(-(end - cutoff) // SECOND) * SECOND
+        if end <= start:
+            raise InvalidRequest(QUERY_WINDOW_WITHIN_CUTOFF)
     max_series = _bounded_int(params, "maxSeries", DEFAULT_MAX_SERIES)
     return MetricsParams(query, start, end, end - start, 0, max_series, instant=True)

@@ -1,4 +1,5 @@
-"""The metrics-generator: span metrics and service graphs from ingested spans, served on /metrics.
+"""The metrics-generator: span metrics and service graphs from ingested spans, served on /metrics and,
+when `storage.remote_write` is configured, sent to a Prometheus-compatible store (`remote_write`).
 
 The live-store hands every decoded WAL batch to `MetricsGenerator.observe(tenant, table)`; the
 processors turn it into Prometheus series on the process registry (labels as Tempo's, plus a
@@ -17,6 +18,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from tempo_lite.generator.config import SERVICE_GRAPHS, SPAN_METRICS, MetricsGeneratorConfig
+from tempo_lite.generator.remote_write import RemoteWriter
 from tempo_lite.generator.series import SeriesRegistry
 from tempo_lite.generator.servicegraphs import ServiceGraphs
 from tempo_lite.generator.spanmetrics import SpanMetrics
@@ -54,6 +56,11 @@ class MetricsGenerator:
                                        "Spans not turned into metrics, by reason.", ["tenant", "reason"],
                                        registry=registry)
         self._last_stale_scan: float | None = None
+        self.remote_writer = (
+            RemoteWriter(self.series, config.storage, float(config.registry.collection_interval), registry,
+                         wall_clock=wall_clock)
+            if config.storage.remote_write else None
+        )
 
     def observe(self, tenant: str, table: SpanTable) -> None:
         """Turn one decoded batch of `tenant`'s spans into metrics (call from the trio thread)."""
@@ -98,8 +105,11 @@ class MetricsGenerator:
         return max(0.05, min(wait / 4, STALE_SCAN_SECONDS))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        interval = self.tick_interval()
-        while True:
-            await trio.sleep(interval)
-            self.tick()
+        async with trio.open_nursery() as nursery:
+            if self.remote_writer is not None:
+                await nursery.start(self.remote_writer.run)
+            task_status.started()
+            interval = self.tick_interval()
+            while True:
+                await trio.sleep(interval)
+                self.tick()

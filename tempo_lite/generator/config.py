@@ -59,6 +59,30 @@ class RegistryConfig:
     # Name of the label carrying the tenant on every generated series; "" leaves it out (then the
     # series of all tenants add up).
     tenant_label: str = "tenant"
+    # How often the series are collected and remote-written (Tempo's default).
+    collection_interval: Duration = Duration(15.0)
+
+
+@dataclass(frozen=True)
+class RemoteWriteConfig:
+    """One Prometheus remote-write endpoint (Tempo's keys, a subset of Prometheus's remote_write)."""
+
+    url: str = ""
+    name: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    remote_timeout: Duration = Duration(30.0)
+    # Requests waiting for this endpoint; when full the oldest is dropped (and counted).
+    max_pending_requests: int = 100
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    remote_write: tuple[RemoteWriteConfig, ...] = ()
+    # Send each tenant's series with `X-Scope-OrgID: <tenant>` (Tempo's default), so a multi-tenant
+    # store (Mimir, Cortex) keeps them apart.
+    remote_write_add_org_id_header: bool = True
+    # On shutdown, pending requests get this long to be delivered.
+    remote_write_flush_deadline: Duration = Duration(60.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,7 @@ class MetricsGeneratorConfig:
     processors: tuple[str, ...] = (SERVICE_GRAPHS, SPAN_METRICS)
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     # Spans whose end lies further than this from now are not counted (0 disables the check). It also
     # keeps a WAL replay after a restart from counting old spans twice.
     metrics_ingestion_time_range_slack: Duration = Duration(30.0)
@@ -88,6 +113,18 @@ class MetricsGeneratorConfig:
         if self.registry.max_active_series <= 0:
             raise ConfigError(f"invalid value for {where}.registry.max_active_series: "
                               f"{self.registry.max_active_series} (expected > 0)")
+        if float(self.registry.collection_interval) <= 0:
+            raise ConfigError(f"invalid value for {where}.registry.collection_interval: "
+                              f"{float(self.registry.collection_interval)} (expected > 0)")
+        for i, rw in enumerate(self.storage.remote_write):
+            at = f"{where}.storage.remote_write[{i}]"
+            if not rw.url.startswith(("http://", "https://")):
+                raise ConfigError(f"invalid value for {at}.url: {rw.url!r} (expected an http:// or https:// URL)")
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in rw.headers.items()):
+                raise ConfigError(f"invalid value for {at}.headers: expected a mapping of strings")
+            if rw.max_pending_requests <= 0:
+                raise ConfigError(f"invalid value for {at}.max_pending_requests: {rw.max_pending_requests} "
+                                  "(expected > 0)")
         if self.registry.tenant_label and not _LABEL_NAME.match(self.registry.tenant_label):
             raise ConfigError(f"invalid value for {where}.registry.tenant_label: "
                               f"{self.registry.tenant_label!r} (not a Prometheus label name)")

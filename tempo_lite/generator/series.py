@@ -147,7 +147,34 @@ class SeriesRegistry(Collector):
                 removed += len(stale)
         return removed
 
+    def samples(self) -> dict[str, list[tuple[tuple[tuple[str, str], ...], float]]]:
+        """Every series as Prometheus samples, by tenant: (labels sorted by name, with `__name__`; value).
+
+        Counters are `<name>_total`; histograms `<name>_bucket` (cumulative, `le`), `_sum` and `_count`.
+        The tenant is the key, not a label: remote write sends each tenant on its own (Tempo's way)."""
+        out: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
+        with self.lock:
+            for fam in self.families:
+                for (tenant, values), s in fam.series.items():
+                    base = list(zip(fam.labels, values, strict=True))
+                    rows = out.setdefault(tenant, [])
+                    if s.buckets is None:
+                        rows.append((_labels(fam.name + "_total", base), s.value))
+                        continue
+                    assert fam.buckets is not None
+                    cumulative = np.cumsum(s.buckets).tolist()
+                    bounds = [floatToGoString(b) for b in fam.buckets] + ["+Inf"]
+                    for le, count in zip(bounds, cumulative, strict=True):
+                        rows.append((_labels(fam.name + "_bucket", [*base, ("le", le)]), count))
+                    rows.append((_labels(fam.name + "_sum", base), s.value))
+                    rows.append((_labels(fam.name + "_count", base), cumulative[-1]))
+        return out
+
     def collect(self) -> Iterator[Metric]:
         with self.lock:
             metrics = [fam.metric() for fam in self.families if fam.series]
         yield from metrics
+
+
+def _labels(name: str, pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted([("__name__", name), *pairs]))

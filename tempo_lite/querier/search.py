@@ -551,6 +551,11 @@ class Searcher:
             return out
         parts = [t.take(pc.indices_nonzero(pc.is_in(t.spans.column("trace_id"), split))) for t in out]
         assembled = spantable.dedupe_spans(spantable.concat([p for p in parts if p.num_spans]))
+        # Nested sets were numbered per block (and the live-store has none): the engine renumbers the
+        # assembled traces when a query needs them.
+        stale = [f.name for f in spantable.NESTED_SET_FIELDS if f.name in assembled.spans.column_names]
+        assembled = spantable.SpanTable(assembled.spans.drop_columns(stale), assembled.resources,
+                                        dict(assembled.dedicated))
         whole = [_without(t, split) for t in out]
         return [t for t in whole if t.num_spans] + [assembled]
 

@@ -36,7 +36,7 @@ from tempo_lite.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from tempo_lite.receivers import PushFn, jaeger, zipkin
+from tempo_lite.receivers import PushFn, jaeger, zipkin, zipkin_proto
 from tempo_lite.receivers.otlp_json import decode_otlp_json
 from tempo_lite.server import Receive, Scope, Send, send_response, serve_lifespan
 
@@ -194,7 +194,10 @@ def otlp_http_app(
                 inline_bytes=INLINE_PYTHON_DECODE_BYTES if as_json else INLINE_PROTOBUF_BYTES,
             )
             await push(header(scope, b"x-scope-orgid"), request, len(body))
-        except TempoLiteError as exc:
+        except Exception as exc:  # every failure in OTLP's form: a google.rpc.Status, protobuf or JSON
+            if not isinstance(exc, TempoLiteError):
+                log.error("OTLP/HTTP export failed", exc_info=exc)
+                exc = TempoLiteError(f"internal error: {type(exc).__name__}: {exc}")
             status = status_pb2.Status(code=exc.grpc_code, message=exc.message)
             if as_json:
                 payload = json.dumps({"code": exc.grpc_code, "message": exc.message}).encode()
@@ -221,9 +224,11 @@ Decoder = Callable[[bytes, str], ExportTraceServiceRequest]
 def _zipkin_decoder(path: str) -> Decoder | None:
     def v2(body: bytes, ctype: str) -> ExportTraceServiceRequest:
         if ctype in ("application/x-protobuf", "application/protobuf"):
-            raise UnsupportedMediaType("Zipkin protobuf v2 is not supported: send JSON v2 (application/json)")
+            return zipkin_proto.decode_zipkin_v2_proto(body)
         if ctype not in ("application/json", "text/plain", ""):
-            raise UnsupportedMediaType(f"unsupported Content-Type {ctype!r} for Zipkin: use application/json")
+            raise UnsupportedMediaType(
+                f"unsupported Content-Type {ctype!r} for Zipkin: use application/json or application/x-protobuf"
+            )
         return zipkin.decode_zipkin_v2_json(body)
 
     def v1(body: bytes, ctype: str) -> ExportTraceServiceRequest:

@@ -35,8 +35,8 @@ end come from `timestamp`/`duration` or else from the earliest/latest annotation
 become string attributes (`lc` -> `component`, which also names the service when no endpoint does);
 `census.status_code`, `otel.status_code`, `error` and `http.status_code` give the status.
 
-Zipkin protobuf (`application/x-protobuf`) is not decoded: the only maintained Python package with the
-zipkin.proto classes (opentelemetry-exporter-zipkin-proto-http) pins protobuf 3.x.
+Zipkin protobuf v2 (`application/x-protobuf`) is decoded in `zipkin_proto` into the v2 JSON form and
+translated here.
 """
 
 from __future__ import annotations

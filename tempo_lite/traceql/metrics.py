@@ -517,6 +517,11 @@ class MetricsEvaluator:
             s.exemplars = _limit_exemplars(
                 [e for e in s.exemplars if not math.isnan(s.values[e.interval])], self.max_exemplars
             )
+            for e in s.exemplars:
+                # rate() and count_over_time() measure no span value: as Tempo does before answering, an
+                # exemplar takes the sample value of its interval.
+                if math.isnan(e.value):
+                    e.value = float(s.values[e.interval])
             out.append(s)
         _limit_total_exemplars(out, self.max_exemplars)
         return out
