@@ -28,7 +28,7 @@ class SentTraces:
     error_ids: list[str] = field(default_factory=list)  # the checkouts whose payment failed
     root_span_ids: list[str] = field(default_factory=list)  # 16 hex digits, one per checkout
     batch_id: str = ""  # the trace whose span links to checkout_ids[0]'s root span
-    spans_per_checkout: int = 5
+    spans_per_checkout: int = 7
 
 
 def _hex(trace_id: int) -> str:
@@ -55,16 +55,19 @@ def send_shop_traces(endpoint: str, *, checkouts: int = 4, fail_every: int = 2) 
                     with tracer["checkout"].start_as_current_span("PlaceOrder", kind=SpanKind.SERVER,
                                                                   attributes={"order.items": i + 1}) as place:
                         place.add_event("order validated", {"order.id": f"o-{i}", "note": XSS})
-                        with tracer["inventory"].start_as_current_span("Reserve", kind=SpanKind.SERVER):
-                            time.sleep(0.002)
-                        with tracer["payment"].start_as_current_span("Charge", kind=SpanKind.SERVER,
-                                                                     attributes={"payment.amount": 12.5 * (i + 1)}
-                                                                     ) as charge:
-                            time.sleep(0.004 + 0.002 * i)
-                            if failed:
-                                charge.add_event("exception", {"exception.type": "CardDeclined",
-                                                               "exception.message": "card declined"})
-                                charge.set_status(Status(StatusCode.ERROR, "card declined"))
+                        with tracer["checkout"].start_as_current_span("call inventory", kind=SpanKind.CLIENT):
+                            with tracer["inventory"].start_as_current_span("Reserve", kind=SpanKind.SERVER):
+                                time.sleep(0.002)
+                        with tracer["checkout"].start_as_current_span("call payment", kind=SpanKind.CLIENT) as call:
+                            with tracer["payment"].start_as_current_span("Charge", kind=SpanKind.SERVER,
+                                                                         attributes={"payment.amount": 12.5 * (i + 1)}
+                                                                         ) as charge:
+                                time.sleep(0.004 + 0.002 * i)
+                                if failed:
+                                    charge.add_event("exception", {"exception.type": "CardDeclined",
+                                                                   "exception.message": "card declined"})
+                                    charge.set_status(Status(StatusCode.ERROR, "card declined"))
+                                    call.set_status(Status(StatusCode.ERROR, "payment failed"))
                 sent.checkout_ids.append(_hex(root.get_span_context().trace_id))
                 sent.root_span_ids.append(f"{root.get_span_context().span_id:016x}")
                 if failed:

@@ -38,8 +38,9 @@ export async function get(path, params = {}, { signal, accept = "application/jso
   }
   if (resp.status === 404 && path.includes("/traces/")) return null;
   if (!resp.ok) {
-    const body = (await resp.text()).trim();
-    throw new ApiError(resp.status, body || `${resp.status} ${resp.statusText}`);
+    const html = (resp.headers.get("Content-Type") || "").includes("html");
+    const body = html ? "" : (await resp.text()).trim();
+    throw new ApiError(resp.status, body || `HTTP ${resp.status} ${resp.statusText || "error"} from ${path}`);
   }
   if (raw) return resp.text();
   return resp.json();

@@ -16,7 +16,7 @@ export async function render(main, { params }) {
   const body = h("tbody");
   page.append(h("div", { class: "live-bar" }, h("h1", null, "Live"), h("span", { class: "muted mono" }, q), every, status),
     h("table", { class: "grid live-table" },
-      h("thead", null, h("tr", null, ["Received", "Trace", "Root service", "Root span", "Duration", "Spans"]
+      h("thead", null, h("tr", null, ["Started", "Trace", "Root service", "Root span", "Duration", "Spans"]
         .map((c) => h("th", { scope: "col" }, c)))), body));
   const seen = new Map();
   let timer = 0;
@@ -39,7 +39,7 @@ export async function render(main, { params }) {
           h("td", null, h("span", { class: "svc-dot", style: { background: serviceColor(t.rootServiceName || "") } }),
             t.rootServiceName || ""),
           h("td", null, t.rootTraceName || ""),
-          h("td", { class: "num" }, fmtDuration((t.durationMs || 0) * 1e6)),
+          h("td", { class: "num" }, t.durationMs ? fmtDuration(t.durationMs * 1e6) : "<1ms"),
           h("td", { class: "num" }, String(spans), errors ? h("span", { class: "err-badge" }, "error") : "")));
       }
       if (!traces.length) body.append(h("tr", null, h("td", { colspan: "6", class: "empty" }, "Waiting for traces…")));

@@ -115,9 +115,17 @@ async function complete(context) {
     const from = context.pos - partial.length;
     if (ENUMS[tag]) return { from, options: ENUMS[tag].map((v) => ({ label: v, type: "enum" })) };
     const values = await tagValues(tag).catch(() => []);
+    // A quoted value also replaces the closing quote that closeBrackets typed after the cursor.
+    const apply = (text) => (view, _c, f, t) => {
+      const end = text.endsWith('"') && view.state.sliceDoc(t, t + 1) === '"' ? t + 1 : t;
+      view.dispatch({ changes: { from: f, to: end, insert: text }, selection: { anchor: f + text.length } });
+    };
     return {
       from,
-      options: values.map((v) => ({ label: String(quoteValue(v)), type: "text", detail: v.type })),
+      options: values.map((v) => {
+        const label = String(quoteValue(v));
+        return { label, type: "text", detail: v.type, apply: apply(label) };
+      }),
       validFor: /^"?[^"]*$/,
     };
   }
