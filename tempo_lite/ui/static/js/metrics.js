@@ -24,10 +24,19 @@ export function toChart(doc) {
   const exemplars = [];
   for (const s of doc.series || []) {
     const label = seriesLabel(s.labels);
-    series.push({ label, points: (s.samples || []).map((p) => [Number(p.timestampMs) / 1000, p.value ?? 0]) });
+    const points = (s.samples || []).map((p) => [Number(p.timestampMs) / 1000, Number(p.value ?? 0)]);
+    series.push({ label, points });
     for (const e of s.exemplars || []) {
       const idLabel = (e.labels || []).find((l) => l.key === "trace:id");
-      if (idLabel) exemplars.push({ t: Number(e.timestampMs) / 1000, v: e.value ?? 0, traceId: String(anyValue(idLabel.value)) });
+      if (!idLabel) continue;
+      const t = Number(e.timestampMs) / 1000;
+      let v = Number(e.value);
+      if (!Number.isFinite(v)) {
+        // rate() and count exemplars carry no value (NaN): draw them on their series at that time.
+        const at = points.filter((p) => p[0] <= t).pop() || points[0];
+        v = at ? at[1] : 0;
+      }
+      exemplars.push({ t, v, traceId: String(anyValue(idLabel.value)) });
     }
   }
   return { series, exemplars };

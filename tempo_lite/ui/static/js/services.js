@@ -82,6 +82,8 @@ export function graphFromTraces(traces) {
   });
 }
 
+const COL = 380; // node width 170 + room for an edge label
+
 // Columns by longest path from the services nobody calls; cycles are cut where first met.
 function layout(nodes, edges) {
   const depth = new Map(nodes.map((n) => [n, 0]));
@@ -101,9 +103,9 @@ function layout(nodes, edges) {
     cols.get(d).push(n);
   }
   const pos = new Map();
-  for (const [d, list] of cols) list.sort().forEach((n, i) => pos.set(n, { x: 40 + d * 240, y: 40 + i * 90 }));
-  const height = Math.max(...[...cols.values()].map((l) => l.length)) * 90 + 40;
-  const width = (Math.max(...cols.keys()) + 1) * 240 + 40;
+  for (const [d, list] of cols) list.sort().forEach((n, i) => pos.set(n, { x: 30 + d * COL, y: 30 + i * 80 }));
+  const height = Math.max(...[...cols.values()].map((l) => l.length)) * 80 + 60;
+  const width = (Math.max(...cols.keys()) + 1) * COL;
   return { pos, width, height };
 }
 
@@ -130,7 +132,7 @@ function drawGraph(edges, services, onPick) {
     const errRate = e.requests ? e.failed / e.requests : 0;
     root.append(svg("path", { d, class: "edge" + (errRate > 0 ? " edge-error" : ""), "marker-end": "url(#arrow)" }));
     const lx = back ? (a.x + b.x + W) / 2 : (x1 + x2) / 2;
-    const ly = back ? Math.max(a.y, b.y) + H + 50 : (y1 + y2) / 2 - 6;
+    const ly = back ? Math.max(a.y, b.y) + H + 50 : (y1 + y2) / 2 - 8;
     root.append(svg("text", { x: lx, y: ly, class: "edge-label", "text-anchor": "middle",
       text: `${e.requests} req · ${(errRate * 100).toFixed(0)}% err${e.p90 != null ? ` · p90 ${fmtDuration(e.p90 * 1e9)}` : ""}` }));
   }
