@@ -386,3 +386,28 @@ def test_the_page_makes_no_request_to_another_origin(page, server) -> None:
         page.wait_for_load_state("networkidle")
     assert origins == {("http", f"127.0.0.1:{srv.http_port}")}, origins
 
+
+
+def test_tenant_field_sends_x_scope_orgid_when_multitenancy_is_on(browser, tmp_path) -> None:  # noqa: ANN001
+    srv = ServerProcess(tmp_path, cycle="1h", extra="multitenancy_enabled: true")
+    srv.start()
+    try:
+        a = send_shop_traces(srv.otlp, checkouts=2, fail_every=0, headers={"X-Scope-OrgID": "team-a"})
+        b = send_shop_traces(srv.otlp, checkouts=1, fail_every=0, headers={"X-Scope-OrgID": "team-b"})
+        ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+        pg = ctx.new_page()
+        pg.goto(srv.api + "/ui/search?since=1h")
+        assert pg.locator("#tenant-field").is_visible()
+        pg.wait_for_selector(".error")
+        assert "no org id" in pg.inner_text(".error")
+        pg.fill("#tenant", "team-a")
+        pg.press("#tenant", "Enter")
+        wait_until(lambda: result_count(pg).startswith("3 traces"))
+        shown = set(pg.eval_on_selector_all("tr[data-trace-id]", "rows => rows.map(r => r.dataset.traceId)"))
+        assert shown == {short(t) for t in [*a.checkout_ids, a.batch_id]}
+        pg.goto(f"{srv.api}/ui/trace/{b.checkout_ids[0]}")  # the tenant stays set: team-b's trace is not there
+        pg.wait_for_selector(".error")
+        assert "not found" in pg.inner_text(".error")
+        ctx.close()
+    finally:
+        srv.terminate()

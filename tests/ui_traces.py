@@ -35,11 +35,13 @@ def _hex(trace_id: int) -> str:
     return f"{trace_id:032x}"
 
 
-def send_shop_traces(endpoint: str, *, checkouts: int = 4, fail_every: int = 2) -> SentTraces:
+def send_shop_traces(endpoint: str, *, checkouts: int = 4, fail_every: int = 2,
+                     headers: dict[str, str] | None = None) -> SentTraces:
     providers = {}
     for name in SERVICES:
         provider = TracerProvider(resource=Resource.create({"service.name": name, "deployment.environment": "test"}))
-        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=10)))
+        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=10, headers=headers)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
         providers[name] = provider
     tracer = {name: p.get_tracer("shop.instrumentation", "1.2.3") for name, p in providers.items()}
     sent = SentTraces()
