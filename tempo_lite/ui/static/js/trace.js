@@ -263,7 +263,9 @@ function attrTable(caption, attrs) {
 export function showDetail(panel, s, trace) {
   clear(panel);
   const status = s.statusCode.replace("STATUS_CODE_", "").toLowerCase();
-  panel.append(
+  // Element.append would print a null as the text "null": absent sections are filtered out.
+  const put = (...nodes) => panel.append(...nodes.filter(Boolean));
+  put(
     h("h2", null, h("span", { class: "svc-dot", style: { background: serviceColor(s.service) } }), s.name),
     h("dl", { class: "facts" },
       h("dt", null, "Service"), h("dd", null, s.service),
@@ -288,13 +290,13 @@ export function showDetail(panel, s, trace) {
       line.append(h("span", { class: "event-mark", title: e.name,
         style: { left: `${((e.offset - s.start) / Math.max(1, s.durationNs)) * 100}%` } }));
     }
-    panel.append(h("section", { class: "events" }, h("h3", null, `Events (${s.events.length})`), line,
+    put(h("section", { class: "events" }, h("h3", null, `Events (${s.events.length})`), line,
       s.events.map((e) => h("div", { class: "event" },
         h("div", null, h("strong", null, e.name), " ", h("span", { class: "muted" }, `+${fmtDuration(e.offset - s.start)}`)),
         attrTable("", e.attributes)))));
   }
   if (s.links.length) {
-    panel.append(h("section", { class: "links" }, h("h3", null, `Links (${s.links.length})`),
+    put(h("section", { class: "links" }, h("h3", null, `Links (${s.links.length})`),
       s.links.map((l) => h("div", { class: "span-link" },
         trace.byId.has(l.spanId) && l.traceId === trace.id ?
           h("span", null, "this trace, span ", h("span", { class: "mono" }, l.spanId)) :
