@@ -78,10 +78,12 @@ export function valueText(v) {
   return String(x);
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
 export function b64ToHex(b64) {
   if (!b64) return "";
   const bin = atob(b64);
   let out = "";
-  for (let i = 0; i < bin.length; i++) out += bin.charCodeAt(i).toString(16).padStart(2, "0");
+  for (let i = 0; i < bin.length; i++) out += HEX[bin.charCodeAt(i)];
   return out;
 }

@@ -20,9 +20,12 @@ export function navigate(url, { replace = false } = {}) {
   route();
 }
 
-// Update the address (e.g. a new query) without re-rendering the view.
-export function setAddress(url) {
-  if (url !== location.pathname + location.search) history.pushState({ soft: true }, "", url);
+// Update the address (e.g. a new query) without re-rendering the view. A view's first run replaces the
+// entry it was opened with, so Back leaves the view instead of landing on the same page again.
+export function setAddress(url, { replace = false } = {}) {
+  if (url === location.pathname + location.search) return;
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
 }
 
 async function route() {

@@ -61,9 +61,11 @@ export async function render(main, { params, setAddress, navigate }) {
     onSubmit: () => submit(), label: "TraceQL metrics query" });
   let chart = null;
   let abort = null;
+  let first = true;
   async function submit() {
     const q = editor.get().trim();
-    setAddress(`/ui/metrics?${new URLSearchParams({ q, ...rangeParams(range) })}`);
+    setAddress(`/ui/metrics?${new URLSearchParams({ q, ...rangeParams(range) })}`, { replace: first });
+    first = false;
     if (abort) abort.abort();
     abort = new AbortController();
     const { start, end } = resolve(range);

@@ -98,24 +98,18 @@ export function buildTrace(doc) {
 // The critical path: walking back from each span's end, the child that finished last before the cursor
 // is on it, the time no child covers belongs to the span itself (Jaeger's definition).
 export function markCriticalPath(trace) {
-  for (const s of trace.spans) { s.critical = []; }
+  for (const s of trace.spans) s.critical = [];
   const visit = (span, until) => {
     let cursor = Math.min(span.end, until);
-    const kids = span.children.filter((c) => c.start < cursor);
-    const used = new Set();
-    for (;;) {
-      let best = null;
-      for (const c of kids) {
-        if (used.has(c) || c.start >= cursor) continue;
-        if (!best || Math.min(c.end, cursor) > Math.min(best.end, cursor)) best = c;
-      }
-      if (!best) break;
-      used.add(best);
-      const childEnd = Math.min(best.end, cursor);
-      if (childEnd < cursor) span.critical.push([childEnd, cursor]);
-      visit(best, childEnd);
-      cursor = Math.max(best.start, span.start);
+    // Latest-ending first: each child taken ends no later (once clipped to the cursor) than the last.
+    const kids = span.children.filter((c) => c.start < cursor).sort((a, b) => b.end - a.end);
+    for (const child of kids) {
       if (cursor <= span.start) break;
+      if (child.start >= cursor) continue;
+      const childEnd = Math.min(child.end, cursor);
+      if (childEnd < cursor) span.critical.push([childEnd, cursor]);
+      visit(child, childEnd);
+      cursor = Math.max(child.start, span.start);
     }
     if (cursor > span.start) span.critical.push([span.start, cursor]);
   };

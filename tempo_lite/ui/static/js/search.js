@@ -64,13 +64,17 @@ function builder(onQuery) {
   form.addEventListener("input", emit);
   form.addEventListener("change", emit);
   form.addEventListener("submit", (ev) => ev.preventDefault());
-  const end = Math.ceil(Date.now() / 1000);
-  api.tagValues("resource.service.name", { start: end - 86400, end }).then((doc) => {
-    for (const v of doc.tagValues || []) service.append(h("option", { value: v.value }, v.value));
-  }).catch(() => {});
-  api.tagValues("name", { start: end - 86400, end }).then((doc) => {
-    for (const v of doc.tagValues || []) names.append(h("option", { value: v.value }));
-  }).catch(() => {});
+  // The choices are loaded when the builder is first opened, not with every search page.
+  form.loadChoices = () => {
+    const end = Math.ceil(Date.now() / 1000);
+    api.tagValues("resource.service.name", { start: end - 86400, end }).then((doc) => {
+      for (const v of doc.tagValues || []) service.append(h("option", { value: v.value }, v.value));
+    }).catch(() => {});
+    api.tagValues("name", { start: end - 86400, end }).then((doc) => {
+      for (const v of doc.tagValues || []) names.append(h("option", { value: v.value }));
+    }).catch(() => {});
+    form.loadChoices = () => {};
+  };
   return form;
 }
 
@@ -87,19 +91,22 @@ export async function render(main, { params, setAddress }) {
   const form = h("form", { class: "query-bar" }, editorBox,
     h("div", { class: "query-controls" }, timeRangePicker(range, (r) => { range = r; submit(); }),
       h("label", null, "Limit ", limitInput), run));
-  const builderToggle = h("details", { class: "builder-box" }, h("summary", null, "Query builder"),
-    builder((q) => editor.set(q)));
+  const form2 = builder((q) => editor.set(q));
+  const builderToggle = h("details", { class: "builder-box" }, h("summary", null, "Query builder"), form2);
+  builderToggle.addEventListener("toggle", () => { if (builderToggle.open) form2.loadChoices(); });
   page.append(h("h1", { class: "sr-only" }, "Search traces"), form, builderToggle, results);
 
   const editor = createEditor(editorBox, { doc: params.get("q") || "{ }", onSubmit: () => submit() });
   let abort = null;
   let chart = null;
 
+  let first = true;
   async function submit() {
     const q = editor.get().trim() || "{ }";
     limit = Math.max(1, Number(limitInput.value) || 20);
     const qs = new URLSearchParams({ q, ...rangeParams(range), limit: String(limit) });
-    setAddress(`/ui/search?${qs}`);
+    setAddress(`/ui/search?${qs}`, { replace: first });
+    first = false;
     if (abort) abort.abort();
     abort = new AbortController();
     const { start, end } = resolve(range);
