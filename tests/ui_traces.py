@@ -9,6 +9,8 @@ returns what was sent so tests can check what they see.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -35,8 +37,21 @@ def _hex(trace_id: int) -> str:
     return f"{trace_id:032x}"
 
 
+@contextmanager
+def _span(tracer: trace.Tracer, name: str, shift_ns: int, **kwargs) -> Iterator[trace.Span]:  # noqa: ANN003
+    """A current span whose start and end are `shift_ns` in the past (its real duration is kept)."""
+    with tracer.start_as_current_span(name, start_time=time.time_ns() - shift_ns, end_on_exit=False,
+                                      **kwargs) as span:
+        try:
+            yield span
+        finally:
+            span.end(end_time=time.time_ns() - shift_ns)
+
+
 def send_shop_traces(endpoint: str, *, checkouts: int = 4, fail_every: int = 2,
-                     headers: dict[str, str] | None = None) -> SentTraces:
+                     headers: dict[str, str] | None = None, spread_s: float = 0) -> SentTraces:
+    """`spread_s` > 0 backdates the checkouts evenly over that many seconds (the last one is now), so
+    time series have a shape; the metrics-generator only counts spans within its 30 s ingestion slack."""
     providers = {}
     for name in SERVICES:
         provider = TracerProvider(resource=Resource.create({"service.name": name, "deployment.environment": "test"}))
@@ -48,26 +63,25 @@ def send_shop_traces(endpoint: str, *, checkouts: int = 4, fail_every: int = 2,
     try:
         for i in range(checkouts):
             failed = fail_every > 0 and i % fail_every == 1
-            with tracer["frontend"].start_as_current_span("GET /checkout", kind=SpanKind.SERVER,
-                                                          attributes={"http.method": "GET",
-                                                                      "http.route": "/checkout",
-                                                                      "user.comment": XSS}) as root:
-                ctx = trace.set_span_in_context(root)
-                with tracer["frontend"].start_as_current_span("call checkout", kind=SpanKind.CLIENT, context=ctx):
-                    with tracer["checkout"].start_as_current_span("PlaceOrder", kind=SpanKind.SERVER,
-                                                                  attributes={"order.items": i + 1}) as place:
-                        place.add_event("order validated", {"order.id": f"o-{i}", "note": XSS})
-                        with tracer["checkout"].start_as_current_span("call inventory", kind=SpanKind.CLIENT):
-                            with tracer["inventory"].start_as_current_span("Reserve", kind=SpanKind.SERVER):
+            shift = int(spread_s * 1e9 * (checkouts - 1 - i) / max(1, checkouts - 1))
+            with _span(tracer["frontend"], "GET /checkout", shift, kind=SpanKind.SERVER,
+                       attributes={"http.method": "GET", "http.route": "/checkout", "user.comment": XSS}) as root:
+                with _span(tracer["frontend"], "call checkout", shift, kind=SpanKind.CLIENT):
+                    with _span(tracer["checkout"], "PlaceOrder", shift, kind=SpanKind.SERVER,
+                               attributes={"order.items": i + 1}) as place:
+                        place.add_event("order validated", {"order.id": f"o-{i}", "note": XSS},
+                                        timestamp=time.time_ns() - shift)
+                        with _span(tracer["checkout"], "call inventory", shift, kind=SpanKind.CLIENT):
+                            with _span(tracer["inventory"], "Reserve", shift, kind=SpanKind.SERVER):
                                 time.sleep(0.002)
-                        with tracer["checkout"].start_as_current_span("call payment", kind=SpanKind.CLIENT) as call:
-                            with tracer["payment"].start_as_current_span("Charge", kind=SpanKind.SERVER,
-                                                                         attributes={"payment.amount": 12.5 * (i + 1)}
-                                                                         ) as charge:
-                                time.sleep(0.004 + 0.002 * i)
+                        with _span(tracer["checkout"], "call payment", shift, kind=SpanKind.CLIENT) as call:
+                            with _span(tracer["payment"], "Charge", shift, kind=SpanKind.SERVER,
+                                       attributes={"payment.amount": 12.5 * (i + 1)}) as charge:
+                                time.sleep(0.004 + 0.002 * (i % 5))
                                 if failed:
                                     charge.add_event("exception", {"exception.type": "CardDeclined",
-                                                                   "exception.message": "card declined"})
+                                                                   "exception.message": "card declined"},
+                                                     timestamp=time.time_ns() - shift)
                                     charge.set_status(Status(StatusCode.ERROR, "card declined"))
                                     call.set_status(Status(StatusCode.ERROR, "payment failed"))
                 sent.checkout_ids.append(_hex(root.get_span_context().trace_id))

@@ -2,7 +2,7 @@
 // that open their trace.
 import { anyValue, api } from "./api.js";
 import { timeSeries } from "./chart.js";
-import { clear, errorBox, fmtDuration, h } from "./dom.js";
+import { clear, errorBox, fmtDuration, fmtTime, h } from "./dom.js";
 import { rangeFromParams, rangeParams, resolve, timeRangePicker } from "./timerange.js";
 import { createEditor } from "./traceql.js";
 
@@ -31,12 +31,15 @@ export function toChart(doc) {
       if (!idLabel) continue;
       const t = Number(e.timestampMs) / 1000;
       let v = Number(e.value);
-      if (!Number.isFinite(v)) {
-        // rate() and count exemplars carry no value (NaN): draw them on their series at that time.
-        const at = points.filter((p) => p[0] <= t).pop() || points[0];
-        v = at ? at[1] : 0;
+      const valued = Number.isFinite(v);
+      if (!valued) {
+        // rate() and count exemplars carry no value (NaN): draw them on their series, at the highest
+        // sample within a step of their time (the bucket that counted them).
+        const step = points.length > 1 ? points[1][0] - points[0][0] : 60;
+        const near = points.filter((p) => Math.abs(p[0] - t) <= step);
+        v = near.length ? Math.max(...near.map((p) => p[1])) : 0;
       }
-      exemplars.push({ t, v, traceId: String(anyValue(idLabel.value)) });
+      exemplars.push({ t, v, valued, traceId: String(anyValue(idLabel.value)) });
     }
   }
   return { series, exemplars };
@@ -92,7 +95,8 @@ export async function render(main, { params, setAddress, navigate }) {
       onExemplar: (id) => navigate(`/ui/trace/${id}`) });
     out.append(h("ul", { class: "exemplar-list" }, data.exemplars.slice(0, 20).map((e) => h("li", null,
       h("a", { href: `/ui/trace/${e.traceId}`, "data-nav": true, class: "mono" }, e.traceId), " ",
-      h("span", { class: "muted" }, seconds ? fmtDuration(e.v * 1e9) : String(e.v))))));
+      h("span", { class: "muted" }, fmtTime(e.t * 1000),
+        e.valued ? ` · ${seconds ? fmtDuration(e.v * 1e9) : String(e.v)}` : "")))));
   }
   form.addEventListener("submit", (ev) => { ev.preventDefault(); submit(); });
   submit();
