@@ -12,7 +12,7 @@ import time
 
 import trio
 
-from tempo_lite import __version__
+from tempo_lite import __version__, commands
 from tempo_lite.config import Config, load_config
 from tempo_lite.errors import ConfigError, StorageError
 
@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check-config", help="validate a configuration file and exit")
     p_check.add_argument("--config", "-c", required=True)
     add_capture_parser(sub)
+    commands.register(sub)
     args = parser.parse_args(argv)
     if args.command == "capture":
         return capture_main(args, parser)
+    if args.command in commands.NAMES:
+        return commands.run(args)
     try:
         config = load_config(args.config)
         missing = missing_modules(config)

@@ -21,6 +21,7 @@ from tempo_lite.api.search import register_search_routes
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated
 from tempo_lite.frontend.params import parse_time_range
 from tempo_lite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tempo_lite.ui import register_ui_routes
 
 if TYPE_CHECKING:
     from tempo_lite.app import TempoLite
@@ -113,6 +114,7 @@ def create_api(tl: TempoLite) -> QuartTrio:
 
     register_search_routes(app, tl)
     register_metrics_routes(app, tl)
+    register_ui_routes(app, tl)
 
     @app.errorhandler(404)
     async def not_found(_exc: Exception) -> Response:

@@ -1,0 +1,21 @@
+"""The client commands of `tempo-lite`: query, trace, import, export. Each talks to a running server's
+HTTP API (tempo_lite.client); `register` adds them to the main parser in tempo_lite/cli.py and each
+parser carries its handler as `args.run`."""
+
+from __future__ import annotations
+
+import argparse
+
+from tempo_lite.commands import query, trace, transfer
+
+NAMES = ("query", "trace", "import", "export")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    query.add_parser(sub)
+    trace.add_parser(sub)
+    transfer.add_parsers(sub)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args.run(args)

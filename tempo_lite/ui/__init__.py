@@ -1,0 +1,113 @@
+"""The built-in web UI: static assets served by the API listener under `/ui/` (`/` redirects there).
+
+The UI is a client of tempo-lite's public HTTP API and nothing else: every view is a page of the same
+single-page shell (`static/index.html`), routed in the browser by its path (`/ui/search`, `/ui/trace/<id>`,
+`/ui/compare/<a>/<b>`, `/ui/services`, `/ui/metrics`, `/ui/live`), so each view has an address that can be
+shared. Assets ship inside the wheel (package data) and are read once at start; the page loads nothing
+from any other origin. Every UI response carries a Content-Security-Policy that allows only same-origin
+scripts; see docs/ui.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from quart import Response, redirect, request
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from tempo_lite.app import TempoLite
+
+# Scripts, connections, images and fonts from this origin only; no plugins, no framing, no <base>.
+# Styles allow 'unsafe-inline' because CodeMirror and uPlot set element styles from script (positions,
+# sizes); no style can run code, and scripts stay same-origin only.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+VIEWS = ("search", "trace", "compare", "services", "metrics", "live")
+
+
+def load_assets() -> dict[str, bytes]:
+    """Every file under `static/` by its path relative to it (`js/main.js`); licences and notes excluded."""
+    root = resources.files(__package__).joinpath("static")
+    assets: dict[str, bytes] = {}
+
+    def walk(node, prefix: str) -> None:  # noqa: ANN001 - importlib Traversable
+        for child in node.iterdir():
+            name = prefix + child.name
+            if child.is_dir():
+                walk(child, name + "/")
+            elif any(name.endswith(ext) for ext in CONTENT_TYPES):
+                assets[name] = child.read_bytes()
+
+    walk(root, "")
+    return assets
+
+
+def shell(index: bytes, *, multitenancy: bool, generator: bool) -> bytes:
+    """The page shell with the server facts the UI needs (as data attributes, not script)."""
+    facts = html.escape(json.dumps({"multitenancy": multitenancy, "generator": generator}), quote=True)
+    return index.replace(b"<body>", f'<body data-server="{facts}">'.encode(), 1)
+
+
+def register_ui_routes(app: QuartTrio, tl: TempoLite) -> None:
+    assets = load_assets()
+    etags = {name: '"' + hashlib.sha256(body).hexdigest()[:20] + '"' for name, body in assets.items()}
+    page = shell(
+        assets["index.html"],
+        multitenancy=tl.config.multitenancy_enabled,
+        generator=tl.config.metrics_generator.enabled,
+    )
+
+    def respond(body: bytes, ctype: str, *, cache: str, etag: str | None = None) -> Response:
+        headers = dict(SECURITY_HEADERS, **{"Cache-Control": cache})
+        if etag is not None:
+            headers["ETag"] = etag
+            if request.headers.get("If-None-Match") == etag:
+                return Response(b"", status=304, headers=headers)
+        return Response(body, content_type=ctype, headers=headers)
+
+    @app.route("/")
+    async def root() -> Response:
+        return redirect("/ui/", 302)
+
+    @app.route("/ui")
+    async def ui_bare() -> Response:
+        return redirect("/ui/", 302)
+
+    @app.route("/ui/")
+    @app.route("/ui/<view>")
+    @app.route("/ui/<view>/<path:rest>")
+    async def ui_page(view: str = "search", rest: str = "") -> Response:
+        if view == "static":
+            ext = "." + rest.rsplit(".", 1)[-1] if "." in rest else ""
+            if rest not in assets or ext not in CONTENT_TYPES:
+                return Response("404 page not found\n", status=404, content_type="text/plain; charset=utf-8",
+                                headers=SECURITY_HEADERS)
+            return respond(assets[rest], CONTENT_TYPES[ext], cache="no-cache", etag=etags[rest])
+        if view not in VIEWS:
+            return Response("404 page not found\n", status=404, content_type="text/plain; charset=utf-8",
+                            headers=SECURITY_HEADERS)
+        return respond(page, CONTENT_TYPES[".html"], cache="no-store")

@@ -1,0 +1,89 @@
+// The UI's only way to the server: tempo-lite's public HTTP API, with X-Scope-OrgID when a tenant is set.
+
+const TENANT_KEY = "tempo-lite.tenant";
+
+export const server = JSON.parse(document.body.dataset.server || "{}");
+
+export function tenant() {
+  return localStorage.getItem(TENANT_KEY) || "";
+}
+
+export function setTenant(value) {
+  if (value) localStorage.setItem(TENANT_KEY, value);
+  else localStorage.removeItem(TENANT_KEY);
+}
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export async function get(path, params = {}, { signal, accept = "application/json", raw = false } = {}) {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== "") qs.set(k, String(v));
+  }
+  const url = qs.toString() ? `${path}?${qs}` : path;
+  const headers = { Accept: accept };
+  const t = tenant();
+  if (t) headers["X-Scope-OrgID"] = t;
+  let resp;
+  try {
+    resp = await fetch(url, { headers, signal });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, `cannot reach tempo-lite: ${err.message}`);
+  }
+  if (resp.status === 404 && path.includes("/traces/")) return null;
+  if (!resp.ok) {
+    const html = (resp.headers.get("Content-Type") || "").includes("html");
+    const body = html ? "" : (await resp.text()).trim();
+    throw new ApiError(resp.status, body || `HTTP ${resp.status} ${resp.statusText || "error"} from ${path}`);
+  }
+  if (raw) return resp.text();
+  return resp.json();
+}
+
+export const api = {
+  search: (params, opts) => get("/api/search", params, opts),
+  trace: (id, opts) => get(`/api/v2/traces/${encodeURIComponent(id)}`, {}, opts),
+  tags: (params, opts) => get("/api/v2/search/tags", params, opts),
+  tagValues: (tag, params, opts) =>
+    get(`/api/v2/search/tag/${encodeURIComponent(tag)}/values`, params, opts),
+  queryRange: (params, opts) => get("/api/metrics/query_range", params, opts),
+  promMetrics: (opts) => get("/metrics", {}, { ...opts, accept: "text/plain", raw: true }),
+};
+
+// OTLP AnyValue (as the API's protobuf JSON renders it) to a JS value, and to display text.
+export function anyValue(v) {
+  if (!v) return null;
+  if ("stringValue" in v) return v.stringValue;
+  if ("intValue" in v) return Number(v.intValue);
+  if ("doubleValue" in v) return v.doubleValue;
+  if ("boolValue" in v) return v.boolValue;
+  if ("bytesValue" in v) return b64ToHex(v.bytesValue);
+  if ("arrayValue" in v) return (v.arrayValue.values || []).map(anyValue);
+  if ("kvlistValue" in v) {
+    return Object.fromEntries((v.kvlistValue.values || []).map((kv) => [kv.key, anyValue(kv.value)]));
+  }
+  return null;
+}
+
+export function valueText(v) {
+  const x = anyValue(v);
+  if (x === null) return "";
+  if (typeof x === "object") return JSON.stringify(x);
+  return String(x);
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+export function b64ToHex(b64) {
+  if (!b64) return "";
+  const bin = atob(b64);
+  let out = "";
+  for (let i = 0; i < bin.length; i++) out += HEX[bin.charCodeAt(i)];
+  return out;
+}

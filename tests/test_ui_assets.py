@@ -1,0 +1,59 @@
+"""The UI's assets as shipped (package data): every module a page imports is there, no script writes
+markup from data, vendored code comes with its licence, and the shell carries the server facts as an
+escaped attribute. Pure: no sockets."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+from tempo_lite.ui import CSP, load_assets, shell
+
+
+def test_every_imported_module_and_linked_file_is_shipped() -> None:
+    assets = load_assets()
+    assert "index.html" in assets
+    linked = re.findall(r'(?:src|href)="/ui/static/([^"]+)"', assets["index.html"].decode())
+    assert {"js/main.js", "app.css", "vendor/uplot.css"} <= set(linked)
+    missing = [name for name in linked if name not in assets]
+    for name, body in assets.items():
+        if not name.startswith("js/"):
+            continue
+        for target in re.findall(r'(?:from\s+|import\()\s*"(\.{1,2}/[^"]+)"', body.decode()):
+            parts = ("js/" + target).split("/")
+            resolved: list[str] = []
+            for part in parts:
+                if part == "..":
+                    resolved.pop()
+                elif part != ".":
+                    resolved.append(part)
+            if "/".join(resolved) not in assets:
+                missing.append(f"{name} -> {target}")
+    assert not missing
+
+
+def test_no_view_writes_markup_into_the_page() -> None:
+    for name, body in load_assets().items():
+        if name.startswith("js/"):
+            text = body.decode()
+            for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+                assert sink not in text, f"{name} uses {sink}"
+
+
+def test_vendored_libraries_ship_with_their_licences() -> None:
+    from importlib import resources
+
+    vendor = resources.files("tempo_lite.ui").joinpath("static", "vendor")
+    for lib in ("codemirror", "uplot"):
+        assert "MIT License" in vendor.joinpath(f"{lib}.LICENSE").read_text() or \
+            "Permission is hereby granted" in vendor.joinpath(f"{lib}.LICENSE").read_text()
+    assert "@codemirror/view@" in vendor.joinpath("VERSIONS").read_text()
+
+
+def test_shell_carries_server_facts_escaped_and_scripts_are_same_origin_only() -> None:
+    page = shell(b"<html><body><main></main></body></html>", multitenancy=True, generator=False)
+    attr = re.search(rb'<body data-server="([^"]*)">', page)
+    assert attr is not None
+    assert json.loads(html.unescape(attr.group(1).decode())) == {"multitenancy": True, "generator": False}
+    assert "script-src 'self'" in CSP and "unsafe-eval" not in CSP and "object-src 'none'" in CSP
