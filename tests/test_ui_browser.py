@@ -409,6 +409,12 @@ def test_tenant_field_sends_x_scope_orgid_when_multitenancy_is_on(browser, tmp_p
         pg.goto(f"{srv.api}/ui/trace/{b.checkout_ids[0]}")  # the tenant stays set: team-b's trace is not there
         pg.wait_for_selector(".error")
         assert "not found" in pg.inner_text(".error")
+        # no metrics-generator on this server: the service graph comes from team-a's recent traces
+        pg.goto(f"{srv.api}/ui/services")
+        pg.wait_for_selector(".service-graph")
+        assert "from the 3 most recent traces" in pg.inner_text(".services-view")
+        labels = pg.eval_on_selector_all(".service-graph .edge-label", "ls => ls.map(l => l.textContent)")
+        assert [label.split(" · ")[0] for label in labels] == ["2 req"] * 3  # frontend->checkout->inventory, payment
         ctx.close()
     finally:
         srv.terminate()
