@@ -162,6 +162,9 @@ def test_typed_traceql_query_lists_exactly_the_matching_traces(page, server) -> 
     assert shown == {short(t) for t in sent.error_ids}
     assert "q=" in page.url and "payment" in urllib.parse.unquote(page.url)  # the query is in the address
     shot(page, "search")
+    page.go_back()  # Back returns to the query the page opened with, and runs it again
+    wait_until(lambda: page.inner_text(".cm-content") == "{ }")
+    wait_until(lambda: result_count(page).startswith(f"{len(sent.checkout_ids) + 2} traces"))
 
 
 def test_search_address_restores_the_query_and_the_scatter_opens_a_trace(page, server) -> None:
