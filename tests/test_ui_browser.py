@@ -170,9 +170,12 @@ def test_typed_traceql_query_lists_exactly_the_matching_traces(page, server) -> 
 def test_search_address_restores_the_query_and_the_scatter_opens_a_trace(page, server) -> None:
     srv, sent, _ = server
     q = urllib.parse.quote('{ resource.service.name = "inventory" }')
-    page.goto(f"{srv.api}/ui/search?q={q}&since=1h")
+    end = int(time.time()) + 60
+    page.goto(f"{srv.api}/ui/search?q={q}&start={end - 3600}&end={end}")  # an absolute range
     wait_until(lambda: result_count(page).startswith(f"{len(sent.checkout_ids)} traces"))
     assert 'resource.service.name = "inventory"' in page.inner_text(".cm-content")
+    assert page.input_value("select[aria-label='Time range']") == "abs"
+    assert f"start={end - 3600}&end={end}" in page.url
     box = page.locator(".scatter .u-over").bounding_box()
     assert box is not None
     # Hover each dot position until the cursor snaps to one, then click: the trace view opens.
