@@ -83,6 +83,17 @@ def test_bad_span_id_in_otlp_json_names_the_span() -> None:
         decode_file(json.dumps(doc).encode())
 
 
+def test_ids_the_server_would_refuse_are_refused_before_sending() -> None:
+    td = traces_data()
+    td.resource_spans[1].scope_spans[0].spans[1].span_id = b"\x00" * 8
+    with pytest.raises(FileFormatError, match=r"resourceSpans\[1\]\.scopeSpans\[0\]\.spans\[1\]: span ids"):
+        decode_file(td.SerializeToString())
+    td = traces_data()
+    td.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x01" * 8
+    with pytest.raises(FileFormatError, match="trace ids must be 128 bit"):
+        decode_file(json.dumps(otlp_json(td)).encode())
+
+
 def test_truncated_protobuf_names_the_byte_offset() -> None:
     body = traces_data().SerializeToString()
     first = len(traces_data(services=("api",)).SerializeToString())

@@ -162,14 +162,20 @@ def test_typed_traceql_query_lists_exactly_the_matching_traces(page, server) -> 
     assert shown == {short(t) for t in sent.error_ids}
     assert "q=" in page.url and "payment" in urllib.parse.unquote(page.url)  # the query is in the address
     shot(page, "search")
+    page.go_back()  # Back returns to the query the page opened with, and runs it again
+    wait_until(lambda: page.inner_text(".cm-content") == "{ }")
+    wait_until(lambda: result_count(page).startswith(f"{len(sent.checkout_ids) + 2} traces"))
 
 
 def test_search_address_restores_the_query_and_the_scatter_opens_a_trace(page, server) -> None:
     srv, sent, _ = server
     q = urllib.parse.quote('{ resource.service.name = "inventory" }')
-    page.goto(f"{srv.api}/ui/search?q={q}&since=1h")
+    end = int(time.time()) + 60
+    page.goto(f"{srv.api}/ui/search?q={q}&start={end - 3600}&end={end}")  # an absolute range
     wait_until(lambda: result_count(page).startswith(f"{len(sent.checkout_ids)} traces"))
     assert 'resource.service.name = "inventory"' in page.inner_text(".cm-content")
+    assert page.input_value("select[aria-label='Time range']") == "abs"
+    assert f"start={end - 3600}&end={end}" in page.url
     box = page.locator(".scatter .u-over").bounding_box()
     assert box is not None
     # Hover each dot position until the cursor snaps to one, then click: the trace view opens.
@@ -409,6 +415,12 @@ def test_tenant_field_sends_x_scope_orgid_when_multitenancy_is_on(browser, tmp_p
         pg.goto(f"{srv.api}/ui/trace/{b.checkout_ids[0]}")  # the tenant stays set: team-b's trace is not there
         pg.wait_for_selector(".error")
         assert "not found" in pg.inner_text(".error")
+        # no metrics-generator on this server: the service graph comes from team-a's recent traces
+        pg.goto(f"{srv.api}/ui/services")
+        pg.wait_for_selector(".service-graph")
+        assert "from the 3 most recent traces" in pg.inner_text(".services-view")
+        labels = pg.eval_on_selector_all(".service-graph .edge-label", "ls => ls.map(l => l.textContent)")
+        assert [label.split(" · ")[0] for label in labels] == ["2 req"] * 3  # frontend->checkout->inventory, payment
         ctx.close()
     finally:
         srv.terminate()

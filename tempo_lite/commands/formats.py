@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
+from tempo_lite.distributor.wire import check_ids
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.jaeger_json import decode_jaeger_json_doc, is_jaeger_json
 from tempo_lite.receivers.otlp_json import decode_otlp_json
@@ -139,8 +140,26 @@ def _protobuf_error(data: bytes) -> FileFormatError:
     return FileFormatError("not OTLP protobuf")
 
 
+def check_span_ids(decoded: Decoded) -> Decoded:
+    """The distributor's ID rule (16-byte trace ID, non-zero 8-byte span ID), checked before anything is
+    sent, so the server cannot refuse a later batch of a file whose first batches went in."""
+    for r, rs in enumerate(decoded.request.resource_spans):
+        for s, ss in enumerate(rs.scope_spans):
+            for i, span in enumerate(ss.spans):
+                try:
+                    check_ids(span.trace_id, span.span_id)
+                except InvalidRequest as exc:
+                    raise FileFormatError(f"{decoded.format}: resourceSpans[{r}].scopeSpans[{s}].spans[{i}]: "
+                                          f"{exc.message}") from exc
+    return decoded
+
+
 def decode_file(data: bytes) -> Decoded:
-    """Detect the format of a whole file and decode it; FileFormatError says what and where."""
+    """Detect the format of a whole file, decode it and check its IDs; FileFormatError says what and where."""
+    return check_span_ids(_decode_file(data))
+
+
+def _decode_file(data: bytes) -> Decoded:
     head = data.lstrip()[:1]
     if head in (b"{", b"["):
         try:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from tempo_lite.commands.common import (
+    UsageError,
     add_connection,
     add_time_range,
     client,
@@ -74,8 +75,6 @@ def table(traces: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         if args.limit < 1:
-            from tempo_lite.commands.common import UsageError
-
             raise UsageError("--limit must be at least 1")
         start, end = time_range(args)
         doc = client(args).search(args.traceql, start, end, args.limit)
