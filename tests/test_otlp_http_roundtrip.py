@@ -125,7 +125,7 @@ async def test_otlp_json_with_hex_ids_and_nested_maps(tempo: Running, http: http
     [
         ("/api/traces/zz", 400),
         ("/api/traces/" + "a" * 33, 400),
-        ("/api/traces/00000000000000000000000000000000", 404),  # Tempo pads and looks up; no such trace
+        ("/api/traces/00000000000000000000000000000000", 404),  # Tempo pads and looks up short/zero IDs
         ("/api/traces/abcdef", 404),
         ("/api/v2/traces/abcdef", 404),
         ("/api/traces/abcdef?start=20&end=10", 400),

@@ -1,8 +1,9 @@
 """TraceQL metrics endpoints: `/api/metrics/query_range` and `/api/metrics/query` (instant).
 
 `run_query_range` / `run_query_instant` are the one implementation (parameters as the HTTP query-string
-mapping, answer a tempopb message) for HTTP here and for any gRPC adapter. Data comes from the live-store
-and the blocks overlapping the range; a trace found in more than one source (the live-store keeps
+mapping, answer a tempopb message) for HTTP here and for any gRPC adapter. Queries may be arithmetic
+between metrics queries (`(q1) / (q2)`, `100 * (q)`: `traceql.metrics_expr`). Data comes from the
+live-store and the blocks overlapping the range; a trace found in more than one source (the live-store keeps
 recently flushed traces for a while, and the compactor has not merged every block yet) is assembled
 from all of them with duplicate spans dropped, so every span counts once and structural or trace-level
 conditions see whole traces. Evaluation (`tempo_lite.traceql.metrics`) runs in a worker thread.
@@ -17,15 +18,15 @@ from typing import TYPE_CHECKING
 import trio
 from quart import Response, request
 
-from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.errors import StorageError
 from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
 from tempo_lite.querier.results import any_value
 from tempo_lite.querier.search import SearchStats, columns_for, unique_trace_ids
-from tempo_lite.traceql import parse
+from tempo_lite.traceql import metrics_expr, parse
 from tempo_lite.traceql.ast import Attribute, Intrinsic, MetricsOp, Query, Scope, TraceQLError
 from tempo_lite.traceql.metrics import Label, MetricsEvaluator, Series, TimeBuckets
+from tempo_lite.traceql.metrics_expr import parse_metrics_expression
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -86,32 +87,49 @@ def _columns(query: Query) -> list[str] | None:
     return cols
 
 
-async def collect_tables(
-    tl: TempoLite, tenant: str, query: Query, start_ns: int, end_ns: int, stats: SearchStats
-) -> list[spantable.SpanTable]:
-    """Span tables covering [start, end] in which every span appears once and traces are whole."""
-    return await tl.searcher.tables(tenant, start_ns, end_ns, stats, columns=_columns(query), whole_traces=True)
+def _union_columns(queries: list[Query]) -> list[str] | None:
+    union: list[str] = []
+    for q in queries:
+        cols = _columns(q)
+        if cols is None:
+            return None
+        union += [c for c in cols if c not in union]
+    return union
 
 
-async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats, Query]:
-    query = _metrics_query(p.query)
+async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats]:
+    """Series of the query, or of an arithmetic expression between queries (`traceql.metrics_expr`).
+
+    Span tables come from every source overlapping the range, each span once and traces whole
+    (`Searcher.tables(whole_traces=True)`); each table feeds every query of the expression."""
+    expr = parse_metrics_expression(p.query)
+    leaves = metrics_expr.leaves(expr) if expr is not None else []
+    queries = [leaf.query for leaf in leaves] if expr is not None else [_metrics_query(p.query)]
     if p.instant:
         buckets = TimeBuckets.instant_range(p.start_ns, p.end_ns)
     else:
         buckets = TimeBuckets.range(p.start_ns, p.end_ns, p.step_ns)
-    ev = MetricsEvaluator(query, buckets, exemplars=_exemplar_limit(query, p.exemplars))
+    # Exemplars belong to one query's series: an expression's results have none.
+    evaluators = [MetricsEvaluator(q, buckets, exemplars=0 if expr is not None else _exemplar_limit(q, p.exemplars))
+                  for q in queries]
+    columns = _union_columns(queries)
     stats = SearchStats()
     started = time.perf_counter()
     for tenant in tenants:
-        for table in await collect_tables(tl, tenant, query, buckets.start_ns, buckets.end_ns, stats):
+        tables = await tl.searcher.tables(tenant, buckets.start_ns, buckets.end_ns, stats, columns=columns,
+                                          whole_traces=True)
+        for table in tables:
             stats.inspected_spans += table.num_spans
             stats.inspected_traces += len(unique_trace_ids(table))
-            await trio.to_thread.run_sync(ev.observe, table)
-    series = await trio.to_thread.run_sync(ev.result)
+            for ev in evaluators:
+                await trio.to_thread.run_sync(ev.observe, table)
+    results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]
     tl.metrics.query_seconds.labels("metrics").observe(time.perf_counter() - started)
     if stats.failed_blocks and len(stats.failed_blocks) >= stats.total_blocks:
         raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")
-    return series, stats, query
+    if expr is None:
+        return results[0], stats
+    return metrics_expr.combine(expr, {id(leaf): r for leaf, r in zip(leaves, results, strict=True)}), stats
 
 
 def _labels(labels: list[Label] | tuple[Label, ...]) -> list[pb.KeyValue]:
@@ -136,7 +154,7 @@ def _end_cutoff_ns(tl: TempoLite) -> int:
 
 async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryRangeResponse:
     p = parse_query_range(params, time.time_ns(), _end_cutoff_ns(tl))
-    series, stats, _ = await _evaluate(tl, tenants, p)
+    series, stats = await _evaluate(tl, tenants, p)
     msg = pb.QueryRangeResponse(metrics=stats.message())
     series = _status(msg, series, p, stats)
     buckets = TimeBuckets.range(p.start_ns, p.end_ns, p.step_ns)
@@ -157,7 +175,7 @@ async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> 
 
 async def run_query_instant(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryInstantResponse:
     p = parse_query_instant(params, time.time_ns(), _end_cutoff_ns(tl))
-    series, stats, _ = await _evaluate(tl, tenants, p)
+    series, stats = await _evaluate(tl, tenants, p)
     msg = pb.QueryInstantResponse(metrics=stats.message())
     for s in _status(msg, series, p, stats):
         msg.series.append(pb.InstantSeries(labels=_labels(s.labels), value=float(s.values[0])))

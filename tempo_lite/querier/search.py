@@ -510,7 +510,7 @@ class Searcher:
         async with trio.open_nursery() as nursery:
             for meta in blocks:
                 nursery.start_soon(from_block, meta)
-        return spantable.dedupe_spans(spantable.concat(parts))
+        return _assembled(parts)
 
     # --- tag discovery -------------------------------------------------------------------------
 
@@ -550,14 +550,19 @@ class Searcher:
         if not len(split):
             return out
         parts = [t.take(pc.indices_nonzero(pc.is_in(t.spans.column("trace_id"), split))) for t in out]
-        assembled = spantable.dedupe_spans(spantable.concat([p for p in parts if p.num_spans]))
-        # Nested sets were numbered per block (and the live-store has none): the engine renumbers the
-        # assembled traces when a query needs them.
-        stale = [f.name for f in spantable.NESTED_SET_FIELDS if f.name in assembled.spans.column_names]
-        assembled = spantable.SpanTable(assembled.spans.drop_columns(stale), assembled.resources,
-                                        dict(assembled.dedicated))
+        assembled = _assembled([p for p in parts if p.num_spans])
         whole = [_without(t, split) for t in out]
         return [t for t in whole if t.num_spans] + [assembled]
+
+
+def _assembled(parts: list[spantable.SpanTable]) -> spantable.SpanTable:
+    """Parts of the same traces from several sources as one table, duplicate spans dropped.
+
+    Nested sets were numbered per block (and the live-store has none), so they are dropped: the engine
+    numbers the assembled traces again when a query needs them."""
+    table = spantable.dedupe_spans(spantable.concat(parts))
+    stale = [f.name for f in spantable.NESTED_SET_FIELDS if f.name in table.spans.column_names]
+    return spantable.SpanTable(table.spans.drop_columns(stale), table.resources, dict(table.dedicated))
 
 
 def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
