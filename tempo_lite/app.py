@@ -29,7 +29,7 @@ from tempo_lite.server import serve_asgi
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import open_wal, wal_config
 
 log = logging.getLogger("tempo_lite")
 
@@ -84,16 +84,7 @@ class TempoLite:
 
     async def run(self, *, task_status: trio.TaskStatus[Listeners] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        wal_cfg = cfg.storage.trace.wal
-        wal_config = WalConfig(
-            backend=wal_cfg.backend,
-            path=wal_cfg.path,
-            partitions=wal_cfg.partitions,
-            bytes_limit=wal_cfg.max_retained_bytes,
-            kafka_brokers=wal_cfg.kafka.brokers,
-            kafka_topic=wal_cfg.kafka.topic,
-        )
-        async with open_wal(wal_config) as self.wal:
+        async with open_wal(wal_config(cfg.storage.trace.wal)) as self.wal:
             self.store = await open_object_store(cfg)
             await self._run_components(task_status)
 
