@@ -217,6 +217,7 @@ class BrokerSupervisor:
         self._finished = trio.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self._output_nursery: trio.Nursery
+        self._output_done = trio.Event()
 
     async def wait_up(self) -> None:
         await self._up_event.wait()
@@ -245,6 +246,8 @@ class BrokerSupervisor:
             await self._wait_answering(process)
         except _NotAnswering as exc:
             await self._kill(process)
+            with trio.move_on_after(2.0):
+                await self._output_done.wait()  # its last words explain why
             return ConfigError(
                 f"storage.trace.wal.backend: the managed broker ({self.command.name}) {exc}; its last output:\n"
                 + ("\n".join(f"  {line}" for line in self._tail) or "  (none)")
@@ -334,10 +337,17 @@ class BrokerSupervisor:
         self.process = process
         (command.data_dir / PID_FILE).write_text(f"{process.pid}\n")
         # The process's output is forwarded until it closes; the task ends with the process.
-        self._output_nursery.start_soon(self._forward_output, process)
+        self._output_done = trio.Event()
+        self._output_nursery.start_soon(self._forward_output, process, self._output_done)
         return process
 
-    async def _forward_output(self, process: trio.Process) -> None:
+    async def _forward_output(self, process: trio.Process, done: trio.Event) -> None:
+        try:
+            await self._forward_lines(process)
+        finally:
+            done.set()
+
+    async def _forward_lines(self, process: trio.Process) -> None:
         assert process.stdout is not None
         pending = b""
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
@@ -506,20 +516,25 @@ async def open_managed_wal(config: WalConfig) -> AsyncIterator[ManagedWal]:
     command = broker_command(config)
     managed = config.managed
     supervisor = BrokerSupervisor(command, managed)
+    failure: Exception | None = None
     async with trio.open_nursery() as nursery:
         try:
             address = await nursery.start(supervisor.run)
             kafka = await open_kafka_wal(address, config.kafka_topic, config.partitions, config.groups,
                                          config.bytes_limit)
-        except BaseException:
+        except Exception as exc:
+            # Raised after the nursery, unwrapped: start-up errors (ConfigError) reach the CLI as they are.
+            failure = exc
             with trio.CancelScope(shield=True):
                 await supervisor.stop()
-            raise
-        wal = ManagedWal(kafka, supervisor, outage_timeout=managed.start_timeout)
-        nursery.start_soon(wal.run)
-        try:
-            yield wal
-        finally:
-            with trio.CancelScope(shield=True):
-                await wal.aclose()
-                await supervisor.stop()
+        else:
+            wal = ManagedWal(kafka, supervisor, outage_timeout=managed.start_timeout)
+            nursery.start_soon(wal.run)
+            try:
+                yield wal
+            finally:
+                with trio.CancelScope(shield=True):
+                    await wal.aclose()
+                    await supervisor.stop()
+    if failure is not None:
+        raise failure
