@@ -132,6 +132,7 @@ class RedpandaConfig:
     path: str = ""  # the redpanda binary; empty: `redpanda` on PATH
     smp: int = 1
     memory: str = "1G"
+    args: tuple[str, ...] = ()  # more redpanda/Seastar flags, e.g. [--reactor-backend=epoll]
 
 
 @dataclass(frozen=True)

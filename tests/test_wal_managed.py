@@ -83,13 +83,15 @@ def fake_binary(tmp_path: Path, name: str = "redpanda") -> Path:
 def test_redpanda_preset_runs_the_binary_with_a_generated_config_under_the_wal_directory(tmp_path: Path) -> None:
     binary = fake_binary(tmp_path)
     config = WalConfig(backend="redpanda", path=str(tmp_path / "wal"),
-                       managed=ManagedConfig(redpanda_path=str(binary), redpanda_smp=2, redpanda_memory="2G"))
+                       managed=ManagedConfig(redpanda_path=str(binary), redpanda_smp=2, redpanda_memory="2G",
+                                             redpanda_args=("--reactor-backend=epoll",)))
     command = broker_command(config)
     data_dir = (tmp_path / "wal" / "broker").resolve()
     assert command.data_dir == data_dir
     assert command.argv[:3] == [str(binary), "--redpanda-cfg", f"{data_dir}/redpanda.yaml"]
     assert command.argv[command.argv.index("--smp") + 1] == "2"
     assert command.argv[command.argv.index("--memory") + 1] == "2G"
+    assert command.argv[-1] == "--reactor-backend=epoll"
     redpanda = yaml.safe_load(command.files["redpanda.yaml"])["redpanda"]
     assert redpanda["data_directory"] == f"{data_dir}/data"
     assert redpanda["kafka_api"] == [{"address": "127.0.0.1", "port": command.port}]
@@ -149,7 +151,7 @@ storage:
         port: 9999
         start_timeout: 2m
         restart_backoff: 500ms
-      redpanda: {{path: /opt/redpanda/bin/redpanda, smp: 2, memory: 4G}}
+      redpanda: {{path: /opt/redpanda/bin/redpanda, smp: 2, memory: 4G, args: [--reactor-backend=epoll]}}
 """)
     got = wal_config(config.storage.trace.wal)
     assert (got.backend, got.partitions, got.kafka_topic) == ("managed", 3, "spans")
@@ -158,6 +160,7 @@ storage:
     assert (got.managed.port, got.managed.start_timeout, got.managed.restart_backoff) == (9999, 120.0, 0.5)
     assert (got.managed.redpanda_path, got.managed.redpanda_smp, got.managed.redpanda_memory) == (
         "/opt/redpanda/bin/redpanda", 2, "4G")
+    assert got.managed.redpanda_args == ("--reactor-backend=epoll",)
 
 
 async def test_open_backend_refuses_managed_backends() -> None:
@@ -363,3 +366,21 @@ def per_trace_requests(spans: list[ReadableSpan]) -> tuple[dict[bytes, bytes], d
         ((tid, expected),) = by_trace(request).items()
         bodies[tid], want[tid] = request.SerializeToString(), expected
     return bodies, want
+
+
+def test_docker_redpanda_config_runs_the_shipped_redpanda_with_data_under_var_tempo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tempo_lite.config import load_config
+
+    config = load_config(REPO_ROOT / "config" / "docker-redpanda.yaml")
+    wal = wal_config(config.storage.trace.wal)
+    assert (wal.backend, wal.path, wal.managed.port) == ("redpanda", "/var/tempo/wal", 9092)
+    # As in the image: `redpanda` found on PATH (/opt/redpanda/bin there; a stand-in here).
+    monkeypatch.setenv("PATH", str(fake_binary(tmp_path).parent))
+    command = broker_command(replace(wal, path=str(tmp_path / "var-tempo-wal")))
+    assert command.argv[0] == str(tmp_path / "bin" / "redpanda")
+    assert command.address == "127.0.0.1:9092"
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "COPY config/docker-redpanda.yaml /etc/tempo-lite/redpanda.yaml" in dockerfile
+    assert "COPY --from=redpanda /opt/redpanda /opt/redpanda" in dockerfile

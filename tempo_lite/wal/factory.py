@@ -40,6 +40,7 @@ class ManagedConfig:
     redpanda_path: str = ""  # the redpanda binary; "" looks for `redpanda` on PATH
     redpanda_smp: int = 1
     redpanda_memory: str = "1G"
+    redpanda_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ def wal_config(section: tempo_config.WalConfig) -> WalConfig:
             redpanda_path=redpanda.path,
             redpanda_smp=redpanda.smp,
             redpanda_memory=redpanda.memory,
+            redpanda_args=tuple(str(arg) for arg in redpanda.args),
         ),
     )
 

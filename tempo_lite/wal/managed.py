@@ -125,7 +125,7 @@ def redpanda_preset(config: WalConfig) -> ManagedConfig:
     command = (
         found, "--redpanda-cfg", "{data_dir}/redpanda.yaml", "--smp", str(managed.redpanda_smp),
         "--memory", managed.redpanda_memory, "--reserve-memory", "0M", "--overprovisioned",
-        "--lock-memory=false", "--default-log-level=info",
+        "--lock-memory=false", "--default-log-level=info", *managed.redpanda_args,
     )
     return replace(managed, command=command, files={"redpanda.yaml": REDPANDA_YAML, **managed.files})
 
