@@ -97,6 +97,7 @@ def test_redpanda_preset_runs_the_binary_with_a_generated_config_under_the_wal_d
     assert redpanda["kafka_api"] == [{"address": "127.0.0.1", "port": command.port}]
     assert redpanda["advertised_kafka_api"] == redpanda["kafka_api"]
     assert len({command.port, redpanda["rpc_server"]["port"], redpanda["admin"][0]["port"]}) == 3
+    assert yaml.safe_load(command.files[".bootstrap.yaml"]) == {"write_caching_default": "false"}
     # The ports are chosen once: a restarted tempo-lite finds its broker at the same addresses.
     assert broker_command(config).files == command.files
 

@@ -83,6 +83,11 @@ rpk:
   overprovisioned: true
 """
 
+# Cluster properties Redpanda applies when it first forms the cluster (read next to redpanda.yaml):
+# acknowledge a produce only once it is fsynced, whatever the mode's default.
+REDPANDA_BOOTSTRAP_YAML = """write_caching_default: "false"
+"""
+
 
 # --------------------------------------------------------------------------------------------- command
 
@@ -127,7 +132,8 @@ def redpanda_preset(config: WalConfig) -> ManagedConfig:
         "--memory", managed.redpanda_memory, "--reserve-memory", "0M", "--overprovisioned",
         "--lock-memory=false", "--default-log-level=info", *managed.redpanda_args,
     )
-    return replace(managed, command=command, files={"redpanda.yaml": REDPANDA_YAML, **managed.files})
+    files = {"redpanda.yaml": REDPANDA_YAML, ".bootstrap.yaml": REDPANDA_BOOTSTRAP_YAML, **managed.files}
+    return replace(managed, command=command, files=files)
 
 
 def broker_command(config: WalConfig) -> BrokerCommand:
