@@ -31,6 +31,7 @@ from tempo_lite.config import load_config_text
 from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.wal import WalEntry
 from tempo_lite.wal.factory import ManagedConfig, WalConfig, open_backend, open_wal, wal_config
+from tempo_lite.wal.kafka import KafkaWal
 from tempo_lite.wal.managed import PID_FILE, broker_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -385,3 +386,27 @@ def test_docker_redpanda_config_runs_the_shipped_redpanda_with_data_under_var_te
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "COPY config/docker-redpanda.yaml /etc/tempo-lite/redpanda.yaml" in dockerfile
     assert "COPY --from=redpanda /opt/redpanda /opt/redpanda" in dockerfile
+
+
+@pytest.mark.slow
+async def test_broker_is_stopped_when_the_wal_fails_instead_of_closing(
+    managed_config: WalConfig, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Crash(Exception):
+        pass
+
+    real_run = KafkaWal.run
+
+    async def crashing_run(self: KafkaWal) -> None:
+        # A fault in the delivery loop (cannot be provoked for real): the WAL's nursery is cancelled.
+        with trio.move_on_after(0.5):
+            await real_run(self)
+        raise Crash
+
+    monkeypatch.setattr(KafkaWal, "run", crashing_run)
+    pids: list[int] = []
+    with pytest.RaisesGroup(Crash, flatten_subgroups=True):
+        async with open_wal(managed_config) as wal:
+            pids.append(wal.supervisor.process.pid)
+            await trio.sleep_forever()
+    assert pids and not alive(pids[0])

@@ -231,7 +231,11 @@ class BrokerSupervisor:
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as self._output_nursery:
-                failure = await self._supervise(task_status)
+                try:
+                    failure = await self._supervise(task_status)
+                finally:
+                    # Cancelled (tempo-lite failing) rather than stopped: the broker must not outlive us.
+                    await self._end_process()
                 # Every broker process has exited: its output ends; a grandchild holding the pipe does not
                 # keep the supervisor alive.
                 self._output_nursery.cancel_scope.deadline = trio.current_time() + 2.0
@@ -300,8 +304,14 @@ class BrokerSupervisor:
         """SIGTERM the broker, SIGKILL it after `stop_timeout`; returns once `run` has finished."""
         self._stopping = True
         self._stop_requested.set()
+        await self._end_process()
+        await self._finished.wait()
+
+    async def _end_process(self) -> None:
         process = self.process
-        if process is not None and process.returncode is None:
+        if process is None or process.returncode is not None:
+            return
+        with trio.CancelScope(shield=True):
             log.info("stopping managed broker %s (pid %d)", self.command.name, process.pid)
             process.terminate()
             with trio.move_on_after(self.managed.stop_timeout):
@@ -310,7 +320,6 @@ class BrokerSupervisor:
                 log.warning("managed broker %s did not stop within %.0fs; killing it", self.command.name,
                             self.managed.stop_timeout)
                 await self._kill(process)
-        await self._finished.wait()
 
     def _set_up(self, up: bool) -> None:
         self.up = up
