@@ -343,6 +343,8 @@ async def test_tempo_lite_keeps_every_acknowledged_span_when_its_broker_is_kille
     assert sorted(acknowledged) == sorted(bodies)
     for tid in acknowledged:
         assert normalize(await fetch_trace(http, tempo, tid)) == want[tid]
+    status = (await http.get(f"{tempo.url()}/api/status/services")).text
+    assert "wal: Running\n" in status
 
     # Stop without cutting blocks: every span must come back from the broker's log alone.
     tempo.tl.blockbuilder.flush_all = _no_flush  # type: ignore[method-assign]
@@ -411,3 +413,34 @@ async def test_broker_is_stopped_when_the_wal_fails_instead_of_closing(
             pids.append(wal.supervisor.process.pid)
             await trio.sleep_forever()
     assert pids and not alive(pids[0])
+
+
+# --- /api/status/services ------------------------------------------------------------------------------
+
+
+async def test_status_services_lists_each_component_running_then_terminated(
+    nursery: trio.Nursery, tmp_path: Path, http: httpx.AsyncClient,
+) -> None:
+    tempo = await start_tempo(nursery, tempo_config_text(tmp_path))
+    r = await http.get(f"{tempo.url()}/api/status/services")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.text.splitlines() == [
+        "wal: Running", "store: Running", "live-store: Running", "block-list: Running", "block-builder: Running",
+        "compactor: Running", "distributor: Running", "query-frontend: Running", "querier: Running",
+    ]
+    await tempo.stop()
+    assert {state for _, state in tempo.tl.service_states()} == {"Terminated"}
+
+
+def test_status_services_shows_the_wal_starting_while_its_managed_broker_restarts() -> None:
+    from types import SimpleNamespace
+
+    from tempo_lite.app import TempoLite
+    from tempo_lite.config import Config
+
+    tl = TempoLite(Config())
+    tl.services = {"wal": "Running", "live-store": "Running"}
+    tl.wal = SimpleNamespace(supervisor=SimpleNamespace(up=False))  # type: ignore[assignment]
+    assert tl.service_states() == [("wal", "Starting"), ("live-store", "Running")]
+    tl.wal.supervisor.up = True  # type: ignore[attr-defined]
+    assert tl.service_states() == [("wal", "Running"), ("live-store", "Running")]
