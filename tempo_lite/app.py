@@ -30,7 +30,7 @@ from tempo_lite.server import serve_asgi
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import open_wal, wal_config
 
 log = logging.getLogger("tempo_lite")
 
@@ -81,6 +81,9 @@ class TempoLite:
         self._udp_scopes: list[trio.CancelScope] = []
         self._last_refusal: tuple[float, str] | None = None  # (trio time, message) of the last 503 on a write
         self.started = False
+        # Component -> Tempo's service state (Starting, Running, Stopping, Terminated), in start order;
+        # served by /api/status/services.
+        self.services: dict[str, str] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -90,18 +93,18 @@ class TempoLite:
 
     async def run(self, *, task_status: trio.TaskStatus[Listeners] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        wal_cfg = cfg.storage.trace.wal
-        wal_config = WalConfig(
-            backend=wal_cfg.backend,
-            path=wal_cfg.path,
-            partitions=wal_cfg.partitions,
-            bytes_limit=wal_cfg.max_retained_bytes,
-            kafka_brokers=wal_cfg.kafka.brokers,
-            kafka_topic=wal_cfg.kafka.topic,
-        )
-        async with open_wal(wal_config) as self.wal:
-            self.store = await open_object_store(cfg)
-            await self._run_components(task_status)
+        self.services["wal"] = "Starting"
+        try:
+            async with open_wal(wal_config(cfg.storage.trace.wal)) as self.wal:
+                self.services["wal"] = "Running"
+                self.services["store"] = "Starting"
+                self.store = await open_object_store(cfg)
+                self.services["store"] = "Running"
+                await self._run_components(task_status)
+                self.services["wal"] = self.services["store"] = "Stopping"
+        finally:
+            for name in self.services:
+                self.services[name] = "Terminated"
 
     async def _run_components(self, task_status: trio.TaskStatus[Listeners]) -> None:
         cfg = self.config
@@ -141,18 +144,29 @@ class TempoLite:
         )
         async with trio.open_nursery() as nursery:
             if self.generator is not None:
+                self.services["metrics-generator"] = "Starting"
                 await nursery.start(self.generator.run)
+                self.services["metrics-generator"] = "Running"
+            self.services["live-store"] = "Starting"
             await nursery.start(self.livestore.run)
             # Serve nothing until the WAL's unflushed records are back in memory: a query answered
             # mid-replay would miss acknowledged spans.
             with trio.fail_after(REPLAY_TIMEOUT_SECONDS):
                 await self.livestore.replayed.wait()
-            await nursery.start(self.blocklist.run, BLOCKLIST_POLL_SECONDS)
-            await nursery.start(self.blockbuilder.run)
-            await nursery.start(self.compactor.run)
+            self.services["live-store"] = "Running"
+            for name, start in (("block-list", lambda: nursery.start(self.blocklist.run, BLOCKLIST_POLL_SECONDS)),
+                                ("block-builder", lambda: nursery.start(self.blockbuilder.run)),
+                                ("compactor", lambda: nursery.start(self.compactor.run))):
+                self.services[name] = "Starting"
+                await start()
+                self.services[name] = "Running"
             async with trio.open_nursery() as receivers:
+                self.services["distributor"] = "Starting"
                 await self._start_receivers(receivers)
+                self.services["distributor"] = "Running"
+                self.services["query-frontend"] = "Starting"
                 await self._start_api(nursery)
+                self.services["querier"] = self.services["query-frontend"] = "Running"
                 self.started = True
                 log.info("tempo-lite ready: %s", ", ".join(
                     f"{name}={host}:{port}" for name, (host, port) in self.listeners.addresses.items()
@@ -160,6 +174,8 @@ class TempoLite:
                 task_status.started(self.listeners)
                 await self._stop.wait()
                 log.info("shutting down: refusing new spans, draining in-flight requests")
+                for name in self.services:
+                    self.services[name] = "Stopping"
                 self.distributor.accepting = False
                 self._receivers_stopped.set()
                 for scope in self._udp_scopes:
@@ -289,6 +305,14 @@ class TempoLite:
             if trio.current_time() - at < WRITE_REFUSAL_READY_WINDOW_SECONDS:
                 return f"not accepting writes: {message}"
         return None
+
+    def service_states(self) -> list[tuple[str, str]]:
+        """(component, state) in start order; a managed WAL broker that is restarting makes `wal` Starting."""
+        states = dict(self.services)
+        supervisor = getattr(getattr(self, "wal", None), "supervisor", None)
+        if states.get("wal") == "Running" and supervisor is not None and not supervisor.up:
+            states["wal"] = "Starting"
+        return list(states.items())
 
     def refresh_gauges(self) -> None:
         stats = self.wal.statistics()

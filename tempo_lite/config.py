@@ -87,15 +87,42 @@ class KafkaConfig:
 
 
 @dataclass(frozen=True)
+class ManagedBrokerConfig:
+    """`wal.backend: managed` (and the supervision of `redpanda`): tempo-lite runs the broker itself."""
+
+    # The broker's argv; {host} {port} {rpc_port} {admin_port} {data_dir} are filled in (docs/wal.md).
+    command: tuple[str, ...] = ()
+    env: dict[str, Any] = field(default_factory=dict)
+    # File name (under the data directory) -> text, placeholders filled in, written before every start.
+    files: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 0  # the Kafka listener; 0 picks a free port once and keeps it
+    start_timeout: Duration = Duration(60.0)
+    restart_backoff: Duration = Duration(1.0)
+    max_restart_backoff: Duration = Duration(30.0)
+    stop_timeout: Duration = Duration(30.0)
+
+
+@dataclass(frozen=True)
+class RedpandaConfig:
+    path: str = ""  # the redpanda binary; empty: `redpanda` on PATH
+    smp: int = 1
+    memory: str = "1G"
+    args: tuple[str, ...] = ()  # more redpanda/Seastar flags, e.g. [--reactor-backend=epoll]
+
+
+@dataclass(frozen=True)
 class WalConfig:
     path: str = "./tempo-data/wal"
-    backend: str = "embedded"  # embedded | kafka
+    backend: str = "embedded"  # embedded | kafka | managed | redpanda
     # Trace-ID shards; each is consumed and cut into blocks on its own. More than one only pays off
     # when several processes share a Kafka topic.
     partitions: int = 1
     # Bytes not yet committed by every consumer; beyond it ingest answers 503/UNAVAILABLE.
     max_retained_bytes: ByteSize = ByteSize(1 << 30)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    managed: ManagedBrokerConfig = field(default_factory=ManagedBrokerConfig)
+    redpanda: RedpandaConfig = field(default_factory=RedpandaConfig)
 
 
 @dataclass(frozen=True)
@@ -378,7 +405,7 @@ def _bind_scalar(cls: Any, origin: Any, value: Any) -> Any:
 
 _CHOICES = {
     "storage.trace.backend": ("local", "s3", "gcs", "azure", "memory"),
-    "storage.trace.wal.backend": ("embedded", "kafka"),
+    "storage.trace.wal.backend": ("embedded", "kafka", "managed", "redpanda"),
     "server.log_format": ("logfmt", "json"),
     "server.log_level": ("debug", "info", "warn", "warning", "error"),
 }

@@ -139,7 +139,7 @@ def test_env_expansion_in_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert cfg.server.http_listen_address == "0.0.0.0"
 
 
-@pytest.mark.parametrize("name", ["tempo.yaml", "docker.yaml"])
+@pytest.mark.parametrize("name", ["tempo.yaml", "docker.yaml", "docker-redpanda.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     from tempo_lite.config import load_config
 

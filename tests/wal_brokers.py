@@ -77,3 +77,48 @@ def tansu_broker(binary: str | None = None, timeout: float = 10.0) -> Iterator[s
         process.kill()
         process.wait()
         log.close()
+
+
+# --- tansu as a *managed* broker (tempo_lite/wal/managed.py) -------------------------------------
+# Memory storage loses everything when the broker dies, so the managed-WAL tests run tansu on its
+# `s3://` storage engine against a moto server: the broker process can be SIGKILLed and restarted and
+# its records are still there, as they would be on Redpanda's disk.
+
+MOTO_KEY, MOTO_SECRET = "test-access", "test-secret"
+
+
+@contextlib.contextmanager
+def moto_server(timeout: float = 30.0) -> Iterator[str]:
+    """A moto S3 server on a free 127.0.0.1 port; yields its endpoint URL."""
+    import sys
+
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_accepting(port, process, timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=MOTO_KEY,
+                          aws_secret_access_key=MOTO_SECRET, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+
+
+def tansu_managed(binary: str, endpoint: str, bucket: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(command template, environment) running tansu under tempo-lite's supervision, data in `bucket`."""
+    command = (binary, "broker", "--listener-url", "tcp://{host}:{port}",
+               "--advertised-listener-url", "tcp://{host}:{port}", "--storage-engine", f"s3://{bucket}/")
+    env = {"AWS_ACCESS_KEY_ID": MOTO_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET, "AWS_ENDPOINT": endpoint,
+           "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+    return command, env

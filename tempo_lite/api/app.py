@@ -68,6 +68,11 @@ def create_api(tl: TempoLite) -> QuartTrio:
     async def echo() -> Response:
         return text("echo\n")
 
+    @app.route("/api/status/services")
+    async def services() -> Response:
+        # Tempo's format: one `name: State` line per service.
+        return text("".join(f"{name}: {state}\n" for name, state in tl.service_states()))
+
     @app.route("/api/status/buildinfo")
     async def buildinfo() -> Response:
         info = {
