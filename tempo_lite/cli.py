@@ -132,6 +132,8 @@ BACKEND_MODULES = {
     ("storage.trace.backend", "gcs"): ("gcsfs", "gcsfs"),
     ("storage.trace.backend", "azure"): ("adlfs", "adlfs"),
     ("storage.trace.wal.backend", "kafka"): ("confluent_kafka", "confluent-kafka"),
+    ("storage.trace.wal.backend", "managed"): ("confluent_kafka", "confluent-kafka"),
+    ("storage.trace.wal.backend", "redpanda"): ("confluent_kafka", "confluent-kafka"),
 }
 
 
@@ -146,6 +148,14 @@ def missing_modules(config: Config) -> list[str]:
         if (key, value) in chosen and importlib.util.find_spec(module) is None:
             lines.append(f"{key}: {value} needs the Python package {package}, which is not installed "
                          f"(pip install {package})")
+    if config.storage.trace.wal.backend == "redpanda":
+        from tempo_lite.wal.factory import wal_config
+        from tempo_lite.wal.managed import redpanda_preset
+
+        try:
+            redpanda_preset(wal_config(config.storage.trace.wal))  # finds the binary, or says how to get it
+        except ConfigError as exc:
+            lines.append(exc.message)
     return lines
 
 

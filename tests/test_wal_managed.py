@@ -255,12 +255,13 @@ def test_serve_without_the_redpanda_binary_exits_2_with_one_line(tmp_path: Path)
     config = tmp_path / "tempo.yaml"
     config.write_text(f"storage: {{trace: {{wal: {{backend: redpanda, path: {tmp_path / 'wal'}}}}}}}\n")
     env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}
-    result = subprocess.run([sys.executable, "-m", "tempo_lite", "serve", "--config", str(config)],
-                            capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "storage.trace.wal.redpanda.path" in lines[0] and "install Redpanda" in lines[0]
+    for command in ("serve", "check-config"):
+        result = subprocess.run([sys.executable, "-m", "tempo_lite", command, "--config", str(config)],
+                                capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+        assert result.returncode == 2, command
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "storage.trace.wal.redpanda.path" in lines[0] and "install Redpanda" in lines[0]
 
 
 # --- tempo-lite end to end -------------------------------------------------------------------------------
