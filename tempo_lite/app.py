@@ -133,6 +133,9 @@ class TempoLite:
             cfg, self.wal, self.metrics,
             is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),
         )
+        # Blocks an interrupted flush already wrote must be reused, not rewritten: find them before
+        # the live-store replays so it cuts its reads where that flush cut the range.
+        await self.blockbuilder.recover()
         async with trio.open_nursery() as nursery:
             if self.generator is not None:
                 await nursery.start(self.generator.run)
@@ -239,9 +242,10 @@ class TempoLite:
     async def _start_api(self, nursery: trio.Nursery) -> None:
         from tempo_lite.api.app import create_api
         from tempo_lite.api.streaming import streaming_querier_app
+        from tempo_lite.livestore.freshness import read_after_write
 
         server = self.config.server
-        app = streaming_querier_app(self, fallback=create_api(self))
+        app = read_after_write(streaming_querier_app(self, fallback=create_api(self)), self.livestore.wait_consumed)
         await self._serve(nursery, "http", app,
                           f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
                           graceful=False)

@@ -14,7 +14,7 @@ import trio
 
 from tempo_lite import __version__
 from tempo_lite.config import Config, load_config
-from tempo_lite.errors import ConfigError, StorageError
+from tempo_lite.errors import ConfigError, StorageError, TempoLiteError
 
 EXIT_CONFIG = 2
 
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         if isinstance(cause, StorageError):
             print(f"tempo-lite: storage error: {cause.message}", file=sys.stderr)
+            return 1
+        if isinstance(cause, TempoLiteError):  # e.g. BlockConflict: one line naming what and why
+            print(f"tempo-lite: {cause.message}", file=sys.stderr)
             return 1
         if isinstance(cause, OSError):
             print(f"tempo-lite: {cause}", file=sys.stderr)

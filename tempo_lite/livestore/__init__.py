@@ -7,6 +7,7 @@ replays the WAL from the block-builder's committed offset: exactly what is not y
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Segment:
     end_offset: int
     tables: dict[str, spantable.SpanTable]
     nbytes: int
+    digest: int = 0
     flushed_at: float | None = None
 
 
@@ -41,6 +43,22 @@ class Segment:
 class _TenantView:
     version: int = -1
     table: spantable.SpanTable = field(default_factory=spantable.empty_span_table)
+
+
+DIGEST_MODULUS = 1 << 64
+
+
+def record_digest(record: WalRecord) -> int:
+    """A record's 64-bit fingerprint; a range's digest is the sum of its records' (mod 2^64), so it does
+    not depend on how the range was cut into read batches."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{record.partition}/{record.offset}/{record.tenant}/".encode())
+    h.update(record.payload)
+    return int.from_bytes(h.digest(), "big")
+
+
+def range_digest_hex(digest: int) -> str:
+    return f"{digest % DIGEST_MODULUS:016x}"
 
 
 def decode_records(records: list[WalRecord]) -> dict[str, spantable.SpanTable]:
@@ -72,6 +90,9 @@ class LiveStore:
         self.on_batch = on_batch  # the metrics-generator, when enabled
         self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
         self.consumed: dict[int, int] = {}
+        # partition -> offset no read may cross: the end of a range whose blocks an interrupted flush
+        # already wrote (set by BlockBuilder.recover, cleared once that range is committed).
+        self.cuts: dict[int, int] = {}
         self.nbytes = 0
         self.version = 0
         self._views: dict[str, _TenantView] = {}
@@ -102,7 +123,11 @@ class LiveStore:
             offset = self.consumed[partition]
             if offset >= end and not caught_up.is_set():
                 caught_up.set()
-            records = await self.wal.read(partition, offset, self.batch_records)
+            limit = self.batch_records
+            cut = self.cuts.get(partition)
+            if cut is not None and offset < cut:
+                limit = min(limit, cut - offset)
+            records = await self.wal.read(partition, offset, limit)
             if not records:
                 if not caught_up.is_set():
                     caught_up.set()
@@ -112,14 +137,15 @@ class LiveStore:
             if self.on_batch is not None:
                 for tenant, table in tables.items():
                     self.on_batch(tenant, table)
-            self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables)
+            digest = sum(record_digest(r) for r in records) % DIGEST_MODULUS
+            self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables, digest)
             await self.wal.commit(GROUP, partition, records[-1].offset + 1)
 
     def add_segment(
-        self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable]
+        self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable], digest: int = 0
     ) -> None:
         nbytes = sum(t.nbytes for t in tables.values())
-        self.segments[partition].append(Segment(partition, first, end, tables, nbytes))
+        self.segments[partition].append(Segment(partition, first, end, tables, nbytes, digest))
         self.consumed[partition] = end
         self.nbytes += nbytes
         self.version += 1
@@ -137,19 +163,52 @@ class LiveStore:
         log.warning("live-store did not catch up with the WAL within %.0fs", timeout)
         return False
 
+    async def wait_consumed(self, timeout: float) -> bool:
+        """Read after write: wait until every record the WAL holds now has been consumed into memory.
+
+        Takes the end offsets at the call, so a query sees every span acknowledged before it arrived;
+        gives up after `timeout` seconds (False) and the query answers with what is there.
+        """
+        targets = [(p, await self.wal.end_offset(p)) for p in range(self.wal.partitions)]
+        with trio.move_on_after(timeout):
+            while any(self.consumed.get(p, 0) < end for p, end in targets):
+                await self.changed.wait()
+            return True
+        return False
+
     # --- block-builder interface -------------------------------------------------------------
 
-    def pending(self, partition: int, from_offset: int) -> tuple[int, dict[str, list[spantable.SpanTable]]]:
-        """(end offset, tables per tenant) of the unflushed records at or after `from_offset`."""
+    def cut_at(self, partition: int, offset: int | None) -> None:
+        """Make reads of `partition` stop at `offset` (None: no longer) so a segment ends exactly there."""
+        if offset is None:
+            self.cuts.pop(partition, None)
+        else:
+            self.cuts[partition] = offset
+
+    def pending(
+        self, partition: int, from_offset: int, until: int | None = None
+    ) -> tuple[int, dict[str, list[spantable.SpanTable]]]:
+        """(end offset, tables per tenant) of the unflushed records at or after `from_offset` (and
+        before `until`, when given)."""
         end = from_offset
         out: dict[str, list[spantable.SpanTable]] = {}
         for seg in self.segments[partition]:
             if seg.end_offset <= from_offset or seg.flushed_at is not None:
                 continue
+            if until is not None and seg.end_offset > until:
+                continue
             for tenant, table in seg.tables.items():
                 out.setdefault(tenant, []).append(table)
             end = max(end, seg.end_offset)
         return end, out
+
+    def range_digest(self, partition: int, from_offset: int, end: int) -> str:
+        """The digest of the unflushed records in [from_offset, end) (see `record_digest`)."""
+        total = sum(
+            seg.digest for seg in self.segments[partition]
+            if seg.flushed_at is None and from_offset < seg.end_offset <= end
+        )
+        return range_digest_hex(total)
 
     def pending_bytes(self) -> int:
         return sum(s.nbytes for segs in self.segments.values() for s in segs if s.flushed_at is None)
