@@ -30,12 +30,13 @@ from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
 from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.quarantine import quarantine_dir
 
 log = logging.getLogger("tempo_lite")
 
 BLOCKLIST_POLL_SECONDS = 15.0
 REPLAY_TIMEOUT_SECONDS = 600.0
-SHUTDOWN_FLUSH_SECONDS = 60.0
+SHUTDOWN_FLUSH_SECONDS = 25.0  # under the usual 30 s grace period; what is not flushed stays in the WAL
 
 
 @dataclass
@@ -108,6 +109,7 @@ class TempoLite:
             max_bytes=cfg.live_store.max_bytes,
             complete_block_timeout=cfg.live_store.complete_block_timeout,
             on_batch=self.generator.observe if self.generator is not None else None,
+            quarantine=quarantine_dir(cfg.storage.trace.wal.path),
         )
         self.blocklist = BlockList(self.store)
         self.blockbuilder = BlockBuilder(

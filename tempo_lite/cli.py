@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check-config", help="validate a configuration file and exit")
     p_check.add_argument("--config", "-c", required=True)
     add_capture_parser(sub)
+    from tempo_lite.wal.quarantine_cli import add_wal_parser, wal_main
+
+    add_wal_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "capture":
         return capture_main(args, parser)
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tempo-lite: configuration error: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "wal":
+        return wal_main(args, config.storage.trace.wal.path)
     if args.command == "check-config":
         print(f"{args.config}: ok")
         return 0

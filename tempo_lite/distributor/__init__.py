@@ -32,7 +32,8 @@ from tempo_lite.distributor.limits import (
     remove_spans,
     truncate_attributes,
 )
-from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated, Unavailable
+from tempo_lite.distributor.tenant import check_tenant_id
+from tempo_lite.errors import TempoLiteError, Unauthenticated, Unavailable
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalEntry, WriteAheadLog
 
@@ -113,8 +114,7 @@ class Distributor:
         tenant = (header or "").strip()
         if not tenant:
             raise Unauthenticated("no org id")
-        if "|" in tenant or "/" in tenant or tenant in (".", ".."):
-            raise InvalidRequest(f"invalid tenant id {tenant!r} for ingest")
+        check_tenant_id(tenant)
         return tenant
 
     async def push(self, tenant_header: str | None, request: ExportTraceServiceRequest, size: int) -> None:
@@ -134,6 +134,7 @@ class Distributor:
         spans = scan.spans
         if spans == 0:
             return
+        wire.check_times(scan)
         if not self.accepting:
             raise Unavailable("tempo-lite is shutting down")
         if self.is_saturated():

@@ -11,12 +11,14 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import trio
 
 from tempo_lite import spantable
+from tempo_lite.distributor.tenant import tenant_id_problem
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalRecord, WriteAheadLog
 
@@ -69,6 +71,60 @@ def decode_records(records: list[WalRecord]) -> dict[str, spantable.SpanTable]:
     return {t: spantable.flatten_payloads(payloads) for t, payloads in by_tenant.items()}
 
 
+MAX_UNIX_NANO = (1 << 63) - 1
+MAX_DURATION_NANO = (1 << 53) - 1  # the distributor's bound (distributor.wire): what the generator handles
+
+
+def unbuildable(table: spantable.SpanTable) -> str | None:
+    """Why later stages (block-builder, generator, trace by ID) cannot take this table, else None.
+
+    The distributor refuses such spans at the door; records already in the WAL (written before that
+    rule, or by another writer) are checked again here.
+    """
+    spans = table.spans
+    if spans.num_rows == 0:
+        return None
+    start, duration = spans.column("start_unix_nano"), spans.column("duration_nano")
+    if pc.any(pc.less(start, 0)).as_py():
+        return "a span's start_time_unix_nano is not below 2^63"
+    if pc.any(pc.greater(duration, MAX_DURATION_NANO)).as_py():
+        return "a span's duration is not below 2^53 ns"
+    if pc.any(pc.greater(start, pc.subtract(pa.scalar(MAX_UNIX_NANO), pc.max_element_wise(duration, 0)))).as_py():
+        return "a span's end_time_unix_nano is not below 2^63"
+    return None
+
+
+def decode_isolating(records: list[WalRecord]) -> tuple[dict[str, spantable.SpanTable], list[tuple[WalRecord, str]]]:
+    """`decode_records`, setting aside the records that fail to decode or are `unbuildable`.
+
+    The whole batch is decoded at once; only when that fails is each record decoded alone. A record
+    whose tenant ID cannot name a directory (written before the distributor checked) is set aside too:
+    its blocks could never be written.
+    """
+    poison: list[tuple[WalRecord, str]] = []
+    if any(tenant_id_problem(r.tenant) for r in records):
+        poison = [(r, f"{tenant_id_problem(r.tenant)}") for r in records if tenant_id_problem(r.tenant)]
+        records = [r for r in records if not tenant_id_problem(r.tenant)]
+    try:
+        tables = decode_records(records)
+        if not any(unbuildable(t) for t in tables.values()):
+            return tables, poison
+    except Exception:  # noqa: BLE001 - any decode failure: find the records to blame below
+        pass
+    good: dict[str, list[spantable.SpanTable]] = {}
+    for r in records:
+        try:
+            table = spantable.flatten_payloads([r.payload])
+            problem = unbuildable(table)
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the record is poison
+            problem = f"cannot decode: {type(exc).__name__}: {exc}"
+        if problem:
+            poison.append((r, problem))
+        else:
+            good.setdefault(r.tenant, []).append(table)
+    return {t: spantable.concat(ts) for t, ts in good.items()}, poison
+
+
 class LiveStore:
     def __init__(
         self,
@@ -80,6 +136,7 @@ class LiveStore:
         clock: Callable[[], float] = trio.current_time,
         batch_records: int = 256,
         on_batch: Callable[[str, spantable.SpanTable], None] | None = None,
+        quarantine: Path | None = None,
     ) -> None:
         self.wal = wal
         self.metrics = metrics
@@ -88,6 +145,7 @@ class LiveStore:
         self.clock = clock
         self.batch_records = batch_records
         self.on_batch = on_batch  # the metrics-generator, when enabled
+        self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
         self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
         self.consumed: dict[int, int] = {}
         # partition -> offset no read may cross: the end of a range whose blocks an interrupted flush
@@ -133,13 +191,47 @@ class LiveStore:
                     caught_up.set()
                 await self.wal.wait_for_records(partition, offset, 1.0)
                 continue
-            tables = await trio.to_thread.run_sync(decode_records, records, limiter=self.decode_limiter)
+            tables, poison = await trio.to_thread.run_sync(decode_isolating, records, limiter=self.decode_limiter)
+            for record, problem in poison:
+                await self.set_aside(record, "livestore-decode", problem)
             if self.on_batch is not None:
-                for tenant, table in tables.items():
-                    self.on_batch(tenant, table)
+                bad = {id(r) for r, _ in poison}
+                await self._observe(tables, [r for r in records if id(r) not in bad])
             digest = sum(record_digest(r) for r in records) % DIGEST_MODULUS
             self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables, digest)
             await self.wal.commit(GROUP, partition, records[-1].offset + 1)
+
+    async def _observe(self, tables: dict[str, spantable.SpanTable], records: list[WalRecord]) -> None:
+        """Feed the metrics-generator; a record it fails on is set aside (and left out of `tables`)."""
+        assert self.on_batch is not None
+        for tenant, table in list(tables.items()):
+            try:
+                self.on_batch(tenant, table)
+                continue
+            except Exception as exc:  # noqa: BLE001 - isolate the record(s) to blame below
+                log.warning("metrics-generator failed on a batch of tenant %s (%s); observing record by record",
+                            tenant, exc)
+            kept = []
+            for record in (r for r in records if r.tenant == tenant):
+                one = await trio.to_thread.run_sync(spantable.flatten_payloads, [record.payload],
+                                                    limiter=self.decode_limiter)
+                try:
+                    self.on_batch(tenant, one)
+                except Exception as exc:  # noqa: BLE001
+                    await self.set_aside(record, "generator", f"{type(exc).__name__}: {exc}")
+                    continue
+                kept.append(one)
+            tables[tenant] = spantable.concat(kept)
+
+    async def set_aside(self, record: WalRecord, stage: str, problem: str) -> None:
+        """Keep a record no consumer can take (quarantine), count it, log it once; consumers move on."""
+        from tempo_lite.wal.quarantine import set_aside
+
+        self.metrics.wal_records_set_aside.labels(stage).inc()
+        log.error("WAL record partition %d offset %d (tenant %s) set aside by %s: %s", record.partition,
+                  record.offset, record.tenant, stage, problem)
+        if self.quarantine is not None:
+            await trio.to_thread.run_sync(set_aside, self.quarantine, record, stage, problem)
 
     def add_segment(
         self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable], digest: int = 0
