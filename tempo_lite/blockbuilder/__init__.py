@@ -65,12 +65,13 @@ class BlockBuilder:
         # Attempts per block and flush: then the next tenant gets its turn, and the failed one is
         # retried at the next flush (one tenant's failing store writes never hold back another's).
         self.write_attempts = 3
+        self.pressure_block_bytes = max(1, min(max_block_bytes, livestore.max_bytes // 16))
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             with trio.move_on_after(self.cycle):
-                while self.livestore.pending_bytes() < self.max_block_bytes:
+                while self.livestore.pending_bytes() < self.max_block_bytes and not self.livestore.under_pressure:
                     await self.livestore.changed.wait()
             await self.flush_all()
             if self.last_error is not None:  # a tenant's block failed: let the store recover first
@@ -159,7 +160,10 @@ class BlockBuilder:
     async def _flush_partition(self, partition: int) -> int:
         first = await self.wal.committed(BLOCKBUILDER_GROUP, partition)
         cut = self.livestore.cuts.get(partition)
-        end, per_tenant = self.livestore.pending(partition, first, until=cut)
+        # Under memory pressure blocks are cut smaller: encoding takes ~2-3x the table's size at its peak.
+        # Never while an interrupted range is being finished (its end is fixed).
+        chunk = self.pressure_block_bytes if cut is None and self.livestore.under_pressure else None
+        end, per_tenant = self.livestore.pending(partition, first, until=cut, max_bytes=chunk)
         if end <= first or (cut is not None and end < cut):
             return 0  # nothing, or not yet the whole range an interrupted flush already wrote
         digest = self.livestore.range_digest(partition, first, end)
@@ -224,7 +228,9 @@ class BlockBuilder:
                      partition, first, end)
         for meta in metas:
             self.blocklist.add(meta)
-        if cut is not None:  # the rest of the partition, now that the interrupted range is committed
+        if self.livestore.under_pressure:
+            self.livestore.release_flushed()
+        if cut is not None or chunk is not None:  # the rest of the partition
             written += await self._flush_partition(partition)
         return written
 

@@ -135,6 +135,7 @@ class LiveStore:
         complete_block_timeout: float,
         clock: Callable[[], float] = trio.current_time,
         batch_records: int = 256,
+        batch_bytes: int = 8 << 20,
         on_batch: Callable[[str, spantable.SpanTable], None] | None = None,
         quarantine: Path | None = None,
     ) -> None:
@@ -144,6 +145,7 @@ class LiveStore:
         self.complete_block_timeout = complete_block_timeout
         self.clock = clock
         self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
         self.on_batch = on_batch  # the metrics-generator, when enabled
         self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
         self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
@@ -177,15 +179,20 @@ class LiveStore:
 
     async def _consume(self, partition: int, caught_up: trio.Event) -> None:
         end = await self.wal.end_offset(partition)
+        record_size = 1
         while True:
             offset = self.consumed[partition]
             if offset >= end and not caught_up.is_set():
                 caught_up.set()
-            limit = self.batch_records
+            # Bound a batch by bytes too: decoding holds the joined payloads and their parsed messages
+            # (several times the bytes) at once; 256 records of 1,000 spans were ~250 MB of transient.
+            limit = max(1, min(self.batch_records, self.batch_bytes // max(1, record_size)))
             cut = self.cuts.get(partition)
             if cut is not None and offset < cut:
                 limit = min(limit, cut - offset)
             records = await self.wal.read(partition, offset, limit)
+            if records:
+                record_size = max(1, sum(len(r.payload) for r in records) // len(records))
             if not records:
                 if not caught_up.is_set():
                     caught_up.set()
@@ -278,21 +285,45 @@ class LiveStore:
             self.cuts[partition] = offset
 
     def pending(
-        self, partition: int, from_offset: int, until: int | None = None
+        self, partition: int, from_offset: int, until: int | None = None, max_bytes: int | None = None
     ) -> tuple[int, dict[str, list[spantable.SpanTable]]]:
         """(end offset, tables per tenant) of the unflushed records at or after `from_offset` (and
-        before `until`, when given)."""
+        before `until`, when given), stopping after the segment that reaches `max_bytes`, when given."""
         end = from_offset
+        size = 0
         out: dict[str, list[spantable.SpanTable]] = {}
         for seg in self.segments[partition]:
             if seg.end_offset <= from_offset or seg.flushed_at is not None:
                 continue
             if until is not None and seg.end_offset > until:
                 continue
+            if max_bytes is not None and size >= max_bytes:
+                break
             for tenant, table in seg.tables.items():
                 out.setdefault(tenant, []).append(table)
             end = max(end, seg.end_offset)
+            size += seg.nbytes
         return end, out
+
+    @property
+    def under_pressure(self) -> bool:
+        """Half of `max_bytes` in use: flush now, in smaller blocks, and free flushed segments at once."""
+        return self.nbytes >= self.max_bytes // 4
+
+    def release_flushed(self) -> None:
+        """Drop every flushed segment now (their blocks are in the block list) instead of after the
+        recent window: what keeps memory under `max_bytes` while ingest runs at full speed."""
+        dropped = False
+        for p, segs in self.segments.items():
+            keep = [s for s in segs if s.flushed_at is None]
+            if len(keep) != len(segs):
+                self.nbytes -= sum(s.nbytes for s in segs) - sum(s.nbytes for s in keep)
+                self.segments[p] = keep
+                dropped = True
+        if dropped:
+            self.version += 1
+            self._views.clear()  # a snapshot would keep the dropped tables alive
+            self.metrics.livestore_bytes.set(self.nbytes)
 
     def range_digest(self, partition: int, from_offset: int, end: int) -> str:
         """The digest of the unflushed records in [from_offset, end) (see `record_digest`)."""
