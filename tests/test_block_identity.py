@@ -194,3 +194,23 @@ def test_flush_killed_after_meta_json_reuses_the_block_on_restart(
         assert server.terminate() == 0
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_flush_killed_after_wal_commit_loses_nothing_and_writes_no_duplicate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ServerProcess(tmp_path, cycle="1h")
+    ids = [os.urandom(16) for _ in range(4)]
+    try:
+        monkeypatch.setenv("TEMPO_LITE_FAULT", "after-wal-commit")
+        server.start()
+        monkeypatch.delenv("TEMPO_LITE_FAULT")
+        post(server, ids)
+        assert server.terminate() == -9  # killed right after the WAL commit of the shutdown flush
+        server.start()
+        assert_found(server, ids)
+        assert server.terminate() == 0
+        assert len(list((tmp_path / "blocks").glob("*/*/meta.json"))) == 1
+    finally:
+        server.close()
