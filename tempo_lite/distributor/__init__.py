@@ -33,7 +33,7 @@ from tempo_lite.distributor.limits import (
     truncate_attributes,
 )
 from tempo_lite.distributor.tenant import check_tenant_id
-from tempo_lite.errors import TempoLiteError, Unauthenticated, Unavailable
+from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated, Unavailable
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalEntry, WriteAheadLog
 
@@ -50,6 +50,18 @@ def validate_ids(request: ExportTraceServiceRequest) -> int:
                 wire.check_ids(span.trace_id, span.span_id)
                 count += 1
     return count
+
+
+def validate_times(request: ExportTraceServiceRequest) -> None:
+    """The object path of `wire.check_times`: the same rule and message, first offending span first."""
+    k = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                problem = wire.time_problem(span)
+                if problem:
+                    raise InvalidRequest(f"span {k} of the request (trace {span.trace_id.hex()}): {problem}")
+                k += 1
 
 
 def partition_of(trace_id: bytes, partitions: int) -> int:

@@ -238,12 +238,13 @@ def check_times(scanned: SpanScan) -> None:
     )
     if suspicious:
         for k, span in enumerate(spans):
-            problem = _time_problem(_SpanWithTimes.FromString(span))
+            problem = time_problem(_SpanWithTimes.FromString(span))
             if problem:
                 raise InvalidRequest(f"span {k} of the request (trace {scanned.trace_ids[k].hex()}): {problem}")
 
 
-def _time_problem(span: Any) -> str:
+def time_problem(span: Any) -> str:
+    """The time rule for one span (an OTLP `Span` or the times mirror): what is wrong, or ""."""
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if start > MAX_UNIX_NANO:
         return f"start_time_unix_nano {start} is not below 2^63"
