@@ -21,6 +21,7 @@ from tempo_lite import spantable
 from tempo_lite.distributor.tenant import tenant_id_problem
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalRecord, WriteAheadLog
+from tempo_lite.wal.quarantine import set_aside as keep_record
 
 log = logging.getLogger(__name__)
 
@@ -232,13 +233,11 @@ class LiveStore:
 
     async def set_aside(self, record: WalRecord, stage: str, problem: str) -> None:
         """Keep a record no consumer can take (quarantine), count it, log it once; consumers move on."""
-        from tempo_lite.wal.quarantine import set_aside
-
         self.metrics.wal_records_set_aside.labels(stage).inc()
         log.error("WAL record partition %d offset %d (tenant %s) set aside by %s: %s", record.partition,
                   record.offset, record.tenant, stage, problem)
         if self.quarantine is not None:
-            await trio.to_thread.run_sync(set_aside, self.quarantine, record, stage, problem)
+            await trio.to_thread.run_sync(keep_record, self.quarantine, record, stage, problem)
 
     def add_segment(
         self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable], digest: int = 0
