@@ -31,12 +31,13 @@ from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
 from tempo_lite.wal.factory import open_wal, wal_config
+from tempo_lite.wal.quarantine import quarantine_dir
 
 log = logging.getLogger("tempo_lite")
 
 BLOCKLIST_POLL_SECONDS = 15.0
 REPLAY_TIMEOUT_SECONDS = 600.0
-SHUTDOWN_FLUSH_SECONDS = 60.0
+SHUTDOWN_FLUSH_SECONDS = 25.0  # under the usual 30 s grace period; what is not flushed stays in the WAL
 # /ready reports "not ready" while writes are being refused with 503 (disk full, WAL failing): for this
 # long after the last refusal, unless a write succeeds first. A window, not a latch, so a node that a load
 # balancer stopped sending writes to is tried again instead of staying out for good.
@@ -117,6 +118,7 @@ class TempoLite:
             max_bytes=cfg.live_store.max_bytes,
             complete_block_timeout=cfg.live_store.complete_block_timeout,
             on_batch=self.generator.observe if self.generator is not None else None,
+            quarantine=quarantine_dir(cfg.storage.trace.wal.path),
         )
         self.blocklist = BlockList(self.store)
         self.blockbuilder = BlockBuilder(
@@ -142,6 +144,9 @@ class TempoLite:
             cfg, self.wal, self.metrics,
             is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),
         )
+        # Blocks an interrupted flush already wrote must be reused, not rewritten: find them before
+        # the live-store replays so it cuts its reads where that flush cut the range.
+        await self.blockbuilder.recover()
         async with trio.open_nursery() as nursery:
             if self.generator is not None:
                 self.services["metrics-generator"] = "Starting"
@@ -282,9 +287,10 @@ class TempoLite:
     async def _start_api(self, nursery: trio.Nursery) -> None:
         from tempo_lite.api.app import create_api
         from tempo_lite.api.streaming import streaming_querier_app
+        from tempo_lite.livestore.freshness import read_after_write
 
         server = self.config.server
-        app = streaming_querier_app(self, fallback=create_api(self))
+        app = read_after_write(streaming_querier_app(self, fallback=create_api(self)), self.livestore.wait_consumed)
         await self._serve(nursery, "http", app,
                           f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
                           graceful=False)

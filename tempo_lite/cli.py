@@ -14,7 +14,7 @@ import trio
 
 from tempo_lite import __version__, commands
 from tempo_lite.config import Config, load_config
-from tempo_lite.errors import ConfigError, StorageError
+from tempo_lite.errors import ConfigError, StorageError, TempoLiteError
 
 EXIT_CONFIG = 2
 
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--config", "-c", required=True)
     add_capture_parser(sub)
     commands.register(sub)
+    from tempo_lite.wal.quarantine_cli import add_wal_parser, wal_main
+
+    add_wal_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "capture":
         return capture_main(args, parser)
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in missing:
             print(f"tempo-lite: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "wal":
+        return wal_main(args, config.storage.trace.wal.path)
     if args.command == "check-config":
         print(f"{args.config}: ok")
         return 0
@@ -113,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(cause, ImportError):
             print(f"tempo-lite: cannot start: {cause} (reinstall tempo-lite: pip install -e .)", file=sys.stderr)
             return EXIT_CONFIG
+        if isinstance(cause, TempoLiteError):  # e.g. BlockConflict: one line naming what and why
+            print(f"tempo-lite: {cause.message}", file=sys.stderr)
+            return 1
         if isinstance(cause, OSError):
             print(f"tempo-lite: {cause}", file=sys.stderr)
             return 1

@@ -39,6 +39,10 @@ class Metrics:
         self.livestore_traces = Gauge(
             "tempo_live_store_spans", "Spans held in memory by the live-store.", registry=r
         )
+        self.wal_records_set_aside = Counter(
+            "tempo_lite_wal_records_set_aside", "WAL records a consumer could not decode or build, set aside "
+            "(see `tempo-lite wal quarantine`), by stage.", ["stage"], registry=r
+        )
         self.blocks_flushed = Counter(
             "tempo_block_builder_blocks_flushed", "Blocks written to object storage.", ["tenant"], registry=r
         )

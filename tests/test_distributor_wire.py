@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from tempo_lite.config import Config
-from tempo_lite.distributor import SINGLE_TENANT, Distributor, shard, validate_ids, wire
+from tempo_lite.distributor import SINGLE_TENANT, Distributor, shard, validate_ids, validate_times, wire
 from tempo_lite.distributor.limits import (
     DiscardReason,
     TenantLimits,
@@ -90,6 +90,7 @@ def reference_push(
     """The object path: (refusal message, WAL payloads, attributes truncated, spans dropped)."""
     try:
         spans = validate_ids(request)
+        validate_times(request)
     except InvalidRequest as exc:
         return exc.message, {}, 0, 0
     if spans == 0:

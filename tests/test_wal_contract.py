@@ -6,6 +6,7 @@ offset it had acknowledged must be in the reopened WAL exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -211,6 +212,16 @@ async def test_reopen_keeps_records_committed_offsets_and_offset_sequence(config
         assert await wal.committed("blockbuilder", 2) == 1
         assert [r.payload for r in await wal.read(2, 1, 10)] == [b"before-1", b"before-2", b"before-3"]
         assert await wal.append([entry(2, "after")]) == [4]
+
+
+async def test_identity_is_kept_on_reopen_and_differs_for_another_log(config: WalConfig, tmp_path: Path) -> None:
+    async with opened(config) as wal:
+        identity = wal.identity
+    async with opened(config) as wal:
+        assert wal.identity == identity and identity
+    other = dataclasses.replace(config, path=str(tmp_path / "other-wal"), kafka_topic=config.kafka_topic + "-other")
+    async with opened(other) as wal:
+        assert wal.identity != identity
 
 
 async def test_retention_deletes_only_what_every_group_committed(config: WalConfig) -> None:

@@ -8,17 +8,32 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+from tempo_lite.errors import TempoLiteError
+
 FORMAT_VERSION = "tl1"
 META = "meta.json"
 COMPACTED_META = "meta.compacted.json"
 DATA, RESOURCES, TRACES, BLOOM = "data.parquet", "resources.parquet", "traces.parquet", "bloom"
 
-# Namespace for deterministic block IDs: replaying the same WAL range rewrites the same block.
+# Namespace for deterministic block IDs: replaying the same WAL range names the same block.
 _BLOCK_NAMESPACE = uuid.UUID("8f3c7a52-4c1e-4a8e-9b7d-2f0e6c9d1a35")
 
 
-def block_id_for(tenant: str, partition: int, first_offset: int) -> str:
-    return str(uuid.uuid5(_BLOCK_NAMESPACE, f"{tenant}/{partition}/{first_offset}"))
+def block_id_for(tenant: str, partition: int, first_offset: int, *, wal_id: str = "") -> str:
+    """The ID of the block holding `tenant`'s records of a WAL range that starts at `first_offset`.
+
+    `wal_id` is the identity the WAL was created with (`WriteAheadLog.identity`): the same range of
+    the same WAL always gets the same ID (a replay finds the block it wrote before), a range of
+    another WAL never does. Without `wal_id` (benchmarks, tools) the ID is the pre-identity form.
+    """
+    name = f"{tenant}/{partition}/{first_offset}"
+    return str(uuid.uuid5(_BLOCK_NAMESPACE, f"{wal_id}/{name}" if wal_id else name))
+
+
+class BlockConflict(TempoLiteError):
+    """A block ID already names a block of another source: writing it would replace stored data.
+
+    Not a `StorageError`: retrying cannot help, the block-builder stops (and with it the server)."""
 
 
 def compacted_block_id(tenant: str, inputs: list[str]) -> str:
@@ -44,10 +59,15 @@ class BlockMeta:
     compaction_level: int = 0
     dedicated_columns: dict[str, str] = field(default_factory=dict)
     row_groups: list[RowGroupRange] = field(default_factory=list)
-    # WAL range this block was built from (block-builder blocks) for idempotent replay.
+    # WAL (identity) and range this block was built from (block-builder blocks): a replay reuses the
+    # block, and a block of another source is never replaced (docs/reliability.md).
+    source_wal: str = ""
     source_partition: int = -1
     source_first_offset: int = -1
     source_end_offset: int = -1
+    # Sum of the range's record fingerprints (livestore.record_digest): tells a replay of this range
+    # from the same offsets of a copy of the WAL holding other records.
+    source_digest: str = ""
     created_unix: float = 0.0
     compacted_unix: float = 0.0
     format: str = FORMAT_VERSION
@@ -78,3 +98,12 @@ class BlockMeta:
         first = bisect.bisect_left(maxs, h)
         end = bisect.bisect_right(mins, h)
         return list(range(first, end))
+
+
+def source_of(meta: BlockMeta) -> str:
+    """A block's source for messages: `wal <id> partition <p> offsets [first, end)`."""
+    if meta.source_partition < 0:
+        return f"no WAL range (compaction level {meta.compaction_level})"
+    wal = meta.source_wal or "<no identity: written before WAL identities>"
+    return (f"wal {wal} partition {meta.source_partition} offsets [{meta.source_first_offset}, "
+            f"{meta.source_end_offset}) digest {meta.source_digest or '-'}")

@@ -77,6 +77,8 @@ def encode_block(
     bloom_false_positive: float = 0.01,
     compaction_level: int = 0,
     source: tuple[int, int, int] = (-1, -1, -1),
+    source_wal: str = "",
+    source_digest: str = "",
 ) -> EncodedBlock:
     """Sort, number nested sets, choose dedicated columns and encode. CPU-bound: run in a thread."""
     table = spantable.dedupe_spans(spantable.concat([table]))
@@ -109,9 +111,11 @@ def encode_block(
         compaction_level=compaction_level,
         dedicated_columns=dict(table.dedicated),
         row_groups=row_groups,
+        source_wal=source_wal,
         source_partition=source[0],
         source_first_offset=source[1],
         source_end_offset=source[2],
+        source_digest=source_digest,
         created_unix=time.time(),
     )
     return EncodedBlock(meta, files)

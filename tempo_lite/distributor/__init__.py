@@ -32,6 +32,7 @@ from tempo_lite.distributor.limits import (
     remove_spans,
     truncate_attributes,
 )
+from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated, Unavailable
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalEntry, WriteAheadLog
@@ -49,6 +50,18 @@ def validate_ids(request: ExportTraceServiceRequest) -> int:
                 wire.check_ids(span.trace_id, span.span_id)
                 count += 1
     return count
+
+
+def validate_times(request: ExportTraceServiceRequest) -> None:
+    """The object path of `wire.check_times`: the same rule and message, first offending span first."""
+    k = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                problem = wire.time_problem(span)
+                if problem:
+                    raise InvalidRequest(f"span {k} of the request (trace {span.trace_id.hex()}): {problem}")
+                k += 1
 
 
 def partition_of(trace_id: bytes, partitions: int) -> int:
@@ -113,8 +126,7 @@ class Distributor:
         tenant = (header or "").strip()
         if not tenant:
             raise Unauthenticated("no org id")
-        if "|" in tenant or "/" in tenant or tenant in (".", ".."):
-            raise InvalidRequest(f"invalid tenant id {tenant!r} for ingest")
+        check_tenant_id(tenant)
         return tenant
 
     async def push(self, tenant_header: str | None, request: ExportTraceServiceRequest, size: int) -> None:
@@ -134,6 +146,7 @@ class Distributor:
         spans = scan.spans
         if spans == 0:
             return
+        wire.check_times(scan)
         if not self.accepting:
             raise Unavailable("tempo-lite is shutting down")
         if self.is_saturated():

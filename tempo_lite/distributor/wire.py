@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from tempo_lite.errors import InvalidRequest
@@ -58,6 +59,45 @@ def _raw_request_class() -> type:
 
 
 _RawRequest = _raw_request_class()
+
+# What later stages hold (docs/reliability.md): times are int64 nanoseconds in the span table and
+# Parquet, and the metrics-generator turns durations into float64 seconds exactly only below 2^53 ns.
+MAX_UNIX_NANO = (1 << 63) - 1
+MAX_DURATION_NANO = (1 << 53) - 1
+
+
+def _times_classes() -> tuple[type, type, type]:
+    """Mirrors that read times from *concatenated* encodings: parsing all spans joined as one message
+    appends every span's start and end (fields 7, 8) to repeated fields, in span order, in one C call."""
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="tempo_lite/distributor_times_otlp.proto", package="tempo_lite.distributor_times", syntax="proto3"
+    )
+    messages: dict[str, list[tuple[str, int, int, str]]] = {
+        "SpanTimes": [("start_time_unix_nano", 7, F.TYPE_FIXED64, "*"), ("end_time_unix_nano", 8, F.TYPE_FIXED64, "*"),
+                      ("events", 11, F.TYPE_BYTES, "*")],
+        "EventTimes": [("time_unix_nano", 1, F.TYPE_FIXED64, "*")],
+        "Span": [("start_time_unix_nano", 7, F.TYPE_FIXED64, ""), ("end_time_unix_nano", 8, F.TYPE_FIXED64, ""),
+                 ("events", 11, F.TYPE_MESSAGE, "*Event")],
+        "Event": [("time_unix_nano", 1, F.TYPE_FIXED64, "")],
+    }
+    for name, fields in messages.items():
+        m = fdp.message_type.add(name=name)
+        for fname, number, typ, spec in fields:
+            f = m.field.add(name=fname, number=number, type=typ,
+                            label=F.LABEL_REPEATED if spec.startswith("*") else F.LABEL_OPTIONAL)
+            if typ == F.TYPE_MESSAGE:
+                f.type_name = ".tempo_lite.distributor_times." + spec.lstrip("*")
+            elif spec == "*" and typ == F.TYPE_FIXED64:
+                f.options.packed = False
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    get = pool.FindMessageTypeByName
+    return tuple(message_factory.GetMessageClass(get(f"tempo_lite.distributor_times.{n}"))
+                 for n in ("SpanTimes", "EventTimes", "Span"))  # type: ignore[return-value]
+
+
+_SpanTimes, _EventTimes, _SpanWithTimes = _times_classes()
 
 
 @dataclass(frozen=True)
@@ -176,6 +216,46 @@ def scan(canonical: bytes) -> SpanScan:
             check_ids(trace_id, span_id)
             trace_ids.append(trace_id)
     return SpanScan(trace_ids, sizes, groups, largest, raw)
+
+
+def check_times(scanned: SpanScan) -> None:
+    """Refuse (InvalidRequest, naming the span and the field) times later stages cannot hold.
+
+    Every start, end and event time must be below 2^63 ns (int64), and a span's duration (end - start)
+    below 2^53 ns (~104 days). An end before the start is kept, as Tempo keeps it. Vectorised: two C
+    parses and numpy for the whole request; the per-span walk only runs to name an offending span.
+    """
+    spans = [span for rs in scanned.raw.resource_spans for ss in rs.scope_spans for span in ss.spans]
+    times = _SpanTimes.FromString(b"".join(spans))
+    starts = np.array(times.start_time_unix_nano, dtype=np.uint64)
+    ends = np.array(times.end_time_unix_nano, dtype=np.uint64)
+    events = np.array(_EventTimes.FromString(b"".join(times.events)).time_unix_nano, dtype=np.uint64)
+    limit = np.uint64(MAX_UNIX_NANO)
+    suspicious = (
+        len(starts) != len(spans) or len(ends) != len(spans)  # a zero time is not encoded: align by walking
+        or bool((starts > limit).any() or (ends > limit).any() or (events > limit).any())
+        or bool(((ends > starts) & (ends - starts > np.uint64(MAX_DURATION_NANO))).any())
+    )
+    if suspicious:
+        for k, span in enumerate(spans):
+            problem = time_problem(_SpanWithTimes.FromString(span))
+            if problem:
+                raise InvalidRequest(f"span {k} of the request (trace {scanned.trace_ids[k].hex()}): {problem}")
+
+
+def time_problem(span: Any) -> str:
+    """The time rule for one span (an OTLP `Span` or the times mirror): what is wrong, or ""."""
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if start > MAX_UNIX_NANO:
+        return f"start_time_unix_nano {start} is not below 2^63"
+    if end > MAX_UNIX_NANO:
+        return f"end_time_unix_nano {end} is not below 2^63"
+    if end - start > MAX_DURATION_NANO:
+        return f"end_time_unix_nano - start_time_unix_nano = {end - start} ns is not below 2^53 ns (~104 days)"
+    for i, event in enumerate(span.events):
+        if event.time_unix_nano > MAX_UNIX_NANO:
+            return f"events[{i}].time_unix_nano {event.time_unix_nano} is not below 2^63"
+    return ""
 
 
 def _field(tag: int, payload: bytes) -> bytes:

@@ -7,17 +7,21 @@ replays the WAL from the block-builder's committed offset: exactly what is not y
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import trio
 
 from tempo_lite import spantable
+from tempo_lite.distributor.tenant import tenant_id_problem
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalRecord, WriteAheadLog
+from tempo_lite.wal.quarantine import set_aside as keep_record
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class Segment:
     end_offset: int
     tables: dict[str, spantable.SpanTable]
     nbytes: int
+    digest: int = 0
     flushed_at: float | None = None
 
 
@@ -43,12 +48,82 @@ class _TenantView:
     table: spantable.SpanTable = field(default_factory=spantable.empty_span_table)
 
 
+DIGEST_MODULUS = 1 << 64
+
+
+def record_digest(record: WalRecord) -> int:
+    """A record's 64-bit fingerprint; a range's digest is the sum of its records' (mod 2^64), so it does
+    not depend on how the range was cut into read batches."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{record.partition}/{record.offset}/{record.tenant}/".encode())
+    h.update(record.payload)
+    return int.from_bytes(h.digest(), "big")
+
+
+def range_digest_hex(digest: int) -> str:
+    return f"{digest % DIGEST_MODULUS:016x}"
+
+
 def decode_records(records: list[WalRecord]) -> dict[str, spantable.SpanTable]:
     """WAL records -> one span table per tenant (CPU-bound; run in a thread)."""
     by_tenant: dict[str, list[bytes]] = {}
     for r in records:
         by_tenant.setdefault(r.tenant, []).append(r.payload)
     return {t: spantable.flatten_payloads(payloads) for t, payloads in by_tenant.items()}
+
+
+MAX_UNIX_NANO = (1 << 63) - 1
+MAX_DURATION_NANO = (1 << 53) - 1  # the distributor's bound (distributor.wire): what the generator handles
+
+
+def unbuildable(table: spantable.SpanTable) -> str | None:
+    """Why later stages (block-builder, generator, trace by ID) cannot take this table, else None.
+
+    The distributor refuses such spans at the door; records already in the WAL (written before that
+    rule, or by another writer) are checked again here.
+    """
+    spans = table.spans
+    if spans.num_rows == 0:
+        return None
+    start, duration = spans.column("start_unix_nano"), spans.column("duration_nano")
+    if pc.any(pc.less(start, 0)).as_py():
+        return "a span's start_time_unix_nano is not below 2^63"
+    if pc.any(pc.greater(duration, MAX_DURATION_NANO)).as_py():
+        return "a span's duration is not below 2^53 ns"
+    if pc.any(pc.greater(start, pc.subtract(pa.scalar(MAX_UNIX_NANO), pc.max_element_wise(duration, 0)))).as_py():
+        return "a span's end_time_unix_nano is not below 2^63"
+    return None
+
+
+def decode_isolating(records: list[WalRecord]) -> tuple[dict[str, spantable.SpanTable], list[tuple[WalRecord, str]]]:
+    """`decode_records`, setting aside the records that fail to decode or are `unbuildable`.
+
+    The whole batch is decoded at once; only when that fails is each record decoded alone. A record
+    whose tenant ID cannot name a directory (written before the distributor checked) is set aside too:
+    its blocks could never be written.
+    """
+    poison: list[tuple[WalRecord, str]] = []
+    if any(tenant_id_problem(r.tenant) for r in records):
+        poison = [(r, f"{tenant_id_problem(r.tenant)}") for r in records if tenant_id_problem(r.tenant)]
+        records = [r for r in records if not tenant_id_problem(r.tenant)]
+    try:
+        tables = decode_records(records)
+        if not any(unbuildable(t) for t in tables.values()):
+            return tables, poison
+    except Exception:  # noqa: BLE001 - any decode failure: find the records to blame below
+        pass
+    good: dict[str, list[spantable.SpanTable]] = {}
+    for r in records:
+        try:
+            table = spantable.flatten_payloads([r.payload])
+            problem = unbuildable(table)
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the record is poison
+            problem = f"cannot decode: {type(exc).__name__}: {exc}"
+        if problem:
+            poison.append((r, problem))
+        else:
+            good.setdefault(r.tenant, []).append(table)
+    return {t: spantable.concat(ts) for t, ts in good.items()}, poison
 
 
 class LiveStore:
@@ -61,7 +136,9 @@ class LiveStore:
         complete_block_timeout: float,
         clock: Callable[[], float] = trio.current_time,
         batch_records: int = 256,
+        batch_bytes: int = 8 << 20,
         on_batch: Callable[[str, spantable.SpanTable], None] | None = None,
+        quarantine: Path | None = None,
     ) -> None:
         self.wal = wal
         self.metrics = metrics
@@ -69,9 +146,14 @@ class LiveStore:
         self.complete_block_timeout = complete_block_timeout
         self.clock = clock
         self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
         self.on_batch = on_batch  # the metrics-generator, when enabled
+        self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
         self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
         self.consumed: dict[int, int] = {}
+        # partition -> offset no read may cross: the end of a range whose blocks an interrupted flush
+        # already wrote (set by BlockBuilder.recover, cleared once that range is committed).
+        self.cuts: dict[int, int] = {}
         self.nbytes = 0
         self.version = 0
         self._views: dict[str, _TenantView] = {}
@@ -98,28 +180,70 @@ class LiveStore:
 
     async def _consume(self, partition: int, caught_up: trio.Event) -> None:
         end = await self.wal.end_offset(partition)
+        record_size = 1
         while True:
             offset = self.consumed[partition]
             if offset >= end and not caught_up.is_set():
                 caught_up.set()
-            records = await self.wal.read(partition, offset, self.batch_records)
+            # Bound a batch by bytes too: decoding holds the joined payloads and their parsed messages
+            # (several times the bytes) at once; 256 records of 1,000 spans were ~250 MB of transient.
+            limit = max(1, min(self.batch_records, self.batch_bytes // max(1, record_size)))
+            cut = self.cuts.get(partition)
+            if cut is not None and offset < cut:
+                limit = min(limit, cut - offset)
+            records = await self.wal.read(partition, offset, limit)
+            if records:
+                record_size = max(1, sum(len(r.payload) for r in records) // len(records))
             if not records:
                 if not caught_up.is_set():
                     caught_up.set()
                 await self.wal.wait_for_records(partition, offset, 1.0)
                 continue
-            tables = await trio.to_thread.run_sync(decode_records, records, limiter=self.decode_limiter)
+            tables, poison = await trio.to_thread.run_sync(decode_isolating, records, limiter=self.decode_limiter)
+            for record, problem in poison:
+                await self.set_aside(record, "livestore-decode", problem)
             if self.on_batch is not None:
-                for tenant, table in tables.items():
-                    self.on_batch(tenant, table)
-            self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables)
+                bad = {id(r) for r, _ in poison}
+                await self._observe(tables, [r for r in records if id(r) not in bad])
+            digest = sum(record_digest(r) for r in records) % DIGEST_MODULUS
+            self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables, digest)
             await self.wal.commit(GROUP, partition, records[-1].offset + 1)
 
+    async def _observe(self, tables: dict[str, spantable.SpanTable], records: list[WalRecord]) -> None:
+        """Feed the metrics-generator; a record it fails on is set aside (and left out of `tables`)."""
+        assert self.on_batch is not None
+        for tenant, table in list(tables.items()):
+            try:
+                self.on_batch(tenant, table)
+                continue
+            except Exception as exc:  # noqa: BLE001 - isolate the record(s) to blame below
+                log.warning("metrics-generator failed on a batch of tenant %s (%s); observing record by record",
+                            tenant, exc)
+            kept = []
+            for record in (r for r in records if r.tenant == tenant):
+                one = await trio.to_thread.run_sync(spantable.flatten_payloads, [record.payload],
+                                                    limiter=self.decode_limiter)
+                try:
+                    self.on_batch(tenant, one)
+                except Exception as exc:  # noqa: BLE001
+                    await self.set_aside(record, "generator", f"{type(exc).__name__}: {exc}")
+                    continue
+                kept.append(one)
+            tables[tenant] = spantable.concat(kept)
+
+    async def set_aside(self, record: WalRecord, stage: str, problem: str) -> None:
+        """Keep a record no consumer can take (quarantine), count it, log it once; consumers move on."""
+        self.metrics.wal_records_set_aside.labels(stage).inc()
+        log.error("WAL record partition %d offset %d (tenant %s) set aside by %s: %s", record.partition,
+                  record.offset, record.tenant, stage, problem)
+        if self.quarantine is not None:
+            await trio.to_thread.run_sync(keep_record, self.quarantine, record, stage, problem)
+
     def add_segment(
-        self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable]
+        self, partition: int, first: int, end: int, tables: dict[str, spantable.SpanTable], digest: int = 0
     ) -> None:
         nbytes = sum(t.nbytes for t in tables.values())
-        self.segments[partition].append(Segment(partition, first, end, tables, nbytes))
+        self.segments[partition].append(Segment(partition, first, end, tables, nbytes, digest))
         self.consumed[partition] = end
         self.nbytes += nbytes
         self.version += 1
@@ -137,19 +261,76 @@ class LiveStore:
         log.warning("live-store did not catch up with the WAL within %.0fs", timeout)
         return False
 
+    async def wait_consumed(self, timeout: float) -> bool:
+        """Read after write: wait until every record the WAL holds now has been consumed into memory.
+
+        Takes the end offsets at the call, so a query sees every span acknowledged before it arrived;
+        gives up after `timeout` seconds (False) and the query answers with what is there.
+        """
+        targets = [(p, await self.wal.end_offset(p)) for p in range(self.wal.partitions)]
+        with trio.move_on_after(timeout):
+            while any(self.consumed.get(p, 0) < end for p, end in targets):
+                await self.changed.wait()
+            return True
+        return False
+
     # --- block-builder interface -------------------------------------------------------------
 
-    def pending(self, partition: int, from_offset: int) -> tuple[int, dict[str, list[spantable.SpanTable]]]:
-        """(end offset, tables per tenant) of the unflushed records at or after `from_offset`."""
+    def cut_at(self, partition: int, offset: int | None) -> None:
+        """Make reads of `partition` stop at `offset` (None: no longer) so a segment ends exactly there."""
+        if offset is None:
+            self.cuts.pop(partition, None)
+        else:
+            self.cuts[partition] = offset
+
+    def pending(
+        self, partition: int, from_offset: int, until: int | None = None, max_bytes: int | None = None
+    ) -> tuple[int, dict[str, list[spantable.SpanTable]]]:
+        """(end offset, tables per tenant) of the unflushed records at or after `from_offset` (and
+        before `until`, when given), stopping after the segment that reaches `max_bytes`, when given."""
         end = from_offset
+        size = 0
         out: dict[str, list[spantable.SpanTable]] = {}
         for seg in self.segments[partition]:
             if seg.end_offset <= from_offset or seg.flushed_at is not None:
                 continue
+            if until is not None and seg.end_offset > until:
+                continue
+            if max_bytes is not None and size >= max_bytes:
+                break
             for tenant, table in seg.tables.items():
                 out.setdefault(tenant, []).append(table)
             end = max(end, seg.end_offset)
+            size += seg.nbytes
         return end, out
+
+    @property
+    def under_pressure(self) -> bool:
+        """Half of `max_bytes` in use: flush now, in smaller blocks, and free flushed segments at once."""
+        return self.nbytes >= self.max_bytes // 4
+
+    def release_flushed(self) -> None:
+        """Drop every flushed segment now (their blocks are in the block list) instead of after the
+        recent window: what keeps memory under `max_bytes` while ingest runs at full speed."""
+        dropped = False
+        for p, segs in self.segments.items():
+            keep = [s for s in segs if s.flushed_at is None]
+            if len(keep) != len(segs):
+                self.nbytes -= sum(s.nbytes for s in segs) - sum(s.nbytes for s in keep)
+                self.segments[p] = keep
+                dropped = True
+        if dropped:
+            self.version += 1
+            self._views.clear()  # a snapshot would keep the dropped tables alive
+            self.metrics.livestore_bytes.set(self.nbytes)
+
+    def range_digest(self, partition: int, from_offset: int, end: int) -> str:
+        """The digest of the unflushed records in [from_offset, end) (see `record_digest`)."""
+        total = sum(
+            seg.digest for seg in self.segments[partition]
+            if seg.flushed_at is None and from_offset < seg.end_offset <= end
+        )
+        return range_digest_hex(total)
 
     def pending_bytes(self) -> int:
         return sum(s.nbytes for segs in self.segments.values() for s in segs if s.flushed_at is None)

@@ -49,6 +49,12 @@ class WriteAheadLog(Protocol):
     @property
     def partitions(self) -> int: ...
 
+    @property
+    def identity(self) -> str:
+        """An ID created with this log and kept with it (embedded: stored in the database; Kafka: the
+        topic's ID). Block IDs include it, so another log's blocks are never overwritten."""
+        ...
+
     async def append(self, entries: Sequence[WalEntry]) -> list[int]:
         """Append entries and return their offsets once all of them are durable.
 

@@ -11,6 +11,7 @@ import math
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -100,6 +101,7 @@ class EmbeddedWal:
     def __init__(
         self,
         db_path: str,
+        identity: str,
         conn: sqlite3.Connection,
         partitions: int,
         groups: tuple[str, ...],
@@ -110,6 +112,7 @@ class EmbeddedWal:
         retained_bytes: list[int],
     ) -> None:
         self._db_path = db_path
+        self._identity = identity
         self._conn = conn
         self._partitions = partitions
         self._groups = groups
@@ -138,6 +141,10 @@ class EmbeddedWal:
     @property
     def path(self) -> str:
         return self._db_path
+
+    @property
+    def identity(self) -> str:
+        return self._identity
 
     def statistics(self) -> WalStatistics:
         return WalStatistics(
@@ -370,7 +377,7 @@ def _delete_below(conn: sqlite3.Connection, partition: int, offset: int) -> int:
 
 def _open_sync(
     directory: str, partitions: int, groups: tuple[str, ...], bytes_limit: int
-) -> tuple[str, sqlite3.Connection, list[int], list[int], dict[tuple[str, int], int], list[int]]:
+) -> tuple[str, str, sqlite3.Connection, list[int], list[int], dict[tuple[str, int], int], list[int]]:
     """Create or reopen the database and load the state the writer keeps in memory."""
     os.makedirs(directory, exist_ok=True)
     db_path = os.path.join(directory, DB_FILE_NAME)
@@ -386,6 +393,10 @@ def _open_sync(
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
         )
+        # The WAL's identity: created once with the database (or on the first open of a database made
+        # before identities existed) and never changed; block IDs include it.
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('wal_id', ?)", (str(uuid.uuid4()),))
+        (identity,) = conn.execute("SELECT value FROM meta WHERE key = 'wal_id'").fetchone()
         (existing,) = conn.execute("SELECT COUNT(*) FROM partitions").fetchone()
         if existing > partitions:
             conn.execute("ROLLBACK")
@@ -423,7 +434,7 @@ def _open_sync(
             conn.execute("ROLLBACK")
         conn.close()
         raise
-    return db_path, conn, end, low, committed, retained_bytes
+    return db_path, identity, conn, end, low, committed, retained_bytes
 
 
 async def open_embedded_wal(
@@ -439,8 +450,8 @@ async def open_embedded_wal(
     if not groups:
         raise ConfigError("wal.groups must name at least one consumer group")
     group_tuple = tuple(groups)
-    db_path, conn, end, low, committed, retained = await trio.to_thread.run_sync(
+    db_path, identity, conn, end, low, committed, retained = await trio.to_thread.run_sync(
         _open_sync, path, partitions, group_tuple, bytes_limit
     )
-    wal = EmbeddedWal(db_path, conn, partitions, group_tuple, bytes_limit, end, low, committed, retained)
+    wal = EmbeddedWal(db_path, identity, conn, partitions, group_tuple, bytes_limit, end, low, committed, retained)
     return wal

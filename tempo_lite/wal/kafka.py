@@ -19,7 +19,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 import trio
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tempo_lite.errors import ConfigError, PayloadTooLarge, Unavailable
@@ -81,6 +89,7 @@ class KafkaWal:
         self,
         brokers: str,
         topic: str,
+        identity: str,
         partitions: int,
         groups: tuple[str, ...],
         bytes_limit: int,
@@ -94,6 +103,7 @@ class KafkaWal:
     ) -> None:
         self._brokers = brokers
         self._topic = topic
+        self._identity = identity
         self._partitions = partitions
         self._groups = groups
         self._bytes_limit = bytes_limit
@@ -128,6 +138,12 @@ class KafkaWal:
     @property
     def partitions(self) -> int:
         return self._partitions
+
+    @property
+    def identity(self) -> str:
+        """The topic's ID (Kafka >= 2.8): a topic deleted and created again under the same name is
+        another WAL, and its blocks never overwrite the old topic's."""
+        return self._identity
 
     def statistics(self) -> WalStatistics:
         """Best effort: exact record counts; bytes exact for this process's appends, estimated otherwise."""
@@ -446,12 +462,29 @@ def _ensure_topic(admin: AdminClient, topic: str, partitions: int) -> int:
     return len(metadata.topics[topic].partitions)
 
 
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the all-zero UUID, base64: a broker without topic IDs
+
+
+def _topic_id(admin: AdminClient, topic: str) -> str:
+    """The topic's ID as the broker reports it (Metadata v10+, Kafka >= 2.8)."""
+    futures = admin.describe_topics(TopicCollection([topic]), request_timeout=BROKER_TIMEOUT_S)
+    description = futures[topic].result()
+    topic_id = str(description.topic_id) if description.topic_id is not None else ""
+    if not topic_id or topic_id == _NO_TOPIC_ID:
+        raise ConfigError(
+            f"Kafka WAL topic {topic!r}: the broker reports no topic ID (Kafka before 2.8?); tempo-lite needs it "
+            "to name blocks after the WAL they came from (docs/wal.md)"
+        )
+    return topic_id
+
+
 def _open_sync(
     brokers: str, topic: str, partitions: int, groups: tuple[str, ...]
-) -> tuple[AdminClient, Producer, dict[str, Consumer], Consumer, Consumer, dict[tuple[str, int], int]]:
+) -> tuple[str, AdminClient, Producer, dict[str, Consumer], Consumer, Consumer, dict[tuple[str, int], int]]:
     admin = AdminClient(_client_config(brokers))
     try:
         existing = _ensure_topic(admin, topic, partitions)
+        identity = _topic_id(admin, topic)
     except KafkaException as exc:
         raise Unavailable(f"Kafka WAL: cannot reach brokers {brokers!r} for topic {topic!r}: {exc}") from exc
     if existing != partitions:
@@ -479,7 +512,7 @@ def _open_sync(
             committed[(group, tp.partition)] = max(tp.offset, 0)
     reader = _consumer(brokers, f"{topic}.tempo-lite-reader")
     prober = _consumer(brokers, f"{topic}.tempo-lite-reader")
-    return admin, producer, group_consumers, reader, prober, committed
+    return identity, admin, producer, group_consumers, reader, prober, committed
 
 
 async def open_kafka_wal(
@@ -493,11 +526,11 @@ async def open_kafka_wal(
     if not groups:
         raise ConfigError("wal.groups must name at least one consumer group")
     group_tuple = tuple(groups)
-    admin, producer, group_consumers, reader, prober, committed = await trio.to_thread.run_sync(
+    identity, admin, producer, group_consumers, reader, prober, committed = await trio.to_thread.run_sync(
         _open_sync, brokers, topic, partitions, group_tuple
     )
     wal = KafkaWal(
-        brokers, topic, partitions, group_tuple, bytes_limit, admin, producer, group_consumers, reader,
+        brokers, topic, identity, partitions, group_tuple, bytes_limit, admin, producer, group_consumers, reader,
         prober, [0] * partitions, committed,
     )
     for partition in range(partitions):
