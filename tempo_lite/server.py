@@ -19,6 +19,8 @@ from hypercorn.config import Config
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.trio import serve
 
+from tempo_lite.grpc_protocol import encode_grpc_message
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -216,8 +218,6 @@ def answer_failures(app: ASGIApp, name: str) -> ASGIApp:
             log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
             message = f"internal error: {type(exc).__name__}: {exc}"
             if _is_grpc(scope):
-                from tempo_lite.api.grpc import encode_grpc_message  # api.grpc builds on this module
-
                 await send({"type": "http.response.start", "status": 200, "trailers": True,
                             "headers": [(b"content-type", b"application/grpc")]})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

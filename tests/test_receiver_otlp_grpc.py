@@ -35,24 +35,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_RESPONSE_STATUS_CODE
 
-from tempo_lite.api.grpc import (
-    GrpcCall,
-    GrpcError,
-    GrpcStatus,
-    MessageDeframer,
-    ServerStreamingMethod,
-    StatusCode,
-    UnaryMethod,
-    build_trailers,
-    decode_grpc_message,
-    decompress_message,
-    encode_grpc_message,
-    frame_message,
-    grpc_app,
-    parse_grpc_timeout,
-    request_metadata,
-    status_for_exception,
-)
 from tempo_lite.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -61,6 +43,21 @@ from tempo_lite.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tempo_lite.grpc_protocol import (
+    GrpcError,
+    GrpcStatus,
+    MessageDeframer,
+    StatusCode,
+    build_trailers,
+    decode_grpc_message,
+    decompress_message,
+    encode_grpc_message,
+    frame_message,
+    parse_grpc_timeout,
+    request_metadata,
+    status_for_exception,
+)
+from tempo_lite.grpc_server import GrpcCall, ServerStreamingMethod, UnaryMethod, grpc_app
 from tempo_lite.receivers.otlp_grpc import EXPORT_METHOD, otlp_grpc_app
 from tempo_lite.server import parse_bound_address, serve_asgi
 
