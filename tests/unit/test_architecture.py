@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tempo_lite"
+PACKAGE = Path(__file__).resolve().parents[2] / "tempo_lite"
 
 # Module-name prefix -> layer (longest prefix wins). Every module of tempo_lite/ must be placed.
 LAYERS: dict[str, int] = {
@@ -131,6 +132,7 @@ def _imported_names(module: str, path: Path) -> set[str]:
     return {n for n in names if n == "tempo_lite" or n.startswith("tempo_lite.")}
 
 
+@cache
 def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = defaultdict(set)
     for module, path in MODULES.items():
@@ -154,6 +156,7 @@ def layer_of(module: str) -> int:
     return LAYERS[max(prefixes, key=len)]
 
 
+@cache
 def _upward() -> dict[tuple[str, str], str]:
     found = {}
     for module, deps in _graph().items():
@@ -164,6 +167,7 @@ def _upward() -> dict[tuple[str, str], str]:
     return found
 
 
+@cache
 def _cycles() -> list[tuple[str, ...]]:
     """Strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
     graph = _graph()
