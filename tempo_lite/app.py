@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -25,7 +25,7 @@ from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
-from tempo_lite.server import serve_asgi
+from tempo_lite.server import ASGIApp, serve_asgi
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
@@ -272,7 +272,7 @@ class TempoLite:
         from tempo_lite.api.streaming import streaming_querier_app
 
         server = self.config.server
-        app = streaming_querier_app(self, fallback=create_api(self))
+        app = streaming_querier_app(self, fallback=cast(ASGIApp, create_api(self)))
         await self._serve(nursery, "http", app,
                           f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
                           graceful=False)

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from quart import Response, redirect, request
+from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -90,11 +91,11 @@ def register_ui_routes(app: QuartTrio, tl: QueryService) -> None:
         return Response(body, content_type=ctype, headers=headers)
 
     @app.route("/")
-    async def root() -> Response:
+    async def root() -> WerkzeugResponse:
         return redirect("/ui/", 302)
 
     @app.route("/ui")
-    async def ui_bare() -> Response:
+    async def ui_bare() -> WerkzeugResponse:
         return redirect("/ui/", 302)
 
     @app.route("/ui/")
