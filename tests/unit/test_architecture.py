@@ -248,3 +248,11 @@ def test_the_api_does_not_depend_on_the_process_wiring() -> None:
     graph = _graph()
     offenders = [m for m in graph if m.startswith(("tempo_lite.api", "tempo_lite.ui")) and "tempo_lite.app" in graph[m]]
     assert not offenders, f"{offenders} import tempo_lite.app; depend on frontend.service.QueryService instead"
+
+
+def test_every_test_file_is_in_a_lane() -> None:
+    """Test modules live in tests/unit/ (pure: no sockets, servers, subprocesses, emulators, brokers or browsers)
+    or tests/e2e/ (everything else); tests/ itself holds only shared helpers and conftest.py."""
+    tests = PACKAGE.parent / "tests"
+    stray = sorted(p.name for p in tests.glob("test_*.py"))
+    assert not stray, f"move {stray} into tests/unit/ (pure) or tests/e2e/ (see CONTRIBUTING.md)"
