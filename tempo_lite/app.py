@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import trio
-from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from tempo_lite import spantable
 from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
 from tempo_lite.distributor import Distributor
 from tempo_lite.errors import Unavailable
+from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.generator import MetricsGenerator
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
-from tempo_lite.server import serve_asgi
+from tempo_lite.server import ASGIApp, serve_asgi
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
@@ -65,6 +64,8 @@ async def open_object_store(config: Config) -> ObjectStore:
 
 
 class TempoLite:
+    """The process: implements `frontend.service.QueryService` for the API."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
@@ -75,6 +76,8 @@ class TempoLite:
         self.blocklist: BlockList
         self.blockbuilder: BlockBuilder
         self.querier: Querier
+        self.searcher: Searcher
+        self.frontend: QueryFrontend
         self.distributor: Distributor
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
@@ -140,6 +143,7 @@ class TempoLite:
             compaction=cfg.compactor.compaction, block=cfg.storage.trace.block,
         )
         self.searcher = Searcher(self.querier, concurrency=cfg.query_frontend.search.concurrent_jobs)
+        self.frontend = QueryFrontend(self.querier, self.searcher)
         self.distributor = Distributor(
             cfg, self.wal, self.metrics,
             is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),
@@ -290,12 +294,13 @@ class TempoLite:
         from tempo_lite.livestore.freshness import read_after_write
 
         server = self.config.server
-        app = read_after_write(streaming_querier_app(self, fallback=create_api(self)), self.livestore.wait_consumed)
+        app = read_after_write(streaming_querier_app(self, fallback=cast(ASGIApp, create_api(self))),
+                               self.livestore.wait_consumed)
         await self._serve(nursery, "http", app,
                           f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
                           graceful=False)
 
-    # --- queries used by the API -----------------------------------------------------------------
+    # --- QueryService: what the API asks of the process ------------------------------------------------
 
     def not_ready_reason(self) -> str | None:
         if not self.started:
@@ -325,20 +330,3 @@ class TempoLite:
         self.metrics.wal_retained_bytes.set(stats.bytes_retained)
         self.metrics.livestore_bytes.set(self.livestore.nbytes)
         self.metrics.store_read_bytes.set(self.store.bytes_read)
-
-    async def find_trace(
-        self, tenants: list[str], trace_id: bytes, start_ns: int = 0, end_ns: int = 0
-    ) -> tuple[TracesData | None, int, list[str]]:
-        tables = []
-        inspected = 0
-        failed: list[str] = []
-        for tenant in tenants:
-            found = await self.querier.find_trace(tenant, trace_id, start_ns, end_ns)
-            inspected += found.inspected_bytes
-            failed += found.failed_blocks
-            if found.table is not None:
-                tables.append(found.table)
-        if not tables:
-            return None, inspected, failed
-        table = spantable.concat(tables) if len(tables) > 1 else tables[0]
-        return spantable.to_traces_data(table), inspected, failed

@@ -534,7 +534,7 @@ async def export_traces(tl: Any, traces: Sequence[TraceSummary], path: str) -> i
     """Write every captured trace into one OTLP/JSON TracesData document; returns the span count."""
     merged = TracesData()
     for t in sorted(traces, key=lambda s: s.start_ns):
-        found, _, _ = await tl.find_trace([QUERY_TENANT], bytes.fromhex(t.trace_id))
+        found, _, _ = await tl.frontend.find_trace([QUERY_TENANT], bytes.fromhex(t.trace_id))
         if found is not None:
             merged.resource_spans.extend(found.resource_spans)
     body = json.dumps(otlp_json(merged), indent=1).encode() + b"\n"

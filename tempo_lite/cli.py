@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from typing import cast
 
 import trio
 
@@ -174,7 +175,7 @@ class _OrderedAssertion(argparse.Action):
                  option_string: str | None = None) -> None:
         items = list(getattr(namespace, self.dest, None) or [])
         if option_string == "--expect-count":
-            count, query = values  # type: ignore[misc]
+            count, query = cast("tuple[str, str]", values)
             items.append(("expect", query, count))
         else:
             items.append(("expect_none" if option_string == "--expect-none" else "expect", values, None))

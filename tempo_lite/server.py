@@ -11,13 +11,15 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import priority
 import trio
 from hypercorn.config import Config
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.trio import serve
+
+from tempo_lite.grpc_protocol import encode_grpc_message
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -118,7 +120,7 @@ class RoundRobinStreams:
 
 def _install_round_robin_scheduler() -> None:
     """Make hypercorn's H2Protocol (which looks up `priority.PriorityTree` at connection setup) use ours."""
-    hypercorn_h2.priority = SimpleNamespace(  # type: ignore[attr-defined]
+    hypercorn_h2.priority = SimpleNamespace(  # type: ignore[assignment]  # a stand-in for the module
         PriorityTree=RoundRobinStreams,
         DeadlockError=priority.DeadlockError,
         MissingStreamError=priority.MissingStreamError,
@@ -155,7 +157,7 @@ def hypercorn_config(
     config.bind = [format_bind(host, port)]
     config.keep_alive_max_requests = _UNLIMITED_REQUESTS
     config.keep_alive_timeout = idle_timeout
-    config.read_timeout = read_timeout
+    config.read_timeout = read_timeout  # type: ignore[assignment]  # hypercorn annotates int; seconds as float work
     config.graceful_timeout = graceful_timeout
     config.h2_max_concurrent_streams = max_concurrent_streams
     config.errorlog = logging.getLogger(f"tempo_lite.http.{name}")
@@ -216,8 +218,6 @@ def answer_failures(app: ASGIApp, name: str) -> ASGIApp:
             log.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
             message = f"internal error: {type(exc).__name__}: {exc}"
             if _is_grpc(scope):
-                from tempo_lite.api.grpc import encode_grpc_message  # api.grpc builds on this module
-
                 await send({"type": "http.response.start", "status": 200, "trailers": True,
                             "headers": [(b"content-type", b"application/grpc")]})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -270,7 +270,7 @@ async def serve_asgi(
     served = _shield_response_end(answer_failures(app if http2 else _http1_only(app), name))
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve, served, config, shutdown_trigger=shutdown_trigger, mode="asgi")
+            partial(serve, cast(Any, served), config, shutdown_trigger=shutdown_trigger, mode="asgi")
         )
         bound = parse_bound_address(binds[0])
         logging.getLogger("tempo_lite.server").info("listener %s on http://%s", name, format_bind(*bound))

@@ -16,39 +16,21 @@ from werkzeug.exceptions import HTTPException
 
 from tempo_lite import TEMPO_COMPAT_VERSION, __version__
 from tempo_lite.api import encoding
+from tempo_lite.api.http import TEXT, resolve_query_tenants, text
 from tempo_lite.api.metrics import register_metrics_routes
 from tempo_lite.api.search import register_search_routes
-from tempo_lite.errors import InvalidRequest, TempoLiteError, Unauthenticated
+from tempo_lite.errors import InvalidRequest, TempoLiteError
 from tempo_lite.frontend.params import parse_time_range
 from tempo_lite.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tempo_lite.ui import register_ui_routes
 
 if TYPE_CHECKING:
-    from tempo_lite.app import TempoLite
+    from tempo_lite.frontend.service import QueryService
 
-TEXT = "text/plain; charset=utf-8"
 log = logging.getLogger(__name__)
 
 
-def text(body: str, status: int = 200) -> Response:
-    return Response(body, status=status, content_type=TEXT, headers={"X-Content-Type-Options": "nosniff"})
-
-
-def query_tenants(multitenancy: bool, org_id: str | None) -> list[str]:
-    """Query tenants: `single-tenant`, or the X-Scope-OrgID value (which may name several: `a|b`)."""
-    if not multitenancy:
-        return ["single-tenant"]
-    tenants = sorted({t.strip() for t in (org_id or "").split("|") if t.strip()})
-    if not tenants:
-        raise Unauthenticated("no org id")
-    return tenants
-
-
-def resolve_query_tenants(tl: TempoLite) -> list[str]:
-    return query_tenants(tl.config.multitenancy_enabled, request.headers.get("X-Scope-OrgID"))
-
-
-def create_api(tl: TempoLite) -> QuartTrio:
+def create_api(tl: QueryService) -> QuartTrio:
     app = QuartTrio("tempo_lite")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
 
@@ -94,7 +76,7 @@ def create_api(tl: TempoLite) -> QuartTrio:
         trace_id = encoding.parse_trace_id(trace_id_text)
         time_range = parse_time_range(request.args)
         tenants = resolve_query_tenants(tl)
-        return await tl.find_trace(tenants, trace_id, time_range.start_ns, time_range.end_ns)
+        return await tl.frontend.find_trace(tenants, trace_id, time_range.start_ns, time_range.end_ns)
 
     @app.route("/api/traces/<trace_id>")
     async def trace_v1(trace_id: str) -> Response:

@@ -19,6 +19,7 @@ import trio
 from quart import Response, request
 
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import StorageError
 from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
 from tempo_lite.querier.results import any_value
@@ -31,7 +32,7 @@ from tempo_lite.traceql.metrics_expr import parse_metrics_expression
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from tempo_lite.app import TempoLite
+    from tempo_lite.frontend.service import QueryService
 
 Params = Mapping[str, str]
 
@@ -97,7 +98,7 @@ def _union_columns(queries: list[Query]) -> list[str] | None:
     return union
 
 
-async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats]:
+async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats]:
     """Series of the query, or of an arithmetic expression between queries (`traceql.metrics_expr`).
 
     Span tables come from every source overlapping the range, each span once and traces whole
@@ -116,7 +117,7 @@ async def _evaluate(tl: TempoLite, tenants: list[str], p: MetricsParams) -> tupl
     stats = SearchStats()
     started = time.perf_counter()
     for tenant in tenants:
-        tables = await tl.searcher.tables(tenant, buckets.start_ns, buckets.end_ns, stats, columns=columns,
+        tables = await tl.frontend.searcher.tables(tenant, buckets.start_ns, buckets.end_ns, stats, columns=columns,
                                           whole_traces=True)
         for table in tables:
             stats.inspected_spans += table.num_spans
@@ -148,11 +149,11 @@ def _status(msg, series: list[Series], p: MetricsParams, stats: SearchStats) -> 
     return series
 
 
-def _end_cutoff_ns(tl: TempoLite) -> int:
+def _end_cutoff_ns(tl: QueryService) -> int:
     return int(tl.config.query_frontend.query_end_cutoff * 1e9)
 
 
-async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryRangeResponse:
+async def run_query_range(tl: QueryService, tenants: list[str], params: Params) -> pb.QueryRangeResponse:
     p = parse_query_range(params, time.time_ns(), _end_cutoff_ns(tl))
     series, stats = await _evaluate(tl, tenants, p)
     msg = pb.QueryRangeResponse(metrics=stats.message())
@@ -173,7 +174,7 @@ async def run_query_range(tl: TempoLite, tenants: list[str], params: Params) -> 
     return msg
 
 
-async def run_query_instant(tl: TempoLite, tenants: list[str], params: Params) -> pb.QueryInstantResponse:
+async def run_query_instant(tl: QueryService, tenants: list[str], params: Params) -> pb.QueryInstantResponse:
     p = parse_query_instant(params, time.time_ns(), _end_cutoff_ns(tl))
     series, stats = await _evaluate(tl, tenants, p)
     msg = pb.QueryInstantResponse(metrics=stats.message())
@@ -182,10 +183,7 @@ async def run_query_instant(tl: TempoLite, tenants: list[str], params: Params) -
     return msg
 
 
-def register_metrics_routes(app: QuartTrio, tl: TempoLite) -> None:
-    from tempo_lite.api.app import resolve_query_tenants
-    from tempo_lite.api.search import respond
-
+def register_metrics_routes(app: QuartTrio, tl: QueryService) -> None:
     @app.route("/api/metrics/query_range")
     async def metrics_query_range() -> Response:
         return respond(await run_query_range(tl, resolve_query_tenants(tl), request.args))

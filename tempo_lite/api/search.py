@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from quart import Response, request
 
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.api import encoding
+from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time_range
 from tempo_lite.querier.results import (
@@ -38,7 +38,7 @@ from tempo_lite.traceql import parse_attribute, parse_lenient_filter
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from tempo_lite.app import TempoLite
+    from tempo_lite.frontend.service import QueryService
 
 # Tag discovery without start/end looks at the live-store plus blocks of this recent window; Grafana's
 # autocomplete calls carry no range, and the live-store alone empties every block-builder cycle.
@@ -99,7 +99,7 @@ def _check_answerable(stats: SearchStats) -> None:
         raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")
 
 
-async def run_search(tl: TempoLite, tenants: list[str], params: Params) -> pb.SearchResponse:
+async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb.SearchResponse:
     search_cfg = tl.config.query_frontend.search
     parsed = parse_search(
         params,
@@ -126,7 +126,7 @@ async def run_search(tl: TempoLite, tenants: list[str], params: Params) -> pb.Se
     results = []
     total = SearchStats()
     for tenant in tenants:
-        found, stats = await tl.searcher.search(tenant, req)
+        found, stats = await tl.frontend.searcher.search(tenant, req)
         results.append(found)
         total.inspected_bytes += stats.inspected_bytes
         total.inspected_traces += stats.inspected_traces
@@ -141,16 +141,16 @@ async def run_search(tl: TempoLite, tenants: list[str], params: Params) -> pb.Se
     return pb.SearchResponse(traces=merge_search_results(*results, limit=parsed.limit), metrics=total.message())
 
 
-async def _tables(tl: TempoLite, tenants: list[str], params: Params, stats: SearchStats) -> list:
+async def _tables(tl: QueryService, tenants: list[str], params: Params, stats: SearchStats) -> list:
     start_ns, end_ns = _tag_range(params)
     tables = []
     for tenant in tenants:
-        tables += await tl.searcher.tables(tenant, start_ns, end_ns, stats)
+        tables += await tl.frontend.searcher.tables(tenant, start_ns, end_ns, stats)
     _check_answerable(stats)
     return tables
 
 
-async def run_tags(tl: TempoLite, tenants: list[str], params: Params, *, v2: bool):  # noqa: ANN201
+async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: bool):  # noqa: ANN201
     scope = _scope(params)
     q = _q_filter(params) if v2 else None  # v1 accepts but ignores q, as Tempo does
     stats = SearchStats()
@@ -161,7 +161,7 @@ async def run_tags(tl: TempoLite, tenants: list[str], params: Params, *, v2: boo
     return msg
 
 
-async def run_tag_values(tl: TempoLite, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
+async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
     q = _q_filter(params)
     stats = SearchStats()
     if v2:
@@ -181,15 +181,7 @@ async def run_tag_values(tl: TempoLite, tenants: list[str], tag: str, params: Pa
 # --------------------------------------------------------------------------------------------- HTTP
 
 
-def respond(message) -> Response:  # noqa: ANN001 - a protobuf message
-    ctype = encoding.negotiate(request.headers.get("Accept"))
-    body = message.SerializeToString() if ctype == encoding.PROTOBUF else encoding.message_json(message)
-    return Response(body, content_type=ctype)
-
-
-def register_search_routes(app: QuartTrio, tl: TempoLite) -> None:
-    from tempo_lite.api.app import resolve_query_tenants
-
+def register_search_routes(app: QuartTrio, tl: QueryService) -> None:
     @app.route("/api/search")
     async def search() -> Response:
         return respond(await run_search(tl, resolve_query_tenants(tl), request.args))

@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.api.app import query_tenants
-from tempo_lite.api.grpc import GrpcCall, ServerStreamingMethod, grpc_app
+from tempo_lite.api.http import query_tenants
 from tempo_lite.api.metrics import run_query_instant, run_query_range
 from tempo_lite.api.search import run_search, run_tag_values, run_tags
+from tempo_lite.grpc_server import GrpcCall, ServerStreamingMethod, grpc_app
 from tempo_lite.server import ASGIApp
 
 if TYPE_CHECKING:
-    from tempo_lite.app import TempoLite
+    from tempo_lite.frontend.service import QueryService
 
 SERVICE = "/tempopb.StreamingQuerier/"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -89,7 +89,7 @@ def query_instant_params(req: pb.QueryInstantRequest) -> dict[str, str]:
     return params
 
 
-def streaming_querier_app(tl: TempoLite, fallback: ASGIApp) -> ASGIApp:
+def streaming_querier_app(tl: QueryService, fallback: ASGIApp) -> ASGIApp:
     """The API listener's app: gRPC StreamingQuerier calls here, every other request to `fallback`."""
 
     def tenants(call: GrpcCall) -> list[str]:

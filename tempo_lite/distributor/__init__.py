@@ -8,7 +8,7 @@ The hot path reads the request's canonical encoding at the wire level (`distribu
 sizes and the attribute pre-check without a protobuf object per span, and the encoding itself goes to
 the WAL. The protobuf objects are only walked and re-serialized when a limit must change the request
 (truncate an attribute, drop spans of a trace over its byte limit); `validate_ids`, `shard` and the
-`limits` functions are that object path, and tests/test_distributor_wire.py checks both agree.
+`limits` functions are that object path, and tests/unit/test_distributor_wire.py checks both agree.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class Family:
             names.append(self.owner.tenant_label)
         with_tenant = bool(self.owner.tenant_label)
         if self.buckets is None:
-            fam: Metric = CounterMetricFamily(self.name, self.doc, labels=names)
+            fam = CounterMetricFamily(self.name, self.doc, labels=names)
             for (tenant, values), s in sorted(self.series.items()):
                 fam.add_metric([*values, tenant] if with_tenant else list(values), s.value)
             return fam

@@ -168,7 +168,7 @@ def _span_to_otlp(jspan: Any, tags: list[Any], index: int, out: Span) -> None:
     _tags_to_attributes(tags, out.attributes)
     kind = _pop_attr(out.attributes, "span.kind")
     if kind is not None:
-        out.kind = _KINDS.get(_as_text(kind), Span.SPAN_KIND_UNSPECIFIED)  # type: ignore[assignment]
+        out.kind = _KINDS.get(_as_text(kind), Span.SPAN_KIND_UNSPECIFIED)
     _set_status(out)
     trace_state = _pop_attr(out.attributes, "w3c.tracestate")
     if trace_state is not None:

@@ -20,8 +20,8 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tempo_lite._gen import jaeger_api_v2_pb2 as jpb
-from tempo_lite.api.grpc import GrpcCall, UnaryMethod, grpc_app
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.grpc_server import GrpcCall, UnaryMethod, grpc_app
 from tempo_lite.receivers import PushFn
 from tempo_lite.receivers.jaeger import batch_to_otlp, jaeger_thrift
 from tempo_lite.server import ASGIApp

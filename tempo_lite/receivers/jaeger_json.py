@@ -62,7 +62,7 @@ def _tag(item: Any, where: str) -> Any:
     kind = str(item.get("type", "string")).lower()
     if kind not in _TAG_TYPES:
         raise InvalidRequest(f"{where}: unknown tag type {item.get('type')!r}")
-    value = item.get("value")
+    value: Any = item.get("value")  # checked by the conversions below (TypeError/ValueError)
     tag = jaeger_thrift.Tag(key=item["key"], vType=_TAG_TYPES[kind])
     try:
         if kind == "string":

@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tempo_lite.api.grpc import GrpcCall, UnaryMethod, grpc_app
+from tempo_lite.grpc_server import GrpcCall, UnaryMethod, grpc_app
 from tempo_lite.receivers import PushFn
 from tempo_lite.server import ASGIApp
 

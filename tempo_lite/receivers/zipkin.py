@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -328,7 +328,7 @@ def _v2_span_to_otlp(span: dict[str, Any], tags: dict[str, str], out: Span) -> N
     out.name = span["name"]
     if TAG_TRACE_STATE in tags:
         out.trace_state = tags.pop(TAG_TRACE_STATE)
-    out.kind = _v2_kind(span["kind"], tags)
+    out.kind = cast("Span.SpanKind.ValueType", _v2_kind(span["kind"], tags))
     _v2_status(tags, out.status)
     _v2_links(tags, out, index)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,14 +125,16 @@ async def open_store(backend: str, cfg: BackendConfig, *, concurrency: int = 16)
     if backend == "memory":
         root = cfg.root if isinstance(cfg, MemoryConfig) else None
         return memory_store(root)
-    builders = {"s3": (S3Config, _open_s3), "gcs": (GcsConfig, _open_gcs), "azure": (AzureConfig, _open_azure)}
+    builders: dict[str, tuple[type, Callable[[Any], tuple[Any, str, str]]]] = {
+        "s3": (S3Config, _open_s3), "gcs": (GcsConfig, _open_gcs), "azure": (AzureConfig, _open_azure),
+    }
     if backend not in builders:
         raise ConfigError(f"storage.trace.backend: unknown backend {backend!r} (one of {sorted(_CONFIG_TYPES)})")
     cls, build = builders[backend]
     if not isinstance(cfg, cls):
         raise ConfigError(f"storage.trace.{backend}: expected {cls.__name__}, got {type(cfg).__name__}")
-    fs, root, bucket = await trio.to_thread.run_sync(build, cfg)
-    return ObjectStore(fs, root, name=f"{backend}:{bucket}", concurrency=concurrency)
+    fs, base, bucket = await trio.to_thread.run_sync(build, cfg)
+    return ObjectStore(fs, base, name=f"{backend}:{bucket}", concurrency=concurrency)
 
 
 _BUCKET_KEYS = {"s3": "bucket", "gcs": "bucket_name", "azure": "container_name"}
@@ -148,7 +151,8 @@ async def open_store_from_config(trace: Any, *, concurrency: int = 16) -> Object
     if backend not in _BUCKET_KEYS:
         raise ConfigError(f"storage.trace.backend: unknown backend {backend!r} (one of {sorted(_CONFIG_TYPES)})")
     section = getattr(trace, backend)
-    values = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else dict(vars(section))
+    is_instance = dataclasses.is_dataclass(section) and not isinstance(section, type)
+    values = dataclasses.asdict(section) if is_instance else dict(vars(section))
     bucket_key = _BUCKET_KEYS[backend]
     if not values.get(bucket_key):
         raise ConfigError(f"storage.trace.{backend}.{bucket_key} is required when backend is {backend}")

@@ -11,7 +11,7 @@ import io
 import os
 import threading
 import uuid
-from typing import Any, BinaryIO
+from typing import Any
 
 import fsspec
 import trio
@@ -99,7 +99,7 @@ class ObjectStore:
         self.count_read(len(data))
         return data
 
-    def open_sync(self, path: str, *, cache_type: str = "none") -> BinaryIO:
+    def open_sync(self, path: str, *, cache_type: str = "none") -> io.RawIOBase:
         """A seekable file object doing range reads (for pyarrow.parquet.ParquetFile).
 
         `cache_type="none"` makes every read exactly one range request of the bytes asked for, so

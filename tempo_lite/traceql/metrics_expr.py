@@ -189,6 +189,7 @@ def _value(node: Node, results: dict[int, list[Series]]) -> Value:
     if not isinstance(lhs, dict) and not isinstance(rhs, dict):
         return _scalar_op(node.op, lhs, rhs)
     if not isinstance(rhs, dict):
+        assert isinstance(lhs, dict)  # not both scalars (above)
         return {k: _array_op(node.op, v, float(rhs)) for k, v in lhs.items()}
     if not isinstance(lhs, dict):
         return {k: _array_op(node.op, float(lhs), v) for k, v in rhs.items()}

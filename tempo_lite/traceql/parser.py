@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from typing import cast
 
 from parsimonious.exceptions import IncompleteParseError, ParseError
 from parsimonious.nodes import Node
@@ -32,6 +33,7 @@ from tempo_lite.traceql.ast import (
     Op,
     Pipeline,
     Query,
+    ScalarExpr,
     ScalarFilter,
     ScalarOperation,
     ScalarPipeline,
@@ -162,7 +164,7 @@ def parse_duration(text: str) -> int | None:
         parts = [(_int64_or_none(v), unit) for v, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if v]
         if any(v is None for v, _ in parts):
             return None
-        total = sum(v * unit for v, unit in parts)  # type: ignore[operator]
+        total = sum(v * unit for v, unit in parts if v is not None)
         return total if total <= INT64_MAX else None
     return _parse_go_duration(text)
 
@@ -461,7 +463,9 @@ class _Builder:
             op_node, operand = _parts(tail)
             ops.append(op_node.text)
             operands.append(self.build(operand))
-        return _fold_arith(operands, ops, lambda sym, a, b: ScalarOperation(_OPS[sym], a, b))
+        return _fold_arith(
+            operands, ops, lambda sym, a, b: ScalarOperation(_OPS[sym], cast(ScalarExpr, a), cast(ScalarExpr, b))
+        )
 
     b_scalar_expression = _arith_list
     b_scalar_pipeline_expression = _arith_list

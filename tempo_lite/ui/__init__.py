@@ -17,11 +17,12 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from quart import Response, redirect, request
+from werkzeug.wrappers.response import Response as WerkzeugResponse
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
-    from tempo_lite.app import TempoLite
+    from tempo_lite.frontend.service import QueryService
 
 # Scripts, connections, images and fonts from this origin only; no plugins, no framing, no <base>.
 # Styles allow 'unsafe-inline' because CodeMirror and uPlot set element styles from script (positions,
@@ -72,7 +73,7 @@ def shell(index: bytes, *, multitenancy: bool, generator: bool) -> bytes:
     return index.replace(b"<body>", f'<body data-server="{facts}">'.encode(), 1)
 
 
-def register_ui_routes(app: QuartTrio, tl: TempoLite) -> None:
+def register_ui_routes(app: QuartTrio, tl: QueryService) -> None:
     assets = load_assets()
     etags = {name: '"' + hashlib.sha256(body).hexdigest()[:20] + '"' for name, body in assets.items()}
     page = shell(
@@ -90,11 +91,11 @@ def register_ui_routes(app: QuartTrio, tl: TempoLite) -> None:
         return Response(body, content_type=ctype, headers=headers)
 
     @app.route("/")
-    async def root() -> Response:
+    async def root() -> WerkzeugResponse:
         return redirect("/ui/", 302)
 
     @app.route("/ui")
-    async def ui_bare() -> Response:
+    async def ui_bare() -> WerkzeugResponse:
         return redirect("/ui/", 302)
 
     @app.route("/ui/")

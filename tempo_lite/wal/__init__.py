@@ -44,7 +44,7 @@ class WalStatistics:
 
 
 class WriteAheadLog(Protocol):
-    """One interface for every WAL backend; see tests/test_wal_contract.py for the contract."""
+    """One interface for every WAL backend; see tests/e2e/test_wal_contract.py for the contract."""
 
     @property
     def partitions(self) -> int: ...

@@ -215,7 +215,7 @@ class KafkaWal:
         elif msg.offset() is None:
             # librdkafka reports a retried produce the broker answered with DUPLICATE_SEQUENCE_NUMBER as
             # delivered, without an offset. tansu answers so after a restart for records it did not keep
-            # (measured: tests/test_wal_managed.py), so it is not taken as durable: the caller retries
+            # (measured: tests/e2e/test_wal_managed.py), so it is not taken as durable: the caller retries
             # (at-least-once; a real duplicate is removed when spans are read, spantable.dedupe_spans).
             delivery.error = KafkaError(
                 KafkaError.DUPLICATE_SEQUENCE_NUMBER, "the broker acknowledged the record without an offset"

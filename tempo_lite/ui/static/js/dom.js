@@ -1,5 +1,5 @@
 // DOM helpers. Span data is text, never markup: everything goes in through textContent or attributes
-// set with setAttribute; nothing in the UI parses data as HTML (tests/test_ui_assets.py checks the sinks).
+// set with setAttribute; nothing in the UI parses data as HTML (tests/unit/test_ui_assets.py checks the sinks).
 
 export function h(tag, props, ...children) {
   const el = document.createElement(tag);

@@ -34,7 +34,7 @@ from tempo_lite.wal.factory import ManagedConfig, WalConfig, open_backend, open_
 from tempo_lite.wal.kafka import KafkaWal
 from tempo_lite.wal.managed import PID_FILE, broker_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Jaeger Thrift receivers: real jaeger-client spans over the agent's UDP protocols and as an HTTP body."""
+"""Jaeger Thrift receivers: real jaeger-client spans (compact and binary agent datagrams, the HTTP body) decoded
+field by field, and bad input refused. No sockets (the UDP listeners: tests/e2e/test_receiver_jaeger_udp.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import socket
 import time
 
 import pytest
-import trio
-from jaeger_client import Config, Tracer
+from jaeger_client import Tracer
 from jaeger_client import thrift as jaeger_thrift_util
 from jaeger_client.reporter import InMemoryReporter
 from jaeger_client.sampler import ConstSampler
@@ -22,7 +22,6 @@ from thrift.TSerialization import serialize
 
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.jaeger import decode_jaeger_agent_datagram, decode_jaeger_thrift_http
-from tempo_lite.receivers.jaeger_udp import JaegerUDPStatistics, serve_jaeger_udp
 
 U64 = (1 << 64) - 1
 
@@ -132,45 +131,6 @@ def check_workload(request, spans: dict, service: str) -> None:
     assert links == [(trace_id, span_id, "follows_from"), (other_trace, other_id, "child_of")]
 
 
-async def test_jaeger_client_udp_compact_spans_reach_push_decoded_field_by_field():
-    received: list = []
-    got_all = trio.Event()
-
-    async def push(request):
-        received.append(request)
-        if sum(len(all_spans(r)) for r in received) >= 4:
-            got_all.set()
-
-    async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(serve_jaeger_udp, "127.0.0.1", 0, True, push)
-        config = Config(
-            config={
-                "sampler": {"type": "const", "param": 1},
-                "local_agent": {"reporting_host": host, "reporting_port": port},
-                "tags": {"deployment": "ci"},
-                "generate_128bit_trace_id": True,
-                "reporter_flush_interval": 0.05,
-                "logging": False,
-            },
-            service_name="orders",
-            validate=True,
-        )
-        tracer = config.new_tracer()
-        spans = record_workload(tracer)
-        closing = tracer.close()  # flushes the reporter's queue on its own IOLoop thread
-        with trio.fail_after(10):
-            while not closing.done():
-                await trio.sleep(0.01)
-            await got_all.wait()
-        nursery.cancel_scope.cancel()
-
-    merged = received[0]
-    for extra in received[1:]:
-        merged.resource_spans.extend(extra.resource_spans)
-    check_workload(merged, spans, "orders")
-    assert spans["root"].trace_id >> 64 != 0  # the 128-bit path was exercised
-
-
 def in_memory_batch(service: str = "orders") -> tuple[ttypes.Batch, dict]:
     reporter = InMemoryReporter()
     tracer = Tracer(service_name=service, reporter=reporter, sampler=ConstSampler(True), tags={"deployment": "ci"})
@@ -212,63 +172,6 @@ def emit_batch_message(batch: ttypes.Batch, compact: bool) -> bytes:
     Agent.emitBatch_args(batch=batch).write(protocol)
     protocol.writeMessageEnd()
     return buffer.getvalue()
-
-
-async def test_binary_agent_listener_skips_bad_datagrams_and_keeps_serving(caplog):
-    batch, spans = in_memory_batch("billing")
-    received: list = []
-    arrived = trio.Event()
-
-    async def push(request):
-        received.append(request)
-        arrived.set()
-
-    stats = JaegerUDPStatistics()
-    async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            lambda task_status: serve_jaeger_udp("127.0.0.1", 0, False, push, statistics=stats, task_status=task_status)
-        )
-        sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with sender:
-            await sender.sendto(b"\x80\x01\x00garbage", (host, port))
-            await sender.sendto(emit_batch_message(batch, compact=False)[:40], (host, port))
-            await sender.sendto(emit_batch_message(batch, compact=False), (host, port))
-            with trio.fail_after(10):
-                await arrived.wait()
-        nursery.cancel_scope.cancel()
-
-    assert stats.datagrams_received == 3
-    assert stats.datagrams_rejected == 2
-    assert stats.spans_received == 4
-    assert "dropped" in caplog.text
-    check_workload(received[0], spans, "billing")
-
-
-async def test_push_failure_is_counted_and_listener_continues():
-    batch, _ = in_memory_batch()
-    datagram = emit_batch_message(batch, compact=True)
-    calls = 0
-    second = trio.Event()
-
-    async def push(request):
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("distributor saturated")
-        second.set()
-
-    stats = JaegerUDPStatistics()
-    async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            lambda task_status: serve_jaeger_udp("127.0.0.1", 0, True, push, statistics=stats, task_status=task_status)
-        )
-        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            await sender.sendto(datagram, (host, port))
-            await sender.sendto(datagram, (host, port))
-            with trio.fail_after(10):
-                await second.wait()
-        nursery.cancel_scope.cancel()
-    assert stats.push_failures == 1 and stats.spans_received == 4
 
 
 def test_compact_and_binary_datagrams_decode_to_the_same_request():

@@ -30,7 +30,7 @@ from tempo_lite.capture import (
 )
 from tempo_lite.receivers.otlp_json import decode_otlp_json
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Three traces "POST /pay" -> "db.query" from service checkout; the third db.query is an error.
 CHILD = textwrap.dedent(

@@ -24,7 +24,7 @@ QUERIES = [
 async def _search(tl, q: str) -> list:  # noqa: ANN001
     req = SearchRequest(query=parse_search_query(q), legacy=None, start_ns=0, end_ns=0, limit=1000, spss=100,
                         live_only=False)
-    found, _ = await tl.searcher.search("t", req)
+    found, _ = await tl.frontend.searcher.search("t", req)
     return sorted(found, key=lambda t: t.traceID)
 
 

@@ -143,5 +143,5 @@ def test_env_expansion_in_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_shipped_configs_are_valid(name: str) -> None:
     from tempo_lite.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[1] / "config" / name)
+    config = load_config(Path(__file__).resolve().parents[2] / "config" / name)
     assert config.server.http_listen_port == 3200

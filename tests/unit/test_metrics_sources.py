@@ -18,6 +18,7 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.metrics import run_query_instant, run_query_range
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.config import Config
+from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.search import Searcher
@@ -71,7 +72,7 @@ class _Live:
 
 
 async def _tempo(tmp_path: Path, live: spantable.SpanTable, blocks: list[spantable.SpanTable]) -> SimpleNamespace:
-    """Just what the metrics API uses of a TempoLite: a searcher over a live table and blocks, and metrics."""
+    """Just what the metrics API uses of a QueryService: a frontend over a live table and blocks, and metrics."""
     store = local_store(str(tmp_path / "blocks"))
     blocklist = BlockList(store)
     for i, table in enumerate(blocks):
@@ -80,7 +81,7 @@ async def _tempo(tmp_path: Path, live: spantable.SpanTable, blocks: list[spantab
         await write_block(store, block)
         blocklist.add(block.meta)
     querier = Querier(_Live(live), blocklist, store, ByteCache(1 << 24), Metrics())  # type: ignore[arg-type]
-    return SimpleNamespace(searcher=Searcher(querier), metrics=Metrics(), config=Config())
+    return SimpleNamespace(frontend=QueryFrontend(querier, Searcher(querier)), metrics=Metrics(), config=Config())
 
 
 def _forms(data: TracesData) -> dict[str, tuple[spantable.SpanTable, list[spantable.SpanTable]]]:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import httpx
 import pytest
 import trio
 import trio.testing
 from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from opentelemetry.sdk.resources import Resource as SdkResource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tempo_lite import spantable
-from tempo_lite.config import Config
 from tempo_lite.errors import ConfigError
 from tempo_lite.generator import MetricsGenerator
 from tempo_lite.generator.config import (
@@ -341,29 +336,3 @@ def test_config_rejects_unknown_processor_and_bad_buckets() -> None:
     with pytest.raises(ConfigError, match="collide"):
         MetricsGenerator(CollectorRegistry(), MetricsGeneratorConfig(
             processor=ProcessorConfig(span_metrics=SpanMetricsConfig(dimensions=("service",)))), clock=lambda: 0.0)
-
-
-@pytest.mark.skipif(not hasattr(Config(), "metrics_generator"), reason="metrics_generator not wired into Config yet")
-async def test_spans_sent_over_otlp_http_show_up_on_metrics(nursery: trio.Nursery, tmp_path: Path) -> None:
-    from conftest import start_tempo, tempo_config_text
-
-    extra = "metrics_generator: {enabled: true, processors: [span-metrics, service-graphs]}"
-    tempo = await start_tempo(nursery, tempo_config_text(tmp_path, extra))
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=SdkResource.create({"service.name": "shop"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    with provider.get_tracer("t").start_as_current_span("GET /", kind=SpanKind.SERVER):
-        pass
-    exporter = OTLPSpanExporter(endpoint=tempo.url("otlp_http") + "/v1/traces")
-    try:
-        assert await trio.to_thread.run_sync(exporter.export, list(memory.get_finished_spans())) \
-            == SpanExportResult.SUCCESS
-    finally:
-        exporter.shutdown()
-    want = sample("traces_spanmetrics_calls_total", 1, service="shop", span_name="GET /",
-                  span_kind="SPAN_KIND_SERVER", status_code="STATUS_CODE_UNSET", tenant="single-tenant")
-    async with httpx.AsyncClient() as http:
-        with trio.fail_after(10):
-            while want not in (await http.get(tempo.url() + "/metrics")).text.splitlines():
-                await trio.sleep(0.02)
-    await tempo.stop()

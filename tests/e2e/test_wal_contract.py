@@ -27,7 +27,7 @@ from tempo_lite.wal import WalEntry, WriteAheadLog
 from tempo_lite.wal.embedded import EmbeddedWal
 from tempo_lite.wal.factory import ManagedConfig, WalConfig, open_backend, open_wal
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("livestore", "blockbuilder")
 
 Opener = Callable[..., Awaitable[WriteAheadLog]]

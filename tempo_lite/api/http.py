@@ -1,0 +1,40 @@
+"""HTTP helpers shared by the API's handlers: plain-text and negotiated protobuf/JSON responses, and the
+query tenants of a request (`X-Scope-OrgID`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import Response, request
+
+from tempo_lite.api import encoding
+from tempo_lite.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from tempo_lite.frontend.service import QueryService
+
+TEXT = "text/plain; charset=utf-8"
+
+
+def text(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, content_type=TEXT, headers={"X-Content-Type-Options": "nosniff"})
+
+
+def query_tenants(multitenancy: bool, org_id: str | None) -> list[str]:
+    """Query tenants: `single-tenant`, or the X-Scope-OrgID value (which may name several: `a|b`)."""
+    if not multitenancy:
+        return ["single-tenant"]
+    tenants = sorted({t.strip() for t in (org_id or "").split("|") if t.strip()})
+    if not tenants:
+        raise Unauthenticated("no org id")
+    return tenants
+
+
+def resolve_query_tenants(tl: QueryService) -> list[str]:
+    return query_tenants(tl.config.multitenancy_enabled, request.headers.get("X-Scope-OrgID"))
+
+
+def respond(message) -> Response:  # noqa: ANN001 - a protobuf message
+    ctype = encoding.negotiate(request.headers.get("Accept"))
+    body = message.SerializeToString() if ctype == encoding.PROTOBUF else encoding.message_json(message)
+    return Response(body, content_type=ctype)

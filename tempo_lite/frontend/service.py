@@ -1,0 +1,62 @@
+"""What the query API and the CLI ask of a running tempo-lite: `QueryService`, the narrow interface they
+depend on (so `api/`, `ui/` and `capture` never import `app.py`), and `QueryFrontend`, the frontend's
+query object: searches through the querier's `Searcher` and answers trace-by-ID over several tenants.
+
+`TempoLite` (app.py) implements `QueryService`; the API handlers take one and nothing wider.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from tempo_lite import spantable
+from tempo_lite.config import Config
+from tempo_lite.metrics import Metrics
+from tempo_lite.querier.search import Searcher
+from tempo_lite.querier.tracebyid import Querier
+
+TraceAnswer = tuple[TracesData | None, int, list[str]]  # (trace or None, inspected bytes, unreadable blocks)
+
+
+class QueryFrontend:
+    """Queries over the querier: search (`searcher`) and trace by ID across the request's tenants."""
+
+    def __init__(self, querier: Querier, searcher: Searcher) -> None:
+        self.querier = querier
+        self.searcher = searcher
+
+    async def find_trace(self, tenants: list[str], trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceAnswer:
+        """The trace's spans from every tenant, merged; `None` when no tenant holds any.
+
+        Blocks that could not be read are named in the third item (a partial answer, not an error)."""
+        tables = []
+        inspected = 0
+        failed: list[str] = []
+        for tenant in tenants:
+            found = await self.querier.find_trace(tenant, trace_id, start_ns, end_ns)
+            inspected += found.inspected_bytes
+            failed += found.failed_blocks
+            if found.table is not None:
+                tables.append(found.table)
+        if not tables:
+            return None, inspected, failed
+        table = spantable.concat(tables) if len(tables) > 1 else tables[0]
+        return spantable.to_traces_data(table), inspected, failed
+
+
+class QueryService(Protocol):
+    """The running process as the API sees it: configuration, metrics, readiness and the query frontend."""
+
+    config: Config
+    metrics: Metrics
+    frontend: QueryFrontend
+
+    def not_ready_reason(self) -> str | None:
+        """Why /ready answers 503, or None when ready."""
+        ...
+
+    def refresh_gauges(self) -> None:
+        """Update the gauges /metrics reports from current component state."""
+        ...
