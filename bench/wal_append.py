@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import trio
 
 from tempo_lite.wal import WalEntry, WriteAheadLog
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import WalOptions, open_wal
 
 RECORD_BYTES = 46 * 1024
 CONCURRENCY = (1, 8, 64)
@@ -70,7 +70,7 @@ async def run_level(wal: WriteAheadLog, backend: str, appenders: int, records: i
     return Result(backend, appenders, per_appender * appenders, elapsed, latencies)
 
 
-async def bench(config: WalConfig, records: int) -> list[Result]:
+async def bench(config: WalOptions, records: int) -> list[Result]:
     async with open_wal(config) as wal:
         await run_level(wal, config.backend, 1, 20)  # warm-up: connections, page cache, producer id
         return [await run_level(wal, config.backend, n, records) for n in CONCURRENCY]
@@ -99,12 +99,12 @@ async def main() -> None:
     print(machine())
     print(f"record size {RECORD_BYTES} bytes, {args.records} records per level")
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
-        config = WalConfig(backend="embedded", path=os.path.join(directory, "wal"), partitions=PARTITIONS)
+        config = WalOptions(backend="embedded", path=os.path.join(directory, "wal"), partitions=PARTITIONS)
         for result in await bench(config, args.records):
             print(result.line())
     brokers = os.environ.get("TEMPO_LITE_BENCH_KAFKA_BROKERS")
     if brokers:
-        config = WalConfig(
+        config = WalOptions(
             backend="kafka", kafka_brokers=brokers, kafka_topic=f"wal-bench-{uuid.uuid4().hex[:8]}",
             partitions=PARTITIONS,
         )

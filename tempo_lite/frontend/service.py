@@ -60,3 +60,7 @@ class QueryService(Protocol):
     def refresh_gauges(self) -> None:
         """Update the gauges /metrics reports from current component state."""
         ...
+
+    def service_states(self) -> list[tuple[str, str]]:
+        """(component, state) for /api/status/services, in start order."""
+        ...

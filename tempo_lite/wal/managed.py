@@ -34,8 +34,8 @@ from confluent_kafka.admin import AdminClient
 
 from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.wal import WalEntry, WalRecord, WalStatistics
-from tempo_lite.wal.factory import ManagedConfig, WalConfig
 from tempo_lite.wal.kafka import KafkaWal, open_kafka_wal
+from tempo_lite.wal.options import ManagedOptions, WalOptions
 
 log = logging.getLogger(__name__)
 broker_log = logging.getLogger("tempo_lite.wal.broker")
@@ -109,7 +109,7 @@ class BrokerCommand:
         return f"{self.host}:{self.port}"
 
 
-def redpanda_preset(config: WalConfig) -> ManagedConfig:
+def redpanda_preset(config: WalOptions) -> ManagedOptions:
     """The `redpanda` backend as a `managed` command; a missing binary is a one-line ConfigError."""
     managed = config.managed
     if managed.command:
@@ -136,7 +136,7 @@ def redpanda_preset(config: WalConfig) -> ManagedConfig:
     return replace(managed, command=command, files=files)
 
 
-def broker_command(config: WalConfig) -> BrokerCommand:
+def broker_command(config: WalOptions) -> BrokerCommand:
     """The broker's command for `config` (backend `managed` or `redpanda`), ports chosen and kept.
 
     Free ports are picked once and remembered in `<data_dir>/ports.json`, so a restarted tempo-lite
@@ -180,7 +180,7 @@ def broker_command(config: WalConfig) -> BrokerCommand:
     )
 
 
-def _ports(data_dir: Path, managed: ManagedConfig) -> dict[str, int]:
+def _ports(data_dir: Path, managed: ManagedOptions) -> dict[str, int]:
     path = data_dir / PORTS_FILE
     try:
         remembered = {k: int(v) for k, v in json.loads(path.read_text()).items() if k in PORT_NAMES}
@@ -211,7 +211,7 @@ class BrokerSupervisor:
     blocks.
     """
 
-    def __init__(self, command: BrokerCommand, managed: ManagedConfig) -> None:
+    def __init__(self, command: BrokerCommand, managed: ManagedOptions) -> None:
         self.command = command
         self.managed = managed
         self.process: trio.Process | None = None
@@ -526,7 +526,7 @@ class ManagedWal:
 
 
 @asynccontextmanager
-async def open_managed_wal(config: WalConfig) -> AsyncIterator[ManagedWal]:
+async def open_managed_wal(config: WalOptions) -> AsyncIterator[ManagedWal]:
     """Start and supervise the broker, open the kafka backend on it; on exit close the WAL, stop the broker."""
     command = broker_command(config)
     managed = config.managed

@@ -19,7 +19,7 @@ from server_process import ServerProcess
 
 from tempo_lite.block.meta import block_id_for
 from tempo_lite.wal import WalEntry
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import WalOptions, open_wal
 
 
 def otlp_request(trace_ids: list[bytes], service: str = "identity-test") -> bytes:
@@ -70,7 +70,7 @@ def test_block_ids_differ_per_wal_and_repeat_per_range() -> None:
 
 
 async def _identity(path: Path) -> str:
-    async with open_wal(WalConfig(path=str(path), partitions=2, groups=("g",))) as wal:
+    async with open_wal(WalOptions(path=str(path), partitions=2, groups=("g",))) as wal:
         return wal.identity
 
 
@@ -150,7 +150,7 @@ def test_copy_of_a_wal_with_other_records_is_refused_naming_both_sources(tmp_pat
 
 
 async def _append_offline(wal_dir: Path, entries: list[WalEntry]) -> None:
-    async with open_wal(WalConfig(path=str(wal_dir), partitions=1)) as wal:
+    async with open_wal(WalOptions(path=str(wal_dir), partitions=1)) as wal:
         await wal.append(entries)
 
 

@@ -20,7 +20,7 @@ from tempo_lite.distributor import wire
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.livestore import decode_isolating
 from tempo_lite.wal import WalEntry, WalRecord
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import WalOptions, open_wal
 
 NOW = time.time_ns()
 
@@ -67,7 +67,7 @@ def test_consumer_decode_sets_aside_only_the_poison_records() -> None:
 
 
 async def _inject(wal_dir: Path, payloads: list[bytes]) -> None:
-    async with open_wal(WalConfig(path=str(wal_dir), partitions=1)) as wal:
+    async with open_wal(WalOptions(path=str(wal_dir), partitions=1)) as wal:
         await wal.append([WalEntry(0, "single-tenant", p) for p in payloads])
 
 

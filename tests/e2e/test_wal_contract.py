@@ -25,7 +25,7 @@ from wal_brokers import create_bucket, find_tansu, moto_server, tansu_broker, ta
 from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.wal import WalEntry, WriteAheadLog
 from tempo_lite.wal.embedded import EmbeddedWal
-from tempo_lite.wal.factory import ManagedConfig, WalConfig, open_backend, open_wal
+from tempo_lite.wal.factory import ManagedOptions, WalOptions, open_backend, open_wal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("livestore", "blockbuilder")
@@ -49,10 +49,10 @@ def s3_endpoint() -> Iterator[str]:
 
 # `managed` starts and stops a broker per test (~2.5 min for the suite on 2 cores): slow.
 @pytest.fixture(params=["embedded", "kafka", pytest.param("managed", marks=pytest.mark.slow)])
-def config(request: pytest.FixtureRequest, tmp_path: Path) -> WalConfig:
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> WalOptions:
     """A config for one backend; opening it twice opens the same log (same directory or topic)."""
     if request.param == "embedded":
-        return WalConfig(backend="embedded", path=str(tmp_path / "wal"), partitions=4, groups=GROUPS)
+        return WalOptions(backend="embedded", path=str(tmp_path / "wal"), partitions=4, groups=GROUPS)
     if request.param == "managed":
         # tempo-lite runs tansu itself (tempo_lite/wal/managed.py); its s3 storage on moto outlives the
         # broker process, so reopening finds the records.
@@ -63,16 +63,16 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> WalConfig:
         bucket = f"wal-{uuid.uuid4().hex[:12]}"
         create_bucket(endpoint, bucket)
         command, env = tansu_managed(tansu, endpoint, bucket)
-        return WalConfig(backend="managed", path=str(tmp_path / "wal"), partitions=4, groups=GROUPS,
-                         managed=ManagedConfig(command=command, env=env))
+        return WalOptions(backend="managed", path=str(tmp_path / "wal"), partitions=4, groups=GROUPS,
+                         managed=ManagedOptions(command=command, env=env))
     brokers = request.getfixturevalue("kafka_brokers")
-    return WalConfig(
+    return WalOptions(
         backend="kafka", kafka_brokers=brokers, kafka_topic=f"wal-{uuid.uuid4().hex}", partitions=4,
         groups=GROUPS,
     )
 
 
-def opened(config: WalConfig):  # noqa: ANN201 - the factory's context manager
+def opened(config: WalOptions):  # noqa: ANN201 - the factory's context manager
     return open_wal(config)
 
 
@@ -80,7 +80,7 @@ def entry(partition: int, text: str, tenant: str = "tenant-a") -> WalEntry:
     return WalEntry(partition=partition, tenant=tenant, payload=text.encode())
 
 
-async def test_appended_records_read_back_with_tenant_payload_and_time(config: WalConfig) -> None:
+async def test_appended_records_read_back_with_tenant_payload_and_time(config: WalOptions) -> None:
     before_ns = time.time_ns()
     async with opened(config) as wal:
         offsets = await wal.append([entry(1, "first", "acme"), entry(1, "second", "globex")])
@@ -94,7 +94,7 @@ async def test_appended_records_read_back_with_tenant_payload_and_time(config: W
     assert all(before_ns - 1_000_000 <= r.timestamp_ns <= time.time_ns() for r in records)
 
 
-async def test_offsets_are_dense_from_zero_and_read_respects_start_and_max(config: WalConfig) -> None:
+async def test_offsets_are_dense_from_zero_and_read_respects_start_and_max(config: WalOptions) -> None:
     async with opened(config) as wal:
         assert await wal.end_offset(0) == 0
         assert await wal.read(0, 0, 10) == []
@@ -109,7 +109,7 @@ async def test_offsets_are_dense_from_zero_and_read_respects_start_and_max(confi
         assert await wal.read(0, 10, 5) == []
 
 
-async def test_partitions_are_isolated(config: WalConfig) -> None:
+async def test_partitions_are_isolated(config: WalOptions) -> None:
     async with opened(config) as wal:
         offsets = await wal.append([entry(0, "p0-a"), entry(2, "p2-a"), entry(0, "p0-b"), entry(3, "p3-a")])
         assert offsets == [0, 0, 1, 0]
@@ -121,7 +121,7 @@ async def test_partitions_are_isolated(config: WalConfig) -> None:
             await wal.append([entry(4, "nowhere")])
 
 
-async def test_concurrent_appenders_share_commits_and_get_distinct_durable_offsets(config: WalConfig) -> None:
+async def test_concurrent_appenders_share_commits_and_get_distinct_durable_offsets(config: WalOptions) -> None:
     appenders, per_appender = 64, 3
     acknowledged: dict[bytes, tuple[int, int]] = {}
 
@@ -153,7 +153,7 @@ async def test_concurrent_appenders_share_commits_and_get_distinct_durable_offse
     assert len(stored) == total
 
 
-async def test_a_consumer_never_reads_past_the_end_offset_while_appends_run(config: WalConfig) -> None:
+async def test_a_consumer_never_reads_past_the_end_offset_while_appends_run(config: WalOptions) -> None:
     """What a consumer reads it may commit: every record read is below `end_offset`, even mid-append."""
     if config.backend == "managed":
         pytest.skip("tansu's s3 storage (the managed test broker) can report a high watermark whose records a "
@@ -185,7 +185,7 @@ async def test_a_consumer_never_reads_past_the_end_offset_while_appends_run(conf
             done.set()
 
 
-async def test_commit_is_per_group_and_partition(config: WalConfig) -> None:
+async def test_commit_is_per_group_and_partition(config: WalOptions) -> None:
     async with opened(config) as wal:
         await wal.append([entry(0, str(i)) for i in range(5)] + [entry(1, "x")])
         assert await wal.committed("livestore", 0) == 0
@@ -201,7 +201,7 @@ async def test_commit_is_per_group_and_partition(config: WalConfig) -> None:
             await wal.commit("livestore", 0, 6)
 
 
-async def test_reopen_keeps_records_committed_offsets_and_offset_sequence(config: WalConfig) -> None:
+async def test_reopen_keeps_records_committed_offsets_and_offset_sequence(config: WalOptions) -> None:
     async with opened(config) as wal:
         await wal.append([entry(2, f"before-{i}") for i in range(4)])
         await wal.commit("livestore", 2, 2)
@@ -214,7 +214,7 @@ async def test_reopen_keeps_records_committed_offsets_and_offset_sequence(config
         assert await wal.append([entry(2, "after")]) == [4]
 
 
-async def test_identity_is_kept_on_reopen_and_differs_for_another_log(config: WalConfig, tmp_path: Path) -> None:
+async def test_identity_is_kept_on_reopen_and_differs_for_another_log(config: WalOptions, tmp_path: Path) -> None:
     async with opened(config) as wal:
         identity = wal.identity
     async with opened(config) as wal:
@@ -224,7 +224,7 @@ async def test_identity_is_kept_on_reopen_and_differs_for_another_log(config: Wa
         assert wal.identity != identity
 
 
-async def test_retention_deletes_only_what_every_group_committed(config: WalConfig) -> None:
+async def test_retention_deletes_only_what_every_group_committed(config: WalOptions) -> None:
     async with opened(config) as wal:
         await wal.append([entry(0, str(i)) for i in range(10)])
         await wal.commit("livestore", 0, 8)
@@ -246,7 +246,7 @@ async def test_retention_deletes_only_what_every_group_committed(config: WalConf
         assert [r.payload for r in await wal.read(0, 0, 100)] == [b"next"]
 
 
-async def test_append_past_bytes_limit_is_unavailable_until_groups_commit(config: WalConfig) -> None:
+async def test_append_past_bytes_limit_is_unavailable_until_groups_commit(config: WalOptions) -> None:
     async with opened(replace(config, bytes_limit=1000)) as wal:
         await wal.append([WalEntry(0, "t", b"a" * 600)])
         assert wal.statistics().bytes_retained == 600
@@ -260,7 +260,7 @@ async def test_append_past_bytes_limit_is_unavailable_until_groups_commit(config
         assert await wal.append([WalEntry(1, "t", b"b" * 600)]) == [0]
 
 
-async def test_wait_for_records_wakes_on_append(config: WalConfig) -> None:
+async def test_wait_for_records_wakes_on_append(config: WalOptions) -> None:
     async with opened(config) as wal:
         await wal.append([entry(3, "already")])
         assert await wal.wait_for_records(3, 0, timeout=5.0) is True
@@ -282,7 +282,7 @@ async def test_wait_for_records_wakes_on_append(config: WalConfig) -> None:
 
 
 async def test_wait_for_records_times_out_without_records(
-    config: WalConfig, autojump_clock: trio.testing.MockClock
+    config: WalOptions, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with opened(config) as wal:
         await wal.append([entry(1, "only")])
@@ -294,10 +294,10 @@ async def test_wait_for_records_times_out_without_records(
 
 async def test_factory_rejects_unknown_backend_and_shrinking_partitions(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="wal.backend must be one of"):
-        await open_backend(WalConfig(backend="zookeeper"))
+        await open_backend(WalOptions(backend="zookeeper"))
     with pytest.raises(ConfigError, match="kafka_brokers"):
-        await open_backend(WalConfig(backend="kafka"))
-    config = WalConfig(path=str(tmp_path / "wal"), partitions=4)
+        await open_backend(WalOptions(backend="kafka"))
+    config = WalOptions(path=str(tmp_path / "wal"), partitions=4)
     async with opened(config) as wal:
         await wal.append([entry(3, "x")])
     with pytest.raises(ConfigError, match="wal.partitions=2"):
@@ -312,7 +312,7 @@ async def test_factory_rejects_unknown_backend_and_shrinking_partitions(tmp_path
 CRASH_CHILD = """
 import sys, trio
 from tempo_lite.wal import WalEntry
-from tempo_lite.wal.factory import WalConfig, open_wal
+from tempo_lite.wal.factory import WalOptions, open_wal
 
 async def appender(wal, worker):
     i = 0
@@ -323,7 +323,7 @@ async def appender(wal, worker):
         i += 1
 
 async def main():
-    config = WalConfig(path=sys.argv[1], partitions=2, groups=("g",))
+    config = WalOptions(path=sys.argv[1], partitions=2, groups=("g",))
     async with open_wal(config) as wal, trio.open_nursery() as nursery:
         for worker in range(8):
             nursery.start_soon(appender, wal, worker)
@@ -361,7 +361,7 @@ async def test_embedded_acknowledged_appends_survive_sigkill(tmp_path: Path) -> 
         acknowledged[f"{worker}:{index}:".encode()] = (int(partition), int(offset))
     assert len(acknowledged) >= 400
 
-    async with opened(WalConfig(path=path, partitions=2, groups=("g",))) as wal:
+    async with opened(WalOptions(path=path, partitions=2, groups=("g",))) as wal:
         stored = [r for p in (0, 1) for r in await wal.read(p, 0, 1_000_000)]
     keys = [r.payload[: r.payload.index(b":", r.payload.index(b":") + 1) + 1] for r in stored]
     assert len(keys) == len(set(keys)), "a record is stored twice"

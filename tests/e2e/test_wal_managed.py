@@ -30,7 +30,7 @@ from wal_brokers import create_bucket, find_tansu, moto_server, tansu_managed
 from tempo_lite.config import load_config_text
 from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.wal import WalEntry
-from tempo_lite.wal.factory import ManagedConfig, WalConfig, open_backend, open_wal, wal_config
+from tempo_lite.wal.factory import ManagedOptions, WalOptions, open_backend, open_wal, wal_config
 from tempo_lite.wal.kafka import KafkaWal
 from tempo_lite.wal.managed import PID_FILE, broker_command
 
@@ -52,13 +52,13 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def managed_config(tansu: str, s3_endpoint: str, tmp_path: Path) -> WalConfig:
+def managed_config(tansu: str, s3_endpoint: str, tmp_path: Path) -> WalOptions:
     bucket = f"tansu-{uuid.uuid4().hex[:12]}"
     create_bucket(s3_endpoint, bucket)
     command, env = tansu_managed(tansu, s3_endpoint, bucket)
-    return WalConfig(
+    return WalOptions(
         backend="managed", path=str(tmp_path / "wal"), partitions=2, kafka_topic="wal",
-        managed=ManagedConfig(command=command, env=env, restart_backoff=0.2, start_timeout=60.0),
+        managed=ManagedOptions(command=command, env=env, restart_backoff=0.2, start_timeout=60.0),
     )
 
 
@@ -83,8 +83,8 @@ def fake_binary(tmp_path: Path, name: str = "redpanda") -> Path:
 
 def test_redpanda_preset_runs_the_binary_with_a_generated_config_under_the_wal_directory(tmp_path: Path) -> None:
     binary = fake_binary(tmp_path)
-    config = WalConfig(backend="redpanda", path=str(tmp_path / "wal"),
-                       managed=ManagedConfig(redpanda_path=str(binary), redpanda_smp=2, redpanda_memory="2G",
+    config = WalOptions(backend="redpanda", path=str(tmp_path / "wal"),
+                       managed=ManagedOptions(redpanda_path=str(binary), redpanda_smp=2, redpanda_memory="2G",
                                              redpanda_args=("--reactor-backend=epoll",)))
     command = broker_command(config)
     data_dir = (tmp_path / "wal" / "broker").resolve()
@@ -104,7 +104,7 @@ def test_redpanda_preset_runs_the_binary_with_a_generated_config_under_the_wal_d
 
 
 def test_managed_command_fills_placeholders_in_arguments_environment_and_files(tmp_path: Path) -> None:
-    config = WalConfig(backend="managed", path=str(tmp_path / "wal"), managed=ManagedConfig(
+    config = WalOptions(backend="managed", path=str(tmp_path / "wal"), managed=ManagedOptions(
         command=("broker", "--listen={host}:{port}", "--dir={data_dir}", "{not_a_placeholder}"),
         env={"BROKER_PORT": "{port}"}, files={"conf/broker.yaml": "port: {port}\nmap: {}\n"}, port=19092,
     ))
@@ -120,21 +120,21 @@ def test_missing_redpanda_binary_names_the_key_and_how_to_install(tmp_path: Path
     absent = str(tmp_path / "nowhere" / "redpanda")
     expected = r"storage\.trace\.wal\.redpanda\.path: .*nowhere/redpanda.* install Redpanda"
     with pytest.raises(ConfigError, match=expected):
-        broker_command(WalConfig(backend="redpanda", path=str(tmp_path), managed=ManagedConfig(redpanda_path=absent)))
+        broker_command(WalOptions(backend="redpanda", path=str(tmp_path), managed=ManagedOptions(redpanda_path=absent)))
 
 
 def test_managed_configuration_mistakes_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"wal\.managed\.command must give"):
-        broker_command(WalConfig(backend="managed", path=str(tmp_path)))
+        broker_command(WalOptions(backend="managed", path=str(tmp_path)))
     binary = fake_binary(tmp_path)
     with pytest.raises(ConfigError, match="use wal.backend: managed"):
-        broker_command(WalConfig(backend="redpanda", path=str(tmp_path), managed=ManagedConfig(
+        broker_command(WalOptions(backend="redpanda", path=str(tmp_path), managed=ManagedOptions(
             command=("x",), redpanda_path=str(binary))))
     with pytest.raises(ConfigError, match="relative name"):
-        broker_command(WalConfig(backend="managed", path=str(tmp_path), managed=ManagedConfig(
+        broker_command(WalOptions(backend="managed", path=str(tmp_path), managed=ManagedOptions(
             command=("x",), files={"../escape": ""})))
     with pytest.raises(ConfigError, match="restart_backoff must be positive"):
-        broker_command(WalConfig(backend="managed", path=str(tmp_path), managed=ManagedConfig(
+        broker_command(WalOptions(backend="managed", path=str(tmp_path), managed=ManagedOptions(
             command=("x",), restart_backoff=0)))
 
 
@@ -167,7 +167,7 @@ storage:
 
 async def test_open_backend_refuses_managed_backends() -> None:
     with pytest.raises(ConfigError, match="opened with open_wal"):
-        await open_backend(WalConfig(backend="managed"))
+        await open_backend(WalOptions(backend="managed"))
 
 
 # --- the supervisor on a real broker -----------------------------------------------------------------
@@ -175,7 +175,7 @@ async def test_open_backend_refuses_managed_backends() -> None:
 
 @pytest.mark.slow
 async def test_broker_that_exits_at_start_stops_start_up_with_its_output(tmp_path: Path) -> None:
-    config = WalConfig(backend="managed", path=str(tmp_path / "wal"), managed=ManagedConfig(
+    config = WalOptions(backend="managed", path=str(tmp_path / "wal"), managed=ManagedOptions(
         command=("sh", "-c", "echo 'bad flag --frobnicate'; exit 3")))
     with pytest.raises(ConfigError, match=r"(?s)exited with status 3 before answering.*bad flag --frobnicate"):
         async with open_wal(config):
@@ -184,7 +184,7 @@ async def test_broker_that_exits_at_start_stops_start_up_with_its_output(tmp_pat
 
 @pytest.mark.slow
 async def test_managed_broker_is_restarted_after_sigkill_and_keeps_acknowledged_records(
-    managed_config: WalConfig,
+    managed_config: WalOptions,
 ) -> None:
     async with open_wal(managed_config) as wal:
         supervisor = wal.supervisor
@@ -215,11 +215,11 @@ async def test_managed_broker_is_restarted_after_sigkill_and_keeps_acknowledged_
 
 ORPHAN_CHILD = """
 import sys, trio
-from tempo_lite.wal.factory import ManagedConfig, WalConfig, open_wal
+from tempo_lite.wal.factory import ManagedOptions, WalOptions, open_wal
 
 async def main():
     command, env = eval(sys.argv[2])
-    config = WalConfig(backend="managed", path=sys.argv[1], managed=ManagedConfig(command=command, env=env))
+    config = WalOptions(backend="managed", path=sys.argv[1], managed=ManagedOptions(command=command, env=env))
     async with open_wal(config) as wal:
         print(wal.supervisor.process.pid, flush=True)
         await trio.sleep_forever()
@@ -229,7 +229,7 @@ trio.run(main)
 
 
 @pytest.mark.slow
-async def test_broker_left_by_a_killed_tempo_lite_is_ended_at_the_next_start(managed_config: WalConfig) -> None:
+async def test_broker_left_by_a_killed_tempo_lite_is_ended_at_the_next_start(managed_config: WalOptions) -> None:
     managed = managed_config.managed
     child = subprocess.Popen(
         [sys.executable, "-c", ORPHAN_CHILD, managed_config.path, repr((managed.command, dict(managed.env)))],
@@ -267,7 +267,7 @@ def test_serve_without_the_redpanda_binary_exits_2_with_one_line(tmp_path: Path)
 # --- tempo-lite end to end -------------------------------------------------------------------------------
 
 
-def managed_tempo_config(tmp_path: Path, wal: WalConfig) -> str:
+def managed_tempo_config(tmp_path: Path, wal: WalOptions) -> str:
     managed = {"command": list(wal.managed.command), "env": dict(wal.managed.env), "restart_backoff": "200ms"}
     return tempo_config_text(tmp_path, yaml.safe_dump({"storage": {"trace": {"wal": {
         "backend": "managed", "path": wal.path, "partitions": 2, "kafka": {"topic": wal.kafka_topic},
@@ -301,7 +301,7 @@ async def _no_flush() -> int:
 
 @pytest.mark.slow
 async def test_tempo_lite_keeps_every_acknowledged_span_when_its_broker_is_killed_mid_ingest(
-    managed_config: WalConfig, nursery: trio.Nursery, tmp_path: Path, http: httpx.AsyncClient,
+    managed_config: WalOptions, nursery: trio.Nursery, tmp_path: Path, http: httpx.AsyncClient,
 ) -> None:
     config = managed_tempo_config(tmp_path, managed_config)
     tempo = await start_tempo(nursery, config)
@@ -394,7 +394,7 @@ def test_docker_redpanda_config_runs_the_shipped_redpanda_with_data_under_var_te
 
 @pytest.mark.slow
 async def test_broker_is_stopped_when_the_wal_fails_instead_of_closing(
-    managed_config: WalConfig, monkeypatch: pytest.MonkeyPatch,
+    managed_config: WalOptions, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class Crash(Exception):
         pass
