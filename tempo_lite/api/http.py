@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from quart import Response, request
 
 from tempo_lite.api import encoding
+from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import Unauthenticated
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ def query_tenants(multitenancy: bool, org_id: str | None) -> list[str]:
     tenants = sorted({t.strip() for t in (org_id or "").split("|") if t.strip()})
     if not tenants:
         raise Unauthenticated("no org id")
+    for tenant in tenants:
+        check_tenant_id(tenant)  # the rule writes obey (400): no ID that could not name a tenant's data
     return tenants
 
 

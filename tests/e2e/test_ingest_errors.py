@@ -102,6 +102,9 @@ async def test_multitenancy_requires_org_id_and_keeps_tenants_apart(
         assert (await http.get(trace)).status_code == 401
         assert (await http.get(trace, headers={"X-Scope-OrgID": "team-b"})).status_code == 404
         assert (await http.get(trace, headers={"X-Scope-OrgID": "team-b|team-a"})).status_code == 200
+        for bad in ("..", "team-a|.hidden", "x" * 151, "team a"):
+            refused = await http.get(trace, headers={"X-Scope-OrgID": bad})
+            assert refused.status_code == 400 and "tenant ID" in refused.text, (bad, refused.text)
         await running.tl.blockbuilder.flush_all()
         assert [m.tenant for m in running.tl.blocklist.blocks("team-a")] == ["team-a"]
         assert running.tl.blocklist.blocks("team-b") == []
