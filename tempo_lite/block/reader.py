@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,51 @@ def _search_sorted(ids: pa.ChunkedArray, trace_id: bytes, side: str) -> int:
     arr = ids.combine_chunks()
     values = np.frombuffer(arr.buffers()[1], dtype="S16", count=len(arr), offset=arr.offset * 16)
     return int(np.searchsorted(values, np.bytes_(trace_id), side=side))
+
+
+@dataclass(frozen=True)
+class Footer:
+    """A data.parquet footer with what readers derive from it once: per row group and leaf column the
+    compressed chunk size (bytes-read accounting without walking the footer on every read), and the
+    first row of each row group."""
+
+    metadata: pq.FileMetaData
+    paths: tuple[str, ...]
+    chunk_sizes: np.ndarray  # (row groups, leaf columns) int64
+    group_first: np.ndarray  # (row groups + 1,) int64: first row of each group, then the row count
+
+    @classmethod
+    def of(cls, md: pq.FileMetaData) -> Footer:
+        n_rg, n_col = md.num_row_groups, md.num_columns
+        sizes = np.zeros((n_rg, n_col), dtype=np.int64)
+        rows = np.zeros(n_rg + 1, dtype=np.int64)
+        for i in range(n_rg):
+            rg = md.row_group(i)
+            rows[i + 1] = rg.num_rows
+            for j in range(n_col):
+                sizes[i, j] = rg.column(j).total_compressed_size
+        paths = tuple(md.schema.column(j).path for j in range(n_col))
+        return cls(md, paths, sizes, np.cumsum(rows))
+
+    @cached_property
+    def _column_masks(self) -> dict[tuple[str, ...] | None, np.ndarray]:
+        return {}
+
+    def read_bytes(self, row_groups: list[int] | None, columns: list[str] | None) -> int:
+        """Compressed bytes of the given row groups (None: all) and columns (None: all; a column
+        counts all its leaves, "attrs", or just one, "attrs.list.element.key")."""
+        key = None if columns is None else tuple(columns)
+        mask = self._column_masks.get(key)
+        if mask is None:
+            mask = np.array([key is None or any(p == c or p.startswith(c + ".") for c in key) for p in self.paths],
+                            dtype=bool)
+            self._column_masks[key] = mask
+        sizes = self.chunk_sizes if row_groups is None else self.chunk_sizes[np.asarray(row_groups, dtype=np.int64)]
+        return int(sizes[:, mask].sum())
+
+    @property
+    def nbytes(self) -> int:
+        return self.metadata.serialized_size * 2 + self.chunk_sizes.nbytes + 256
 
 
 class BlockReadError(StorageError):
@@ -74,45 +121,37 @@ class BlockReader:
             return pa.OSFile(self.store.full_path(f"{self.prefix}/{DATA}"), "rb")
         return self.store.open_sync(f"{self.prefix}/{DATA}")
 
-    def _count_native_read(
-        self, footer: pq.FileMetaData, row_groups: list[int] | None, columns: list[str] | None
-    ) -> None:
+    def _count_native_read(self, footer: Footer, row_groups: list[int] | None, columns: list[str] | None) -> None:
         """Bytes a native read fetched: the compressed column chunks of the row groups read."""
-        if not self._native:
-            return
-        prefixes = None if columns is None else tuple(columns)
-        total = 0
-        for i in range(footer.num_row_groups) if row_groups is None else row_groups:
-            rg = footer.row_group(i)
-            for j in range(rg.num_columns):
-                chunk = rg.column(j)
-                path = chunk.path_in_schema
-                # A requested column counts all its leaves ("attrs"), or just one ("attrs.list.element.key").
-                if prefixes is None or any(path == p or path.startswith(p + ".") for p in prefixes):
-                    total += chunk.total_compressed_size
-        self.store.count_read(total)
+        if self._native:
+            self.store.count_read(footer.read_bytes(row_groups, columns))
 
-    async def footer(self) -> pq.FileMetaData:
-        def read_footer() -> pq.FileMetaData:
+    async def footer_info(self) -> Footer:
+        """The data.parquet footer and what is derived from it (cached)."""
+
+        def read_footer() -> Footer:
             with self.open_data() as f:
                 metadata = pq.ParquetFile(f).metadata
             if self._native:
                 self.store.count_read(metadata.serialized_size + 8)
-            return metadata
+            return Footer.of(metadata)
 
-        async def load() -> pq.FileMetaData:
+        async def load() -> Footer:
             return await trio.to_thread.run_sync(read_footer, limiter=self.store.limiter)
 
-        return await self._cached(DATA + "#footer", load, lambda m: m.serialized_size + 64)
+        return await self._cached(DATA + "#footer", load, lambda f: f.nbytes)
+
+    async def footer(self) -> pq.FileMetaData:
+        return (await self.footer_info()).metadata
 
     async def _read_rows(
         self, row_groups: list[int] | None, columns: list[str] | None = None, *, use_threads: bool = True
     ) -> pa.Table:
-        footer = await self.footer()
+        footer = await self.footer_info()
 
         def read() -> pa.Table:
             with self.open_data() as f:
-                pf = pq.ParquetFile(f, metadata=footer)
+                pf = pq.ParquetFile(f, metadata=footer.metadata)
                 if row_groups is None:
                     table = pf.read(columns=columns)
                 else:
@@ -131,7 +170,7 @@ class BlockReader:
         """Raw span rows of some row groups (None: all) and columns (None: all), bytes counted."""
         return await self._read_rows(row_groups, columns)
 
-    def count_native_read(self, footer: pq.FileMetaData, row_groups: list[int] | None, columns: list[str]) -> None:
+    def count_native_read(self, footer: Footer, row_groups: list[int] | None, columns: list[str]) -> None:
         """Account bytes of a read done through `open_data()` by another module (no-op off local disk)."""
         self._count_native_read(footer, row_groups, columns)
 

@@ -67,6 +67,31 @@ def trace_table(spans: pa.Table) -> pa.Table:
     return g.take(pc.sort_indices(g, [("trace_id", "ascending")]))
 
 
+def _keys_and_types(lists: pa.Array | pa.ChunkedArray) -> dict[str, list[int]]:
+    flat = pc.list_flatten(lists)
+    if len(flat) == 0:
+        return {}
+    pairs = pa.table({"k": pc.struct_field(flat, "key"), "t": pc.struct_field(flat, "type")})
+    out: dict[str, list[int]] = {}
+    for row in pairs.group_by(["k", "t"], use_threads=False).aggregate([]).to_pylist():
+        out.setdefault(row["k"], []).append(int(row["t"]))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def attribute_keys(table: spantable.SpanTable) -> dict[str, dict[str, list[int]]]:
+    """The block's catalogue: attribute keys and their types per scope (before dedicated columns)."""
+    spans = table.spans
+    out = {
+        "span": _keys_and_types(spans.column("attrs")),
+        "resource": _keys_and_types(table.resources.column("attrs")),
+        "scope": _keys_and_types(table.resources.column("scope_attrs")),
+    }
+    for scope, column in (("event", "events"), ("link", "links")):
+        flat = pc.list_flatten(spans.column(column))
+        out[scope] = _keys_and_types(pc.struct_field(flat, "attrs")) if len(flat) else {}
+    return out
+
+
 def encode_block(
     table: spantable.SpanTable,
     *,
@@ -81,7 +106,10 @@ def encode_block(
     """Sort, number nested sets, choose dedicated columns and encode. CPU-bound: run in a thread."""
     table = spantable.dedupe_spans(spantable.concat([table]))
     table = spantable.with_nested_sets(spantable.sort_by_trace(table))
-    table = spantable.dedicate(table, spantable.choose_dedicated_keys(table, max_dedicated_columns))
+    strings = spantable.choose_dedicated_keys(table, max_dedicated_columns)
+    typed = spantable.choose_typed_dedicated(table, exclude=strings)
+    catalogue = attribute_keys(table)
+    table = spantable.dedicate(table, {**{k: spantable.STRING for k in strings}, **typed})
     spans = table.spans
     data = _parquet_bytes(spans, row_group_spans)
     traces = trace_table(spans)
@@ -113,6 +141,7 @@ def encode_block(
         source_first_offset=source[1],
         source_end_offset=source[2],
         created_unix=time.time(),
+        attribute_keys=catalogue,
     )
     return EncodedBlock(meta, files)
 

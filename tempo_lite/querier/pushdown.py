@@ -123,6 +123,76 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
     return FilterPlan(sorted(cols), frozenset(needs_generic))
 
 
+# --------------------------------------------------------------------------------------------------
+# The block's key catalogue (meta.json `attribute_keys`)
+
+_CATALOGUE_SCOPES = {
+    Scope.SPAN: ("span",),
+    Scope.RESOURCE: ("resource",),
+    Scope.INSTRUMENTATION: ("scope",),
+    Scope.EVENT: ("event",),
+    Scope.LINK: ("link",),
+    Scope.NONE: ("span", "resource"),
+}
+# Attribute types (spantable.STRING, INT, DOUBLE, BOOL, ARRAY) whose values can compare true with a literal.
+_STRING, _INT, _DOUBLE, _BOOL, _ARRAY = 1, 2, 3, 4, 6
+_COMPATIBLE = {
+    StaticType.STRING: {_STRING, _ARRAY},
+    StaticType.INT: {_INT, _DOUBLE, _ARRAY},
+    StaticType.FLOAT: {_INT, _DOUBLE, _ARRAY},
+    StaticType.DURATION: {_INT, _DOUBLE, _ARRAY},
+    StaticType.BOOL: {_BOOL, _ARRAY},
+}
+_COMPARISONS = {Op.EQ, Op.NEQ, Op.LT, Op.LTE, Op.GT, Op.GTE, Op.REGEX, Op.NOT_REGEX}
+
+
+def _key_types(ref: Attribute, catalogue: dict[str, dict[str, list[int]]]) -> set[int] | None:
+    """Types the block holds for the attribute (empty: the key is absent); None if unknown."""
+    out: set[int] = set()
+    for scope in _CATALOGUE_SCOPES.get(ref.scope, ()):
+        keys = catalogue.get(scope)
+        if keys is None:
+            return None
+        out.update(keys.get(ref.name, ()))
+    return out
+
+
+def _may_hold(expr: FieldExpr, catalogue: dict[str, dict[str, list[int]]]) -> bool:
+    """False only if no span of a block with this catalogue can satisfy `expr` (conservative)."""
+    if not isinstance(expr, BinaryOp):
+        return True
+    if expr.op is Op.AND:
+        return _may_hold(expr.lhs, catalogue) and _may_hold(expr.rhs, catalogue)
+    if expr.op is Op.OR:
+        return _may_hold(expr.lhs, catalogue) or _may_hold(expr.rhs, catalogue)
+    if expr.op not in _COMPARISONS:
+        return True
+    found = _literal(expr)
+    if found is None:
+        return True
+    ref, op, lit = found
+    if not isinstance(ref, Attribute) or ref.parent or lit.type is StaticType.NIL:
+        return True
+    types = _key_types(ref, catalogue)
+    if types is None:
+        return True
+    # A missing value compares false with any non-nil literal (`!=` and `!~` included).
+    if op in (Op.REGEX, Op.NOT_REGEX):
+        return bool(types & {_STRING, _ARRAY})
+    return bool(types & _COMPATIBLE.get(lit.type, {_ARRAY}))
+
+
+def block_may_match(query: Query, catalogue: dict[str, dict[str, list[int]]]) -> bool:
+    """False if the block's key catalogue proves that no span passes any `{ }` filter of the query, so
+    no trace of the block can match (every match needs a span passing some filter)."""
+    if not catalogue:
+        return True
+    filters = span_filters(query)
+    if filters is None:
+        return True
+    return any(_may_hold(f.expr, catalogue) for f in filters)
+
+
 # Columns search results and trace summaries read (root span, service stats, span fields).
 RESULT_COLUMNS = [
     "trace_id", "span_id", "parent_span_id", "name", "status_code", "start_unix_nano", "duration_nano",

@@ -237,13 +237,17 @@ class Searcher:
         return (await self.block_traces(meta)).ids
 
     async def generic_keys(self, meta: BlockMeta) -> frozenset[str]:
-        """Attribute keys present in the block's generic `attrs` column (read once, then cached)."""
+        """Attribute keys present in the block's generic `attrs` column: from the key catalogue (keys not
+        dedicated, and dedicated keys that also have values of another type), else read once and cached."""
+        span_keys = meta.attribute_keys.get("span")
+        if span_keys is not None:
+            return frozenset(k for k, types in span_keys.items() if k not in meta.dedicated_columns or len(types) > 1)
         reader = self.querier.reader(meta)
-        footer = await reader.footer()
+        footer = await reader.footer_info()
 
         def read() -> frozenset[str]:
             with reader.open_data() as f:
-                keys = pq.ParquetFile(f, metadata=footer).read(columns=["attrs.list.element.key"])
+                keys = pq.ParquetFile(f, metadata=footer.metadata).read(columns=["attrs.list.element.key"])
             reader.count_native_read(footer, None, ["attrs.list.element.key"])
             flat = pc.list_flatten(keys.column("attrs"))
             return frozenset(pc.unique(pc.struct_field(flat, "key")).to_pylist()) if len(flat) else frozenset()
@@ -276,11 +280,13 @@ class Searcher:
         """
         query = request.query
         assert query is not None
+        no_split = pa.array([], pa.binary(16))
+        if not pushdown.block_may_match(query, meta.attribute_keys):
+            return None, no_split
         reader = self.querier.reader(meta)
         footer = await reader.footer()
         info = await self.block_traces(meta)
         n_traces = len(info.ids)
-        no_split = pa.array([], pa.binary(16))
         groups = pushdown.row_groups(query, footer)
         if not groups:
             return None, no_split
@@ -368,6 +374,13 @@ class Searcher:
         stats.total_blocks = len(blocks)
         stats.total_jobs = 1 + len(blocks)
         stats.total_block_bytes = sum(m.size_bytes for m in blocks)
+        if (
+            request.query is not None and not live.num_spans
+            and not any(pushdown.block_may_match(request.query, m.attribute_keys) for m in blocks)
+        ):
+            # No source can hold a span passing a filter of the query (block key catalogues).
+            stats.completed_jobs = stats.total_jobs
+            return [], stats
 
         # Which traces live in more than one source: those are evaluated on their assembled spans.
         id_lists: list[pa.Array] = []

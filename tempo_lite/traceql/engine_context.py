@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tempo_lite.spantable import SpanTable
+from tempo_lite.spantable import BOOL, DOUBLE, INT, STRING, SpanTable, dedicated_type
 from tempo_lite.traceql.ast import (
     Attribute,
     BinaryOp,
@@ -72,6 +72,7 @@ _STATIC_SLOTS = {
     StaticType.STATUS: "status",
     StaticType.KIND: "kind",
 }
+_DEDICATED_SLOTS = {STRING: "str", INT: "int", DOUBLE: "float", BOOL: "bool"}
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -198,8 +199,10 @@ class SpanContext:
             dedicated = self.table.dedicated.get(key)
             if dedicated is not None and dedicated in self.spans.column_names:
                 d = self.spans.column(dedicated).combine_chunks()
-                generic = col.slots.get("str")
-                col.slots["str"] = d if generic is None else pc.coalesce(d, generic)
+                slot = _DEDICATED_SLOTS[dedicated_type(d.type)]
+                generic = col.slots.get(slot)
+                unused = generic is None or generic.null_count == len(generic)
+                col.slots[slot] = d if unused else pc.coalesce(d, generic)
             self._cache[ck] = col
         return self._cache[ck]
 
