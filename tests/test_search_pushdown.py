@@ -184,6 +184,10 @@ QUERIES = [
     '{ span.http.status_code = "500" }',
     '{ span.no.such.key = "x" }',
     "{ span.only.second = nil && span.http.status_code = 500 }",
+    "{ traceDuration > 5s }",
+    '{ trace:rootService = "svc-1" && status = error }',
+    '{ rootName = "db" } | count() > 1',
+    '{ trace:rootName != "db" && traceDuration < 100ms } > { kind = server }',
 ]
 
 

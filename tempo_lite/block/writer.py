@@ -15,6 +15,7 @@ from tempo_lite import spantable
 from tempo_lite.block.bloom import BloomFilter
 from tempo_lite.block.meta import BLOOM, DATA, META, RESOURCES, TRACES, BlockMeta, RowGroupRange
 from tempo_lite.storage.store import ObjectStore
+from tempo_lite.traceql.engine_summary import trace_summaries
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,22 @@ def _parquet_bytes(
 
 
 def trace_table(spans: pa.Table) -> pa.Table:
-    """One row per trace: ID, first start, last end, span count (spans sorted by trace ID)."""
+    """One row per trace: ID, first start, last end, span count, and the root span's service and name
+    (null without a root span), sorted by trace ID (spans sorted by trace ID)."""
     ends = pc.add(spans.column("start_unix_nano"), spans.column("duration_nano"))
     t = pa.table({"trace_id": spans.column("trace_id"), "start": spans.column("start_unix_nano"), "end": ends})
     g = t.group_by("trace_id", use_threads=False).aggregate([("start", "min"), ("end", "max"), ("start", "count")])
     g = g.rename_columns(["trace_id", "start_unix_nano", "end_unix_nano", "span_count"])
-    return g.take(pc.sort_indices(g, [("trace_id", "ascending")]))
+    g = g.take(pc.sort_indices(g, [("trace_id", "ascending")]))
+    # The root as trace summaries define it: the first span in row order without a parent.
+    summary = trace_summaries(spantable.SpanTable(spans, spantable.RESOURCE_SCHEMA.empty_table()))
+    roots = pa.table({"trace_id": summary.traces.column("trace_id"),
+                      "root_service_name": summary.traces.column("root_service_name"),
+                      "root_span_name": summary.traces.column("root_span_name")})
+    pos = pc.index_in(g.column("trace_id"), roots.column("trace_id"))
+    for name in ("root_service_name", "root_span_name"):
+        g = g.append_column(pa.field(name, pa.string()), roots.column(name).take(pos))
+    return g
 
 
 def _keys_and_types(lists: pa.Array | pa.ChunkedArray) -> dict[str, list[int]]:

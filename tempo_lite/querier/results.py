@@ -139,7 +139,8 @@ def trace_metadata(match: TraceMatch | None, summary: Mapping, *, with_spansets:
     services = summary.get("services")
     if services:
         fields["serviceStats"] = {
-            service: pb.ServiceStats(spanCount=spans, errorCount=errors) for service, (spans, errors) in services.items()
+            service: pb.ServiceStats(spanCount=spans, errorCount=errors)
+            for service, (spans, errors) in services.items()
         }
     if match is not None and with_spansets and match.spansets:
         sets = [

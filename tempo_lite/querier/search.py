@@ -40,7 +40,7 @@ from tempo_lite.traceql.engine import (
     referenced_fields,
     trace_matches,
 )
-from tempo_lite.traceql.engine_context import hex_ids
+from tempo_lite.traceql.engine_context import TraceLevel, hex_ids
 from tempo_lite.traceql.engine_summary import trace_summaries
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,9 @@ class BlockTraces:
     ends: np.ndarray
     first_row: np.ndarray | None
     row_trace: np.ndarray | None
+    # Root span service and name per trace (blocks written before traces.parquet held them: None).
+    root_service: pa.Array | None = None
+    root_name: pa.Array | None = None
 
     @classmethod
     def from_table(cls, table: pa.Table, total_spans: int) -> BlockTraces:
@@ -106,7 +109,17 @@ class BlockTraces:
                 row_trace = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
             else:
                 first_row = None
-        return cls(ids, starts, ends, first_row, row_trace)
+        roots = None, None
+        if "root_service_name" in table.column_names and "root_span_name" in table.column_names:
+            roots = (table.column("root_service_name").combine_chunks(),
+                     table.column("root_span_name").combine_chunks())
+        return cls(ids, starts, ends, first_row, row_trace, *roots)
+
+    def trace_level(self, span_trace: np.ndarray) -> TraceLevel | None:
+        """Trace-level intrinsics for rows whose traces are `span_trace` (None: the table lacks roots)."""
+        if self.root_service is None or self.root_name is None:
+            return None
+        return TraceLevel(span_trace, self.ends - self.starts, self.root_service, self.root_name)
 
     @property
     def newest(self) -> int:
@@ -115,7 +128,8 @@ class BlockTraces:
     @property
     def nbytes(self) -> int:
         extra = 0 if self.row_trace is None or self.first_row is None else self.row_trace.nbytes + self.first_row.nbytes
-        return self.ids.nbytes + self.starts.nbytes + self.ends.nbytes + extra + 128
+        roots = sum(a.nbytes for a in (self.root_service, self.root_name) if a is not None)
+        return self.ids.nbytes + self.starts.nbytes + self.ends.nbytes + extra + roots + 128
 
 
 @dataclass
@@ -316,7 +330,9 @@ class Searcher:
                 ids = info.ids.take(pa.array(span_trace))
                 part = spantable.SpanTable(part.spans.append_column("trace_id", ids), part.resources, part.dedicated)
             part = _with_empty_lists(part)
-            candidates, exact = await trio.to_thread.run_sync(trace_matches, query, part, span_trace, n_traces)
+            candidates, exact = await trio.to_thread.run_sync(
+                trace_matches, query, part, span_trace, n_traces, info.trace_level(span_trace)
+            )
             split_candidates = info.ids.filter(pa.array(candidates & is_split))
             wanted = (exact if exact is not None else candidates) & ~is_split
         if request.start_ns or request.end_ns:

@@ -50,7 +50,14 @@ from tempo_lite.traceql.ast import (
     render,
     result_key,
 )
-from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, SpanContext, _np, uses_nested_sets
+from tempo_lite.traceql.engine_context import (
+    TRACE_DEPENDENT,
+    TRACE_TABLE_INTRINSICS,
+    SpanContext,
+    TraceLevel,
+    _np,
+    uses_nested_sets,
+)
 from tempo_lite.traceql.engine_summary import trace_index
 from tempo_lite.traceql.engine_values import NUMERIC, Col, EvaluationError, group_codes
 
@@ -226,10 +233,12 @@ def candidate_trace_ids(query: Query | str, table: SpanTable) -> pa.Array:
 
 
 def trace_matches(
-    query: Query | str, table: SpanTable, span_trace: np.ndarray, n_traces: int
+    query: Query | str, table: SpanTable, span_trace: np.ndarray, n_traces: int,
+    trace_level: TraceLevel | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per trace of `table` (`span_trace[row]` is its trace's index, below `n_traces`): (candidates,
-    exact matches or None).
+    exact matches or None). With `trace_level` (the block's trace table), `traceDuration`, `rootName`
+    and `rootServiceName` are known for every trace, so queries on them can be exact too.
 
     The table may hold only the columns the query's filters (and aggregates) read, and only the rows
     of some row groups, as long as every span that passes a filter is there. Candidates are the
@@ -241,13 +250,14 @@ def trace_matches(
     _stages_filters(q.pipeline, filters)
     if _starts_unfiltered(q.pipeline):
         return np.ones(n_traces, dtype=bool), None
-    if any(ref in TRACE_DEPENDENT for ref in referenced_fields(q)):
-        ctx = SpanContext(table, candidate=True)
+    unknown = TRACE_DEPENDENT - TRACE_TABLE_INTRINSICS if trace_level is not None else TRACE_DEPENDENT
+    if any(ref in unknown for ref in referenced_fields(q)):
+        ctx = SpanContext(table, candidate=True, trace_level=trace_level)
         mask = np.zeros(table.num_spans, dtype=bool)
         for f in dict.fromkeys(filters):
             mask |= ctx.filter_mask(f.expr)
         return np.bincount(span_trace[mask], minlength=n_traces) > 0, None
-    ev = _Evaluator(q, table)
+    ev = _Evaluator(q, table, trace_level)
     mask = np.zeros(table.num_spans, dtype=bool)
     for f in dict.fromkeys(filters):
         ev._masks[f] = ev.ctx.filter_mask(f.expr)
@@ -292,10 +302,10 @@ def evaluate(
 
 
 class _Evaluator:
-    def __init__(self, query: Query, table: SpanTable) -> None:
+    def __init__(self, query: Query, table: SpanTable, trace_level: TraceLevel | None = None) -> None:
         self.query = query
         self.table = table
-        self.ctx = SpanContext(table)
+        self.ctx = SpanContext(table, trace_level=trace_level)
         self.n = table.num_spans
         self._masks: dict[SpansetFilter, np.ndarray] = {}
         # The same masks by filter object identity: hashing a filter walks its whole expression, and the
