@@ -830,7 +830,9 @@ def _key_values(attrs: list[dict] | None) -> list[KeyValue]:
 def to_traces_data(table: SpanTable) -> TracesData:
     """Rebuild OTLP from span rows, one ResourceSpans per distinct resource/scope, in row order."""
     rows = table.spans.to_pylist()
-    resources = table.resources.to_pylist()
+    # Only the resources these spans point at (a block's resource table can hold thousands).
+    used = pc.unique(table.spans.column("resource_index")).drop_null()
+    resources = dict(zip(used.to_pylist(), table.resources.take(used).to_pylist(), strict=True))
     slots = {STRING: "string_value", INT: "int_value", DOUBLE: "double_value", BOOL: "bool_value"}
     dedicated_slots = [
         (key, col, slots[dedicated_type(table.spans.schema.field(col).type)])

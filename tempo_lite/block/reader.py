@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import trio
+from pyarrow._parquet import ParquetReader
 
 from tempo_lite import spantable
 from tempo_lite.block.bloom import BloomFilter
@@ -54,6 +55,22 @@ class Footer:
     @cached_property
     def _column_masks(self) -> dict[tuple[str, ...] | None, np.ndarray]:
         return {}
+
+    @cached_property
+    def _leaves(self) -> dict[str, list[int]]:
+        """Leaf column indices under every column path prefix (what pyarrow's ParquetFile builds on
+        every open; here once per footer)."""
+        out: dict[str, list[int]] = {}
+        for i, path in enumerate(self.paths):
+            parts = path.split(".")
+            for k in range(1, len(parts) + 1):
+                out.setdefault(".".join(parts[:k]), []).append(i)
+        return out
+
+    def column_indices(self, columns: list[str] | None) -> list[int] | None:
+        if columns is None:
+            return None
+        return [i for c in columns for i in self._leaves.get(c, ())]
 
     def read_bytes(self, row_groups: list[int] | None, columns: list[str] | None) -> int:
         """Compressed bytes of the given row groups (None: all) and columns (None: all; a column
@@ -151,11 +168,14 @@ class BlockReader:
 
         def read() -> pa.Table:
             with self.open_data() as f:
-                pf = pq.ParquetFile(f, metadata=footer.metadata)
+                # The reader under pq.ParquetFile, opened with the cached footer and leaf indices.
+                reader = ParquetReader()
+                reader.open(f, metadata=footer.metadata)
+                indices = footer.column_indices(columns)
                 if row_groups is None:
-                    table = pf.read(columns=columns)
+                    table = reader.read_all(column_indices=indices, use_threads=use_threads)
                 else:
-                    table = pf.read_row_groups(row_groups, columns=columns, use_threads=use_threads)
+                    table = reader.read_row_groups(row_groups, column_indices=indices, use_threads=use_threads)
             self._count_native_read(footer, row_groups, columns)
             return table
 

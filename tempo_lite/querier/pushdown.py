@@ -8,6 +8,7 @@ the reading itself is done by `querier.search`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 from tempo_lite.traceql.ast import (
     Aggregate,
     Attribute,
+    AttributeRef,
     BinaryOp,
     FieldExpr,
     Intrinsic,
@@ -208,20 +210,36 @@ def evaluation_columns(
 
     A dedicated key is read from its column alone when the block's generic `attrs` never holds it.
     """
-    cols = set(RESULT_COLUMNS)
+    fields = field_columns(referenced_fields(query), dedicated, generic_keys)
+    if fields is None:
+        return None
+    cols = set(RESULT_COLUMNS) | set(fields)
     if nested_sets:
         cols.update(NESTED_SET_COLUMNS)
-    for ref in referenced_fields(query):
+    return sorted(cols)
+
+
+def field_columns(
+    refs: Iterable[AttributeRef], dedicated: dict[str, str], generic_keys: frozenset[str]
+) -> list[str] | None:
+    """The span columns that give the values of these fields in a block (with `resource_index`, which
+    every evaluation reads); trace-level intrinsics add the columns trace summaries read; None: all."""
+    cols = {"resource_index"}
+    for ref in refs:
         if isinstance(ref, Intrinsic):
             if ref in TRACE_DEPENDENT:
                 cols.update(NESTED_SET_COLUMNS)
+                cols.update(RESULT_COLUMNS)
                 continue
             if ref is Intrinsic.TRACE_ID:
+                cols.add("trace_id")
                 continue
             col = _INTRINSIC_COLUMNS.get(ref)
             if col is None:
                 return None
             cols.add(col)
+            if ref in _EVENT_TIME:
+                cols.add("start_unix_nano")
         elif isinstance(ref, Attribute):
             if ref.parent:
                 return None

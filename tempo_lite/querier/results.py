@@ -484,7 +484,8 @@ def tag_values_v2(table: SpanTable, ref: Attribute | Intrinsic, q: SpansetFilter
         flat_rows = np.flatnonzero(mask[owner])
         full = ctx.sub_attr(level, ref.name) if isinstance(ref, Attribute) else ctx.sub_intrinsic(ref)
         return _typed_strings(full.take(flat_rows))
-    return _typed_strings(ctx.span_value(ref).take(rows))
+    value = ctx.span_value(ref)
+    return _typed_strings(value if len(rows) == table.num_spans else value.take(rows))
 
 
 def tag_values_v1(table: SpanTable, tag: str, q: SpansetFilter | None = None) -> set[str]:

@@ -32,7 +32,7 @@ from tempo_lite.querier.results import (
 )
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.traceql import parse
-from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, Scope
+from tempo_lite.traceql.ast import Attribute, AttributeRef, Intrinsic, Query, Scope
 from tempo_lite.traceql.engine import (
     _needs_nested_sets,
     candidate_trace_ids,
@@ -364,9 +364,10 @@ class Searcher:
         return table, split_candidates
 
     async def _read_block(
-        self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats
+        self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats, *, exact: bool = False
     ) -> spantable.SpanTable | None:
-        if columns is not None and "attrs" in columns:
+        """A whole block (only `columns`; with `attrs`, every dedicated column too unless `exact`)."""
+        if columns is not None and "attrs" in columns and not exact:
             columns = columns + sorted(meta.dedicated_columns.values())
         async with self.limiter:
             try:
@@ -546,8 +547,10 @@ class Searcher:
     async def tables(
         self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
         columns: list[str] | None = None, whole_traces: bool = False,
+        fields: list[AttributeRef] | None = None,
     ) -> list[spantable.SpanTable]:
-        """Every source overlapping the range: the live-store, then the blocks (only `columns`).
+        """Every source overlapping the range: the live-store, then the blocks (only `columns`, or only
+        the columns each block keeps these `fields` in: tag values read one dedicated column, not all).
 
         Tag discovery takes them as they are. With `whole_traces` (TraceQL metrics), traces found in more
         than one source are assembled into one extra table, duplicate spans dropped, so every span is
@@ -565,7 +568,14 @@ class Searcher:
         stats.total_block_bytes += sum(m.size_bytes for m in blocks)
 
         async def job(meta: BlockMeta) -> None:
-            table = await self._read_block(meta, columns, stats)
+            wanted = columns
+            if fields is not None and columns is None:
+                generic = await self.generic_keys(meta) if any(
+                    isinstance(f, Attribute) and f.name in meta.dedicated_columns for f in fields) else frozenset()
+                wanted = pushdown.field_columns(fields, meta.dedicated_columns, generic)
+            table = await self._read_block(meta, wanted, stats, exact=fields is not None)
+            if table is not None and fields is not None:
+                table = _with_empty_lists(table)
             if table is not None:
                 stats.completed_jobs += 1
                 out.append(table)
