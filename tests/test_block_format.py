@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -195,3 +196,22 @@ def test_footer_counts_the_compressed_chunks_of_the_columns_and_row_groups_read(
     assert footer.read_bytes([0, 2], ["attrs", "name"]) == walk([0, 2], ["attrs", "name"])
     assert footer.read_bytes([1], ["attrs.list.element.key"]) == walk([1], ["attrs.list.element.key"])
     assert footer.group_first[-1] == md.num_rows
+
+
+async def test_a_block_added_while_a_poll_lists_storage_stays_visible(tmp_path: Path) -> None:
+    data = TracesData(resource_spans=encoded(sdk_spans(traces=2)).resource_spans)
+    meta, store = await _written(tmp_path, data)
+    blocks = BlockList(store)
+    late = dataclasses.replace(meta, block_id="b2")
+    listing = store.list
+
+    async def list_and_add(prefix: str) -> list[str]:
+        names = await listing(prefix)
+        if prefix == "t":
+            blocks.add(late)  # the block-builder publishing a block in the middle of the poll
+            blocks.remove("t", "gone")
+        return names
+
+    store.list = list_and_add  # type: ignore[method-assign]
+    await blocks.poll()
+    assert sorted(m.block_id for m in blocks.blocks("t")) == ["b1", "b2"]

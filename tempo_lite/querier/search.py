@@ -283,8 +283,8 @@ class Searcher:
     async def _read_candidates(
         self, meta: BlockMeta, request: SearchRequest, split: pa.Array, stats: SearchStats,
         newest_found: Callable[[], int | None],
-    ) -> tuple[spantable.SpanTable | None, pa.Array]:
-        """(the traces of the block to evaluate exactly, candidate traces that are split across sources).
+    ) -> tuple[_StageTwo | None, pa.Array]:
+        """(what stage two reads and evaluates exactly, candidate traces that are split across sources).
 
         Stage one reads the filter columns of the row groups statistics cannot rule out and finds the
         candidate traces (and, for column-wise pipelines, the exact matches), mapping rows to traces
@@ -350,18 +350,23 @@ class Searcher:
             chosen = chosen[starts >= kth]
         if not len(chosen):
             return None, split_candidates
-        groups = _groups_for_traces(meta, info, footer, chosen)
         needed = pushdown.evaluation_columns(
             query, meta.dedicated_columns,
             await self.generic_keys(meta) if "attrs" in (columns_for(query) or []) else frozenset(),
             nested_sets=_needs_nested_sets(query.pipeline),
         )
         columns = needed if needed is not None else _with_dedicated(columns_for(query), meta)
-        table = _with_empty_lists(await self._read_groups(meta, groups, columns, stats))
-        if len(chosen) < n_traces:
-            keep = pc.is_in(table.spans.column("trace_id"), info.ids.take(pa.array(chosen)))
+        batches = [chosen] if exact is not None else _newest_first_batches(chosen, info.starts[chosen], request.limit)
+        return _StageTwo(meta, info, footer, batches, columns), split_candidates
+
+    async def _read_batch(self, plan: _StageTwo, chosen: np.ndarray, stats: SearchStats) -> spantable.SpanTable:
+        """Stage two for some chosen traces: every column evaluation needs, from their row groups only."""
+        groups = _groups_for_traces(plan.meta, plan.info, plan.footer, chosen)
+        table = _with_empty_lists(await self._read_groups(plan.meta, groups, plan.columns, stats))
+        if len(chosen) < len(plan.info.ids):
+            keep = pc.is_in(table.spans.column("trace_id"), plan.info.ids.take(pa.array(chosen)))
             table = spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
-        return table, split_candidates
+        return table
 
     async def _read_block(
         self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats, *, exact: bool = False
@@ -429,8 +434,12 @@ class Searcher:
                 return None
             return sorted(starts.values(), reverse=True)[request.limit - 1]
 
-        def take(table: spantable.SpanTable, found: list[pb.TraceSearchMetadata], split_cands: pa.Array | None) -> None:
-            stats.inspected_spans += table.num_spans
+        def take(
+            table: spantable.SpanTable | None, found: list[pb.TraceSearchMetadata], split_cands: pa.Array | None,
+            spans: int = 0,
+        ) -> None:
+            """Results of one source (`table`, or just its span count `spans` when split candidates are given)."""
+            stats.inspected_spans += table.num_spans if table is not None else spans
             stats.completed_jobs += 1
             results.extend(_overlapping(found, request.start_ns, request.end_ns))
             if split_cands is not None:
@@ -483,8 +492,7 @@ class Searcher:
     async def _block_job(
         self, meta: BlockMeta, request: SearchRequest, columns: list[str] | None, split: pa.Array,
         stats: SearchStats, match: Matcher,
-        take: Callable[[spantable.SpanTable, list[pb.TraceSearchMetadata], pa.Array | None], None],
-        enough: trio.Event, newest_found: Callable[[], int | None], block_newest: int,
+        take: Callable[..., None], enough: trio.Event, newest_found: Callable[[], int | None], block_newest: int,
     ) -> None:
         if enough.is_set():
             return
@@ -496,7 +504,11 @@ class Searcher:
         if request.query is not None and columns is not None:
             async with self.limiter:
                 try:
-                    table, split_cands = await self._read_candidates(meta, request, split, stats, newest_found)
+                    plan, split_cands = await self._read_candidates(meta, request, split, stats, newest_found)
+                    if plan is not None and len(plan.batches) > 1:
+                        await self._walk_batches(plan, request, split, stats, match, take, split_cands, enough)
+                        return
+                    table = None if plan is None else await self._read_batch(plan, plan.batches[0], stats)
                 except StorageError as exc:
                     self.querier.metrics.blocks_unreadable.inc()
                     log.warning("search: %s", exc.message)
@@ -512,6 +524,24 @@ class Searcher:
             found = await trio.to_thread.run_sync(match, whole)
             if not enough.is_set():
                 take(table, found, split_cands)
+
+    async def _walk_batches(
+        self, plan: _StageTwo, request: SearchRequest, split: pa.Array, stats: SearchStats, match: Matcher,
+        take: Callable[..., None], split_cands: pa.Array, enough: trio.Event,
+    ) -> None:
+        """Evaluate candidate traces newest first, a batch at a time, until `limit` of them match: the
+        answer is the newest matches, and a batch holds every trace starting at its oldest start (ties),
+        so later batches can only add older traces."""
+        found: list[pb.TraceSearchMetadata] = []
+        spans = 0
+        for batch in plan.batches:
+            table = await self._read_batch(plan, batch, stats)
+            spans += table.num_spans
+            found += await trio.to_thread.run_sync(match, _without(table, split))
+            if len({r.traceID for r in found}) >= request.limit or enough.is_set():
+                break
+        if not enough.is_set():
+            take(None, found, split_cands, spans)
 
     async def assemble(
         self,
@@ -592,6 +622,36 @@ class Searcher:
         assembled = spantable.dedupe_spans(spantable.concat([p for p in parts if p.num_spans]))
         whole = [_without(t, split) for t in out]
         return [t for t in whole if t.num_spans] + [assembled]
+
+
+@dataclass(frozen=True)
+class _StageTwo:
+    """What stage two of a block search reads: `columns` of the row groups holding each batch of chosen
+    traces (indices into the trace table), batches newest first."""
+
+    meta: BlockMeta
+    info: BlockTraces
+    footer: pq.FileMetaData
+    batches: list[np.ndarray]
+    columns: list[str] | None
+
+
+def _newest_first_batches(chosen: np.ndarray, starts: np.ndarray, limit: int) -> list[np.ndarray]:
+    """Chosen traces newest first in growing batches (4 x limit, then doubling); a batch boundary never
+    splits traces with the same start, so the newest `limit` matches are found whatever the ties."""
+    if len(chosen) <= 4 * max(limit, 16):
+        return [chosen]
+    order = np.argsort(-starts, kind="stable")
+    chosen, starts = chosen[order], starts[order]
+    batches = []
+    lo, size = 0, 4 * max(limit, 16)
+    while lo < len(chosen):
+        hi = min(lo + size, len(chosen))
+        while hi < len(chosen) and starts[hi] == starts[hi - 1]:
+            hi += 1
+        batches.append(chosen[lo:hi])
+        lo, size = hi, size * 2
+    return batches
 
 
 def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
