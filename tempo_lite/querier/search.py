@@ -345,9 +345,14 @@ class Searcher:
                 keep = starts >= bound
                 chosen, starts = chosen[keep], starts[keep]
         if exact is not None and len(chosen) > request.limit:
-            # Every chosen trace matches: only the newest `limit` (and ties) can be in the answer.
-            kth = np.partition(starts, len(starts) - request.limit)[len(starts) - request.limit]
-            chosen = chosen[starts >= kth]
+            if request.most_recent:
+                # Every chosen trace matches: only the newest `limit` (and ties) can be in the answer.
+                kth = np.partition(starts, len(starts) - request.limit)[len(starts) - request.limit]
+                chosen = chosen[starts >= kth]
+            else:
+                # Any `limit` matches will do (as in Tempo): the first ones in file order share row groups,
+                # so stage two reads one or two row groups instead of one per (randomly placed) trace.
+                chosen = chosen[: request.limit]
         if not len(chosen):
             return None, split_candidates
         needed = pushdown.evaluation_columns(
@@ -356,7 +361,10 @@ class Searcher:
             nested_sets=_needs_nested_sets(query.pipeline),
         )
         columns = needed if needed is not None else _with_dedicated(columns_for(query), meta)
-        batches = [chosen] if exact is not None else _newest_first_batches(chosen, info.starts[chosen], request.limit)
+        batches = (
+            [chosen] if exact is not None
+            else _candidate_batches(chosen, info.starts[chosen], request.limit, newest_first=request.most_recent)
+        )
         return _StageTwo(meta, info, footer, batches, columns), split_candidates
 
     async def _read_batch(self, plan: _StageTwo, chosen: np.ndarray, stats: SearchStats) -> spantable.SpanTable:
@@ -529,9 +537,9 @@ class Searcher:
         self, plan: _StageTwo, request: SearchRequest, split: pa.Array, stats: SearchStats, match: Matcher,
         take: Callable[..., None], split_cands: pa.Array, enough: trio.Event,
     ) -> None:
-        """Evaluate candidate traces newest first, a batch at a time, until `limit` of them match: the
-        answer is the newest matches, and a batch holds every trace starting at its oldest start (ties),
-        so later batches can only add older traces."""
+        """Evaluate candidate traces a batch at a time until `limit` of them match. With `most_recent`
+        batches go newest first and each holds every trace starting at its oldest start (ties), so later
+        batches can only add older traces; otherwise any `limit` matches will do."""
         found: list[pb.TraceSearchMetadata] = []
         spans = 0
         for batch in plan.batches:
@@ -636,13 +644,17 @@ class _StageTwo:
     columns: list[str] | None
 
 
-def _newest_first_batches(chosen: np.ndarray, starts: np.ndarray, limit: int) -> list[np.ndarray]:
-    """Chosen traces newest first in growing batches (4 x limit, then doubling); a batch boundary never
-    splits traces with the same start, so the newest `limit` matches are found whatever the ties."""
+def _candidate_batches(chosen: np.ndarray, starts: np.ndarray, limit: int, *, newest_first: bool) -> list[np.ndarray]:
+    """Chosen traces in growing batches (4 x limit, then doubling): newest first when the answer is the
+    newest matches (a batch boundary never splits traces with the same start, so they are found
+    whatever the ties), else in file order (neighbouring traces share row groups)."""
     if len(chosen) <= 4 * max(limit, 16):
         return [chosen]
-    order = np.argsort(-starts, kind="stable")
-    chosen, starts = chosen[order], starts[order]
+    if newest_first:
+        order = np.argsort(-starts, kind="stable")
+        chosen, starts = chosen[order], starts[order]
+    else:
+        starts = np.arange(len(chosen))  # no ties to keep together
     batches = []
     lo, size = 0, 4 * max(limit, 16)
     while lo < len(chosen):
