@@ -52,6 +52,14 @@ class Footer:
         paths = tuple(md.schema.column(j).path for j in range(n_col))
         return cls(md, paths, sizes, np.cumsum(rows))
 
+    @property
+    def num_rows(self) -> int:
+        return int(self.group_first[-1])
+
+    @property
+    def num_row_groups(self) -> int:
+        return len(self.group_first) - 1
+
     @cached_property
     def _column_masks(self) -> dict[tuple[str, ...] | None, np.ndarray]:
         return {}
@@ -66,6 +74,32 @@ class Footer:
             for k in range(1, len(parts) + 1):
                 out.setdefault(".".join(parts[:k]), []).append(i)
         return out
+
+    @cached_property
+    def _statistics(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        return {}
+
+    def statistics(self, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Row-group (min, max, known) arrays of a top-level column (None: no such column), read from
+        the footer once. Groups without statistics are `known` False (their min/max are placeholders)."""
+        if column not in self._statistics:
+            j = self.paths.index(column) if column in self.paths else -1
+            if j < 0:
+                self._statistics[column] = None
+                return None
+            n = self.chunk_sizes.shape[0]
+            lows: list[object] = [None] * n
+            highs: list[object] = [None] * n
+            known = np.zeros(n, dtype=bool)
+            for i in range(n):
+                st = self.metadata.row_group(i).column(j).statistics
+                if st is not None and st.has_min_max:
+                    lows[i], highs[i], known[i] = st.min, st.max, True
+            fill = next((v for v in lows if v is not None), 0)
+            lo = np.array([fill if v is None else v for v in lows])
+            hi = np.array([fill if v is None else v for v in highs])
+            self._statistics[column] = (lo, hi, known)
+        return self._statistics[column]
 
     def column_indices(self, columns: list[str] | None) -> list[int] | None:
         if columns is None:

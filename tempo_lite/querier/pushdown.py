@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.parquet as pq
 
+from tempo_lite.block.reader import Footer
 from tempo_lite.traceql.ast import (
     Aggregate,
     Attribute,
@@ -28,7 +30,6 @@ from tempo_lite.traceql.ast import (
     SpansetFilter,
     Static,
     StaticType,
-    UnaryOp,
 )
 from tempo_lite.traceql.engine import _field_refs, _stages_filters, _starts_unfiltered, referenced_fields
 from tempo_lite.traceql.engine_context import TRACE_DEPENDENT
@@ -259,16 +260,6 @@ def field_columns(
 # Row-group statistics
 
 
-def _stats(md: pq.RowGroupMetaData, index: dict[str, int], column: str) -> tuple[object, object] | None:
-    i = index.get(column)
-    if i is None:
-        return None
-    st = md.column(i).statistics
-    if st is None or not st.has_min_max:
-        return None
-    return st.min, st.max
-
-
 def _literal(e: BinaryOp) -> tuple[Intrinsic | Attribute, Op, Static] | None:
     """`field op literal` (either order) -> (field, op as seen from the field, literal)."""
     flip = {Op.LT: Op.GT, Op.LTE: Op.GTE, Op.GT: Op.LT, Op.GTE: Op.LTE, Op.EQ: Op.EQ, Op.NEQ: Op.NEQ}
@@ -287,68 +278,68 @@ def _literal_value(lit: Static) -> object:
     return lit.value
 
 
-def may_match(expr: FieldExpr, md: pq.RowGroupMetaData, index: dict[str, int]) -> bool:
-    """False only if the row group's min/max prove that no span satisfies `expr` (conservative)."""
-    if isinstance(expr, BinaryOp):
-        if expr.op is Op.AND:
-            return may_match(expr.lhs, md, index) and may_match(expr.rhs, md, index)
-        if expr.op is Op.OR:
-            return may_match(expr.lhs, md, index) or may_match(expr.rhs, md, index)
-        found = _literal(expr)
-        if found is None:
-            return True
-        field, op, lit = found
-        if isinstance(field, Intrinsic) and field in _STAT_COLUMNS:
-            column, types = _STAT_COLUMNS[field]
-            if lit.type not in types:
-                # A literal of another type never compares true with this intrinsic (nil aside).
-                return lit.type is StaticType.NIL or op is Op.NEQ
-        elif (
-            isinstance(field, Attribute) and field.scope is Scope.RESOURCE and field.name == "service.name"
-            and not field.parent and lit.type is StaticType.STRING
-        ):
-            column = "service_name"  # the resource's service.name, copied onto each span row
-        else:
-            return True
-        bounds = _stats(md, index, column)
-        if bounds is None:
-            return True
-        lo, hi = bounds
-        v = _literal_value(lit)
-        try:
+def may_match(expr: FieldExpr, stats: Footer) -> np.ndarray:
+    """Per row group: False only if its min/max prove that no span satisfies `expr` (conservative)."""
+    every = np.ones(len(stats.group_first) - 1, dtype=bool)
+    if not isinstance(expr, BinaryOp):
+        return every
+    if expr.op is Op.AND:
+        return may_match(expr.lhs, stats) & may_match(expr.rhs, stats)
+    if expr.op is Op.OR:
+        return may_match(expr.lhs, stats) | may_match(expr.rhs, stats)
+    found = _literal(expr)
+    if found is None:
+        return every
+    field, op, lit = found
+    if isinstance(field, Intrinsic) and field in _STAT_COLUMNS:
+        column, types = _STAT_COLUMNS[field]
+        if lit.type not in types:
+            # A literal of another type never compares true with this intrinsic (nil aside).
+            return every if lit.type is StaticType.NIL or op is Op.NEQ else ~every
+    elif (
+        isinstance(field, Attribute) and field.scope is Scope.RESOURCE and field.name == "service.name"
+        and not field.parent and lit.type is StaticType.STRING
+    ):
+        column = "service_name"  # the resource's service.name, copied onto each span row
+    else:
+        return every
+    bounds = stats.statistics(column)
+    if bounds is None:
+        return every
+    lo, hi, known = bounds
+    v = _literal_value(lit)
+    try:
+        with np.errstate(all="ignore"):
             if op is Op.EQ:
-                return lo <= v <= hi  # type: ignore[operator]
-            if op is Op.NEQ:
-                return not (lo == hi == v)
-            if op is Op.GT:
-                return hi > v  # type: ignore[operator]
-            if op is Op.GTE:
-                return hi >= v  # type: ignore[operator]
-            if op is Op.LT:
-                return lo < v  # type: ignore[operator]
-            if op is Op.LTE:
-                return lo <= v  # type: ignore[operator]
-        except TypeError:
-            return True
-        return True
-    if isinstance(expr, UnaryOp) or isinstance(expr, Static):
-        return True
-    return True
+                hit = (lo <= v) & (v <= hi)
+            elif op is Op.NEQ:
+                hit = ~((lo == v) & (hi == v))
+            elif op is Op.GT:
+                hit = hi > v
+            elif op is Op.GTE:
+                hit = hi >= v
+            elif op is Op.LT:
+                hit = lo < v
+            elif op is Op.LTE:
+                hit = lo <= v
+            else:
+                return every
+    except (TypeError, ValueError, np.exceptions.DTypePromotionError):
+        return every
+    hit = np.asarray(hit)
+    if hit.dtype != bool or hit.shape != every.shape:
+        return every  # a comparison numpy could not make element-wise
+    return hit | ~known
 
 
-def row_groups(query: Query, footer: pq.FileMetaData) -> list[int]:
+def row_groups(query: Query, footer: pq.FileMetaData | Footer) -> list[int]:
     """Row groups where some span may pass some filter of the query (all of them if unknown)."""
-    every = list(range(footer.num_row_groups))
+    stats = footer if isinstance(footer, Footer) else Footer.of(footer)
+    n = len(stats.group_first) - 1
     filters = span_filters(query)
     if filters is None:
-        return every
-    schema = footer.schema.to_arrow_schema()
-    index = {}
-    for i in range(footer.num_columns):
-        path = footer.schema.column(i).path
-        if path in schema.names:
-            index[path] = i
-    return [
-        g for g in every
-        if any(may_match(f.expr, footer.row_group(g), index) for f in filters)
-    ]
+        return list(range(n))
+    keep = np.zeros(n, dtype=bool)
+    for f in filters:
+        keep |= may_match(f.expr, stats)
+    return np.flatnonzero(keep).tolist()

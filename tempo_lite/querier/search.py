@@ -21,6 +21,7 @@ import trio
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.block.meta import DATA, TRACES, BlockMeta
+from tempo_lite.block.reader import Footer
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.results import (
@@ -40,7 +41,7 @@ from tempo_lite.traceql.engine import (
     referenced_fields,
     trace_matches,
 )
-from tempo_lite.traceql.engine_context import TraceLevel, hex_ids
+from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, TraceLevel, hex_ids
 from tempo_lite.traceql.engine_summary import trace_summaries
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ class Searcher:
         if not pushdown.block_may_match(query, meta.attribute_keys):
             return None, no_split
         reader = self.querier.reader(meta)
-        footer = await reader.footer()
+        footer = await reader.footer_info()
         info = await self.block_traces(meta)
         n_traces = len(info.ids)
         groups = pushdown.row_groups(query, footer)
@@ -327,8 +328,12 @@ class Searcher:
             else:
                 assert info.row_trace is not None
                 span_trace = info.row_trace[rows].astype(np.int64)
-                ids = info.ids.take(pa.array(span_trace))
-                part = spantable.SpanTable(part.spans.append_column("trace_id", ids), part.resources, part.dedicated)
+                if any(ref is Intrinsic.TRACE_ID or ref in TRACE_DEPENDENT for ref in referenced_fields(query)):
+                    # Only trace summaries read trace IDs in stage one (trace:id, nested-set intrinsics).
+                    ids = info.ids.take(pa.array(span_trace))
+                    part = spantable.SpanTable(
+                        part.spans.append_column("trace_id", ids), part.resources, part.dedicated
+                    )
             part = _with_empty_lists(part)
             candidates, exact = await trio.to_thread.run_sync(
                 trace_matches, query, part, span_trace, n_traces, info.trace_level(span_trace)
@@ -639,7 +644,7 @@ class _StageTwo:
 
     meta: BlockMeta
     info: BlockTraces
-    footer: pq.FileMetaData
+    footer: Footer
     batches: list[np.ndarray]
     columns: list[str] | None
 
@@ -684,21 +689,19 @@ def _with_dedicated(columns: list[str] | None, meta: BlockMeta) -> list[str] | N
     return columns
 
 
-def _group_rows(footer: pq.FileMetaData, groups: list[int]) -> np.ndarray:
+def _group_rows(footer: Footer, groups: list[int]) -> np.ndarray:
     """Row numbers (in the file) of the given row groups, in order."""
-    sizes = np.array([footer.row_group(g).num_rows for g in range(footer.num_row_groups)], dtype=np.int64)
-    firsts = np.concatenate([[0], np.cumsum(sizes)])
+    firsts = footer.group_first
     if len(groups) == footer.num_row_groups:
         return np.arange(firsts[-1])
     return np.concatenate([np.arange(firsts[g], firsts[g + 1]) for g in groups]) if groups else np.zeros(0, np.int64)
 
 
-def _groups_for_traces(meta: BlockMeta, info: BlockTraces, footer: pq.FileMetaData, chosen: np.ndarray) -> list[int]:
+def _groups_for_traces(meta: BlockMeta, info: BlockTraces, footer: Footer, chosen: np.ndarray) -> list[int]:
     """Row groups holding the spans of the chosen traces (indices into the trace table)."""
     if info.row_trace is None or len(info.row_trace) != footer.num_rows:
         return _groups_holding(meta, info.ids.take(pa.array(chosen)))
-    sizes = np.array([footer.row_group(g).num_rows for g in range(footer.num_row_groups)], dtype=np.int64)
-    group_end = np.cumsum(sizes)
+    group_end = footer.group_first[1:]
     first = info.first_row[chosen]
     last = info.first_row[chosen + 1] - 1
     lo = np.searchsorted(group_end, first, side="right")
