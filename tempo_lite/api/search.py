@@ -24,6 +24,7 @@ from tempo_lite.querier.results import (
     merge_search_results,
     merge_tag_names,
     merge_tag_values,
+    search_response_json,
     search_tags_response,
     search_tags_v2_response,
     tag_names,
@@ -190,7 +191,12 @@ async def run_tag_values(tl: TempoLite, tenants: list[str], tag: str, params: Pa
 
 def respond(message) -> Response:  # noqa: ANN001 - a protobuf message
     ctype = encoding.negotiate(request.headers.get("Accept"))
-    body = message.SerializeToString() if ctype == encoding.PROTOBUF else encoding.message_json(message)
+    if ctype == encoding.PROTOBUF:
+        body = message.SerializeToString()
+    elif isinstance(message, pb.SearchResponse):
+        body = search_response_json(message)  # the same document, built without json_format's reflection
+    else:
+        body = encoding.message_json(message)
     return Response(body, content_type=ctype)
 
 
