@@ -1,6 +1,7 @@
 """tempo-lite over HTTP against DuckDB on one wide Parquet file of the same spans, side by side.
 
-    .venv/bin/python bench/query_vs_duckdb.py [--spans 1000000] [--dir DIR] [--runs 3] [--reuse]
+    .venv/bin/python bench/query_vs_duckdb.py [--spans 1000000] [--dir DIR] [--runs 3] [--all-runs 1] [--reuse]
+        [--only limit,all,tbi,metrics,tags]
 
 1. Generates `--spans` spans (deterministic for `--seed`): traces of 1-12 spans over 8 services (two
    hosts each), span attributes `http.method`, `http.route`, `user.id` (strings), `http.status_code`
@@ -12,7 +13,8 @@
    (the set of blocks unchanged for `--settle` seconds), so every span sits in blocks.
 3. Writes the same spans to DIR/wide.parquet: one row per span, one column per attribute (the "wide
    table" a DuckDB user would write), zstd, 100k-row row groups.
-4. Asks both the same questions and prints the side-by-side table (median of `--runs` runs, ms):
+4. Asks both the same questions and prints the side-by-side table (median of `--runs` runs, ms; the
+   all-matches queries `--all-runs`):
    search with limit 20 (25 queries: every kind), all matches (limit above the match count, spss 1),
    a key no span has, trace by ID p50/p99 (`/api/v2/traces/<id>`, protobuf), TraceQL metrics against
    `group by`, tag values, bytes per span, and the server's peak RSS.
@@ -98,7 +100,8 @@ def span_name(service: int, name: int) -> str:
     return f"{SERVICES[service]} {verbs[name]}"
 
 
-def generate(n: int, seed: int) -> Spans:
+def generate(n: int, seed: int, now: int) -> Spans:
+    """`n` spans starting in the 40 minutes before `now` (ns), the same for the same arguments."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(1, 13, size=n // 6 + 16)
     cum = np.cumsum(sizes)
@@ -117,7 +120,6 @@ def generate(n: int, seed: int) -> Spans:
     # Parent: a random earlier span of the same trace (the root has none).
     parent_within = np.floor(rng.random(n) * np.maximum(within, 1)).astype(np.int64)
     parent = np.where(within == 0, -1, first[trace_of] + parent_within)
-    now = time.time_ns()
     trace_start = now - 40 * 60 * 10**9 + rng.integers(0, 38 * 60 * 10**9, size=n_traces)
     duration = np.exp(rng.normal(np.log(2e6), 1.6, size=n)).astype(np.int64) + 1000
     offset = (rng.random(n) * 5e7).astype(np.int64)
@@ -474,7 +476,7 @@ def prepare(args: argparse.Namespace, s: Spans) -> None:
     t = time.perf_counter()
     pq.write_table(wide_table(s), work / "wide.parquet", compression="zstd", row_group_size=100_000)
     print(f"wrote wide.parquet in {time.perf_counter() - t:.1f}s", flush=True)
-    (work / "generated.json").write_text(json.dumps({"spans": s.n, "seed": args.seed}))
+    (work / "generated.json").write_text(json.dumps({"spans": s.n, "seed": args.seed, "now": args.now}))
 
 
 def settle(server: ServerProcess, blocks: Path, expect: int, quiet_s: float, timeout_s: float = 1800) -> dict[str, int]:
@@ -499,6 +501,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--all-runs", type=int, default=1, help="runs of each all-matches query")
     parser.add_argument("--trace-ids", type=int, default=200)
     parser.add_argument("--settle", type=float, default=45.0, help="seconds without block changes = compacted")
     parser.add_argument("--reuse", action="store_true", help="reuse DIR's blocks and wide.parquet")
@@ -507,11 +510,14 @@ def main() -> None:
     if args.dir is None:
         args.dir = Path(f"/tmp/tl-qvd-{args.spans}")
     args.dir.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    s = generate(args.spans, args.seed)
-    print(f"generated {s.n:,} spans in {len(s.trace_first) - 1:,} traces ({time.perf_counter() - t:.1f}s)", flush=True)
     gen = args.dir / "generated.json"
-    reuse = args.reuse and gen.exists() and json.loads(gen.read_text()) == {"spans": s.n, "seed": args.seed}
+    previous = json.loads(gen.read_text()) if args.reuse and gen.exists() else {}
+    reuse = previous.get("spans") == args.spans and previous.get("seed") == args.seed and "now" in previous
+    # The spans' times are relative to the first run: a reused run must regenerate the same ones.
+    args.now = previous["now"] if reuse else time.time_ns()
+    t = time.perf_counter()
+    s = generate(args.spans, args.seed, args.now)
+    print(f"generated {s.n:,} spans in {len(s.trace_first) - 1:,} traces ({time.perf_counter() - t:.1f}s)", flush=True)
     if not reuse:
         prepare(args, s)
     sections = set(args.only.split(",")) if args.only else {"limit", "all", "tbi", "metrics", "tags"}
@@ -555,8 +561,9 @@ def main() -> None:
                       flush=True)
         if "all" in sections:
             for case in CASES:
-                dk_ms, want = timed(lambda c=case: duck_search(con, c, None), args.runs)
-                tl_ms, got = timed(lambda c=case, w=want: tempo.search(c.traceql, max(w, 1) + 1, spss=1), args.runs)
+                dk_ms, want = timed(lambda c=case: duck_search(con, c, None), args.all_runs)
+                tl_ms, got = timed(lambda c=case, w=want: tempo.search(c.traceql, max(w, 1) + 1, spss=1),
+                                   args.all_runs)
                 note = "" if got == want else f"MISMATCH {got} vs {want}"
                 rows.append(("all matches", f"{case.kind} ({want:,} traces)", tl_ms, dk_ms, note))
                 print(f"  all       {case.kind:28s} {tl_ms:9.1f} {dk_ms:9.1f} {tl_ms / max(dk_ms, 1e-3):7.1f}x "

@@ -76,12 +76,15 @@ def test_filter_plan_reads_dedicated_columns_instead_of_generic_attrs() -> None:
     dedicated = {"http.method": "span.http.method"}
     plan = pushdown.filter_plan(parse('{ span.http.method = "GET" && duration > 1s }'), dedicated)
     assert plan is not None
-    assert plan.columns == ["duration_nano", "resource_index", "span.http.method", "trace_id"]
+    assert plan.columns == ["duration_nano", "span.http.method", "trace_id"]  # no resource values needed
     assert plan.needs_generic == {"http.method"}
     plan = pushdown.filter_plan(parse("{ .http.status_code = 500 }"), dedicated)
     assert plan is not None and "attrs" in plan.columns
-    plan = pushdown.filter_plan(parse("{ } | by(name)"), dedicated)  # `{ }` is a filter that is always true
+    assert "resource_index" in plan.columns  # unscoped: the resource value is an alternative
+    plan = pushdown.filter_plan(parse('{ resource.service.name = "a" }'), dedicated)
     assert plan is not None and plan.columns == ["resource_index", "trace_id"]
+    plan = pushdown.filter_plan(parse("{ } | by(name)"), dedicated)  # `{ }` is a filter that is always true
+    assert plan is not None and plan.columns == ["trace_id"]
 
 
 CATALOGUE = {

@@ -88,7 +88,7 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
     filters = span_filters(query)
     if filters is None:
         return None
-    cols = {"trace_id", "resource_index"}
+    cols = {"trace_id"}
     needs_generic: set[str] = set()
     exprs = [f.expr for f in filters]
     if isinstance(query.pipeline, Pipeline):
@@ -113,6 +113,8 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
             elif isinstance(ref, Attribute):
                 if ref.parent:
                     return None
+                if ref.scope in (Scope.RESOURCE, Scope.INSTRUMENTATION, Scope.NONE):
+                    cols.add("resource_index")  # resource and scope values, and unscoped alternatives
                 if ref.scope is Scope.EVENT:
                     cols.add("events")
                 elif ref.scope is Scope.LINK:

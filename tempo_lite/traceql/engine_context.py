@@ -175,11 +175,18 @@ class SpanContext:
         self._span_attrs: _AttrIndex | None = None
         self._cache: dict[object, Col] = {}
         self._summaries: TraceSummaries | None = None
-        self.resource_index = _np(self.spans.column("resource_index"))
+        self._resource_index: np.ndarray | None = None
         self._events: dict[str, object] | None = None
         self._links: dict[str, object] | None = None
 
     # -- shared structures
+
+    @property
+    def resource_index(self) -> np.ndarray:
+        """Each span's row in the resources table (read on first use: most filters never need it)."""
+        if self._resource_index is None:
+            self._resource_index = _np(self.spans.column("resource_index"))
+        return self._resource_index
 
     @property
     def summaries(self) -> TraceSummaries:
