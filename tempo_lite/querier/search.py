@@ -318,26 +318,48 @@ class Searcher:
             first = list(plan.columns)
             if plan.needs_generic and "attrs" not in first and plan.needs_generic & await self.generic_keys(meta):
                 first.append("attrs")
-            rows = _group_rows(footer, groups)
-            if info.row_trace is not None and len(info.row_trace) == footer.num_rows:
+            row_index = info.row_trace is not None and len(info.row_trace) == footer.num_rows
+            if row_index:
                 first.remove("trace_id")
-            part = await self._read_groups(meta, groups, first, stats)
-            if "trace_id" in part.spans.column_names:
-                idx = pc.index_in(part.spans.column("trace_id"), info.ids)
-                span_trace = idx.to_numpy(zero_copy_only=False).astype(np.int64)
-            else:
-                assert info.row_trace is not None
-                span_trace = info.row_trace[rows].astype(np.int64)
-                if any(ref is Intrinsic.TRACE_ID or ref in TRACE_DEPENDENT for ref in referenced_fields(query)):
-                    # Only trace summaries read trace IDs in stage one (trace:id, nested-set intrinsics).
-                    ids = info.ids.take(pa.array(span_trace))
-                    part = spantable.SpanTable(
-                        part.spans.append_column("trace_id", ids), part.resources, part.dedicated
-                    )
-            part = _with_empty_lists(part)
-            candidates, exact = await trio.to_thread.run_sync(
-                trace_matches, query, part, span_trace, n_traces, info.trace_level(span_trace)
-            )
+            if not first:
+                first = ["kind"]  # `{ }` reads nothing; one small column keeps the row count
+            needs_ids = any(ref is Intrinsic.TRACE_ID or ref in TRACE_DEPENDENT for ref in referenced_fields(query))
+            in_range = _overlaps(info, request.start_ns, request.end_ns) if request.start_ns or request.end_ns else None
+            # Without most_recent any `limit` matches will do: read growing prefixes of the row groups and
+            # stop once `limit` exact matches lie in traces read whole (spans in unread row groups could
+            # change an aggregate, so only traces whose every row was read count).
+            early = not request.most_recent and not len(split) and row_index
+            parts: list[pa.Table] = []
+            read = 0
+            for end in _prefix_ends(len(groups)) if early else [len(groups)]:
+                chunk = await self._read_groups(meta, groups[read:end], first, stats)
+                parts.append(chunk.spans)
+                read = end
+                part = spantable.SpanTable(pa.concat_tables(parts), chunk.resources, chunk.dedicated)
+                rows = _group_rows(footer, groups[:end])
+                if "trace_id" in part.spans.column_names:
+                    idx = pc.index_in(part.spans.column("trace_id"), info.ids)
+                    span_trace = idx.to_numpy(zero_copy_only=False).astype(np.int64)
+                else:
+                    assert info.row_trace is not None
+                    span_trace = info.row_trace[rows].astype(np.int64)
+                    if needs_ids:
+                        # Only trace summaries read trace IDs in stage one (trace:id, nested-set intrinsics).
+                        ids = info.ids.take(pa.array(span_trace))
+                        part = spantable.SpanTable(
+                            part.spans.append_column("trace_id", ids), part.resources, part.dedicated
+                        )
+                part = _with_empty_lists(part)
+                candidates, exact = await trio.to_thread.run_sync(
+                    trace_matches, query, part, span_trace, n_traces, info.trace_level(span_trace)
+                )
+                if end < len(groups) and exact is not None:
+                    assert info.first_row is not None
+                    whole = info.first_row[1:] <= footer.group_first[groups[end - 1] + 1]
+                    found = exact & whole & (True if in_range is None else in_range)
+                    if int(found.sum()) >= request.limit:
+                        exact = found
+                        break
             split_candidates = info.ids.filter(pa.array(candidates & is_split))
             wanted = (exact if exact is not None else candidates) & ~is_split
         if request.start_ns or request.end_ns:
@@ -687,6 +709,15 @@ def _with_dedicated(columns: list[str] | None, meta: BlockMeta) -> list[str] | N
     if columns is not None and "attrs" in columns:
         return columns + sorted(meta.dedicated_columns.values())
     return columns
+
+
+def _prefix_ends(n: int) -> list[int]:
+    """Growing prefixes of n row groups to read in turn: 1, 4, 16, ... n."""
+    ends, end = [], 1
+    while end < n:
+        ends.append(end)
+        end *= 4
+    return [*ends, n]
 
 
 def _group_rows(footer: Footer, groups: list[int]) -> np.ndarray:
