@@ -215,3 +215,24 @@ async def test_a_block_added_while_a_poll_lists_storage_stays_visible(tmp_path: 
     store.list = list_and_add  # type: ignore[method-assign]
     await blocks.poll()
     assert sorted(m.block_id for m in blocks.blocks("t")) == ["b1", "b2"]
+
+
+async def test_identical_resources_are_stored_once_and_spans_still_point_at_theirs(tmp_path: Path) -> None:
+    first = encoded(sdk_spans(traces=3))
+    second = encoded(sdk_spans(traces=3))  # same resources and scopes again, as every request brings them
+    parts = [spantable.flatten(first.resource_spans), spantable.flatten(second.resource_spans)]
+    table = spantable.concat(parts)
+    block = encode_block(table, block_id="b", tenant="t")
+    resources = pq.read_table(pa.BufferReader(block.files[RESOURCES]))
+    assert resources.num_rows < table.resources.num_rows
+    assert resources.num_rows == len({repr(r) for r in table.resources.to_pylist()})
+    store = local_store(str(tmp_path / "blocks"))
+    await write_block(store, block)
+    reader = BlockReader(store, block.meta, ByteCache(1 << 20))
+    rebuilt = TracesData()
+    both = [*first.resource_spans, *second.resource_spans]
+    for trace_id in {sp.trace_id for rs in both for ss in rs.scope_spans for sp in ss.spans}:
+        found = await reader.find_trace(trace_id)
+        assert found is not None
+        rebuilt.MergeFrom(spantable.to_traces_data(found))
+    assert normalize(rebuilt) == normalize(TracesData(resource_spans=both))
