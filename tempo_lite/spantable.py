@@ -669,6 +669,11 @@ def undedicate(table: SpanTable) -> SpanTable:
     if not table.dedicated:
         return table
     spans = table.spans
+    present = {k: c for k, c in table.dedicated.items() if c in spans.column_names}
+    if not present:
+        # Read without its dedicated columns (a query that reads no span attributes): nothing to fold.
+        return SpanTable(spans, table.resources, {})
+    table = SpanTable(spans, table.resources, present)
     attrs = spans.column("attrs").combine_chunks()
     values = [attrs.flatten()]
     rows = [pc.list_parent_indices(attrs).cast(pa.int64())]
