@@ -16,7 +16,7 @@ This module is pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
@@ -574,42 +574,89 @@ def choose_dedicated_keys(table: SpanTable, max_columns: int = 10) -> list[str]:
     return [k for c, k in ranked if c >= floor][:max_columns]
 
 
-def dedicate(table: SpanTable, keys: Sequence[str]) -> SpanTable:
-    """Move string attributes with the given keys out of `attrs` into `span.<key>` columns."""
+# Typed dedicated columns: attribute type -> (struct field, Arrow type of the column).
+DEDICATED_TYPES: dict[int, tuple[str, pa.DataType]] = {
+    STRING: ("str", pa.string()),
+    INT: ("int", pa.int64()),
+    DOUBLE: ("dbl", pa.float64()),
+    BOOL: ("bool", pa.bool_()),
+}
+
+
+def dedicated_type(column_type: pa.DataType) -> int:
+    """The attribute type a dedicated column holds, from its Arrow type (old blocks: strings only)."""
+    if pa.types.is_integer(column_type):
+        return INT
+    if pa.types.is_floating(column_type):
+        return DOUBLE
+    if pa.types.is_boolean(column_type):
+        return BOOL
+    return STRING
+
+
+def choose_typed_dedicated(table: SpanTable, exclude: Sequence[str] = (), max_per_type: int = 5) -> dict[str, int]:
+    """The most frequent int, double and bool attribute keys (at most `max_per_type` of each), each with the
+    type most of its values have; keys whose values are mostly strings, or in `exclude`, are left out.
+    Like Tempo's vParquet5 int columns: a filter on one is a compare of one typed column."""
+    flat = pc.list_flatten(table.spans.column("attrs"))
+    if len(flat) == 0:
+        return {}
+    pairs = pa.table({"k": pc.struct_field(flat, "key"), "t": pc.struct_field(flat, "type")})
+    counted = pairs.group_by(["k", "t"], use_threads=False).aggregate([([], "count_all")]).to_pylist()
+    best: dict[str, tuple[int, int]] = {}
+    for row in counted:
+        k, t, c = row["k"], row["t"], row["count_all"]
+        if k not in best or (c, -t) > (best[k][1], -best[k][0]):
+            best[k] = (t, c)
+    floor = max(1, table.num_spans // 100)
+    skip = set(exclude)
+    out: dict[str, int] = {}
+    for typ in (INT, DOUBLE, BOOL):
+        ranked = sorted((-c, k) for k, (t, c) in best.items() if t == typ and c >= floor and k not in skip)
+        out.update({k: typ for _, k in ranked[:max_per_type]})
+    return out
+
+
+def dedicate(table: SpanTable, keys: Sequence[str] | Mapping[str, int]) -> SpanTable:
+    """Move attributes with the given keys out of `attrs` into `span.<key>` columns.
+
+    `keys` is a list of keys (string values move) or a mapping key -> attribute type (STRING, INT,
+    DOUBLE or BOOL: values of that type move into a column of that type). Values of other types stay
+    in `attrs`, so nothing changes type."""
     if not keys:
         return table
+    types = dict(keys) if isinstance(keys, Mapping) else {k: STRING for k in keys}
     spans = table.spans
     attrs = spans.column("attrs").combine_chunks()
     flat = attrs.flatten()
-    parents = pc.list_parent_indices(attrs)
+    parents = pc.list_parent_indices(attrs).to_numpy().astype(np.int64)
     key_col = pc.struct_field(flat, "key")
-    is_str = pc.equal(pc.struct_field(flat, "type"), STRING)
-    moved = pc.and_(pc.is_in(key_col, pa.array(list(keys), pa.string())), is_str)
+    type_col = pc.struct_field(flat, "type")
     n = spans.num_rows
+    moved = np.zeros(len(flat), dtype=bool)
     dedicated = dict(table.dedicated)
-    str_col = pc.struct_field(flat, "str")
-    for key in keys:
-        sel = pc.and_(moved, pc.equal(key_col, key))
-        rows = pc.filter(parents, sel)
-        vals = pc.filter(str_col, sel)
-        column = [None] * n
+    for key, typ in types.items():
+        field_name, arrow_type = DEDICATED_TYPES[typ]
+        sel = np.asarray(
+            pc.and_(pc.equal(key_col, key), pc.equal(type_col, typ)).fill_null(False).to_numpy(zero_copy_only=False),
+            dtype=bool,
+        )
+        moved |= sel
+        where = np.flatnonzero(sel)
+        pos = np.full(n, -1, dtype=np.int64)
         # Duplicate keys on one span: the first one wins (OTLP keys are unique per span anyway).
-        for r, v in zip(reversed(rows.to_pylist()), reversed(vals.to_pylist()), strict=True):
-            column[r] = v
+        pos[parents[where][::-1]] = where[::-1]
+        missing = pos < 0
+        values = pc.struct_field(flat, field_name).take(pa.array(np.where(missing, 0, pos), mask=missing))
         name = DEDICATED_PREFIX + key
-        spans = spans.append_column(pa.field(name, pa.string()), pa.array(column, pa.string()))
+        spans = spans.append_column(pa.field(name, arrow_type), values.cast(arrow_type))
         dedicated[key] = name
-    keep = pc.invert(moved)
-    kept_flat = flat.filter(keep)
-    kept_parents = pc.filter(parents, keep)
-    counts = pc.value_counts(kept_parents)
-    per_row = [0] * n
-    for c in counts:
-        per_row[c["values"].as_py()] = c["counts"].as_py()
-    offsets = [0]
-    for c in per_row:
-        offsets.append(offsets[-1] + c)
-    new_attrs = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), kept_flat, type=ATTRS)
+    keep = ~moved
+    kept_flat = flat.filter(pa.array(keep))
+    counts = np.bincount(parents[keep], minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    new_attrs = pa.ListArray.from_arrays(pa.array(offsets), kept_flat, type=ATTRS)
     spans = spans.set_column(spans.schema.get_field_index("attrs"), pa.field("attrs", ATTRS), new_attrs)
     return SpanTable(spans, table.resources, dedicated)
 
@@ -627,17 +674,24 @@ def undedicate(table: SpanTable) -> SpanTable:
     folded = {k: c for k, c in table.dedicated.items() if c in spans.column_names}
     if "attrs" not in spans.column_names:
         return SpanTable(spans.drop_columns(list(folded.values())), table.resources, {})
+    if not folded:
+        return SpanTable(spans, table.resources, {})
     attrs = spans.column("attrs").combine_chunks()
     values = [attrs.flatten()]
     rows = [pc.list_parent_indices(attrs).cast(pa.int64())]
     for key, col in folded.items():
         column = spans.column(col).combine_chunks()
         present = pc.is_valid(column)
-        strs = pc.filter(column, present)
-        n = len(strs)
+        present_values = pc.filter(column, present)
+        n = len(present_values)
+        typ = dedicated_type(column.type)
+        children = {"str": pa.nulls(n, pa.string()), "int": pa.nulls(n, pa.int64()),
+                    "dbl": pa.nulls(n, pa.float64()), "bool": pa.nulls(n, pa.bool_())}
+        field_name, arrow_type = DEDICATED_TYPES[typ]
+        children[field_name] = present_values.cast(arrow_type)
         values.append(pa.StructArray.from_arrays(
-            [pa.array([key] * n, pa.string()), pa.array(np.full(n, STRING, np.int8)), strs.cast(pa.string()),
-             pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64()), pa.nulls(n, pa.bool_()), pa.nulls(n, pa.binary())],
+            [pa.array([key] * n, pa.string()), pa.array(np.full(n, typ, np.int8)), children["str"],
+             children["int"], children["dbl"], children["bool"], pa.nulls(n, pa.binary())],
             fields=list(ATTR),
         ))
         rows.append(pc.filter(pa.array(np.arange(len(column), dtype=np.int64)), present))
@@ -783,8 +837,14 @@ def _key_values(attrs: list[dict] | None) -> list[KeyValue]:
 def to_traces_data(table: SpanTable) -> TracesData:
     """Rebuild OTLP from span rows, one ResourceSpans per distinct resource/scope, in row order."""
     rows = table.spans.to_pylist()
-    resources = table.resources.to_pylist()
-    dedicated = table.dedicated
+    # Only the resources these spans point at (a block's resource table can hold thousands).
+    used = pc.unique(table.spans.column("resource_index")).drop_null()
+    resources = dict(zip(used.to_pylist(), table.resources.take(used).to_pylist(), strict=True))
+    slots = {STRING: "string_value", INT: "int_value", DOUBLE: "double_value", BOOL: "bool_value"}
+    dedicated_slots = [
+        (key, col, slots[dedicated_type(table.spans.schema.field(col).type)])
+        for key, col in table.dedicated.items() if col in table.spans.column_names
+    ]
     data = TracesData()
     groups: dict[int, ScopeSpans] = {}
     for row in rows:
@@ -825,10 +885,10 @@ def to_traces_data(table: SpanTable) -> TracesData:
             status=Status(code=row["status_code"] or 0, message=row["status_message"] or ""),
         )
         span.attributes.extend(_key_values(row["attrs"]))
-        for key, col in dedicated.items():
+        for key, col, slot in dedicated_slots:
             v = row.get(col)
             if v is not None:
-                span.attributes.add(key=key, value=AnyValue(string_value=v))
+                span.attributes.add(key=key, value=AnyValue(**{slot: v}))
         for ev in row["events"] or ():
             span.events.add(
                 time_unix_nano=ev["time_unix_nano"],

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 from quart import Response, request
 
+from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import Unauthenticated
+from tempo_lite.querier.results import search_response_json
 
 if TYPE_CHECKING:
     from tempo_lite.frontend.service import QueryService
@@ -39,5 +41,10 @@ def resolve_query_tenants(tl: QueryService) -> list[str]:
 
 def respond(message) -> Response:  # noqa: ANN001 - a protobuf message
     ctype = encoding.negotiate(request.headers.get("Accept"))
-    body = message.SerializeToString() if ctype == encoding.PROTOBUF else encoding.message_json(message)
+    if ctype == encoding.PROTOBUF:
+        body = message.SerializeToString()
+    elif isinstance(message, pb.SearchResponse):
+        body = search_response_json(message)  # the same document, built without json_format's reflection
+    else:
+        body = encoding.message_json(message)
     return Response(body, content_type=ctype)

@@ -34,6 +34,8 @@ from tempo_lite.querier.results import (
 )
 from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
 from tempo_lite.traceql import parse_attribute, parse_lenient_filter
+from tempo_lite.traceql.ast import Attribute, Scope
+from tempo_lite.traceql.engine import referenced_fields
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -141,11 +143,12 @@ async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb
     return pb.SearchResponse(traces=merge_search_results(*results, limit=parsed.limit), metrics=total.message())
 
 
-async def _tables(tl: QueryService, tenants: list[str], params: Params, stats: SearchStats) -> list:
+async def _tables(tl: QueryService, tenants: list[str], params: Params, stats: SearchStats,
+                  fields: list | None = None) -> list:
     start_ns, end_ns = _tag_range(params)
     tables = []
     for tenant in tenants:
-        tables += await tl.frontend.searcher.tables(tenant, start_ns, end_ns, stats)
+        tables += await tl.frontend.searcher.tables(tenant, start_ns, end_ns, stats, fields=fields)
     _check_answerable(stats)
     return tables
 
@@ -161,6 +164,11 @@ async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: 
     return msg
 
 
+def _value_fields(ref, q) -> list:  # noqa: ANN001
+    """The fields tag values read: the tag and whatever the `q` filter refers to (blocks read just those)."""
+    return [ref, *(referenced_fields(q) if q is not None else [])]
+
+
 async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
     q = _q_filter(params)
     stats = SearchStats()
@@ -169,10 +177,10 @@ async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params:
             ref = parse_attribute(tag)
         except InvalidRequest as exc:
             raise InvalidRequest(f"please provide a valid tagName: {tag!r}: {exc.message}") from exc
-        tables = await _tables(tl, tenants, params, stats)
+        tables = await _tables(tl, tenants, params, stats, _value_fields(ref, q))
         msg = tag_values_v2_response(merge_tag_values(*(tag_values_v2(t, ref, q) for t in tables)), _limit(params))
     else:
-        tables = await _tables(tl, tenants, params, stats)
+        tables = await _tables(tl, tenants, params, stats, _value_fields(Attribute(tag, Scope.NONE), q))
         msg = tag_values_response(merge_tag_values(*(tag_values_v1(t, tag, q) for t in tables)), _limit(params))
     msg.metrics.CopyFrom(_metadata_metrics(stats))
     return msg

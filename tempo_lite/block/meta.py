@@ -71,6 +71,10 @@ class BlockMeta:
     created_unix: float = 0.0
     compacted_unix: float = 0.0
     format: str = FORMAT_VERSION
+    # Attribute keys the block holds, per scope ("span", "resource", "scope", "event", "link"), each with
+    # the attribute types seen (spantable.STRING...); search skips a block whose keys rule a query out.
+    # Empty: unknown (blocks written before it existed).
+    attribute_keys: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()

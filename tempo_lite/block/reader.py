@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import trio
+from pyarrow._parquet import ParquetReader
 
 from tempo_lite import spantable
 from tempo_lite.block.bloom import BloomFilter
@@ -23,6 +26,101 @@ def _search_sorted(ids: pa.ChunkedArray, trace_id: bytes, side: str) -> int:
     arr = ids.combine_chunks()
     values = np.frombuffer(arr.buffers()[1], dtype="S16", count=len(arr), offset=arr.offset * 16)
     return int(np.searchsorted(values, np.bytes_(trace_id), side=side))
+
+
+@dataclass(frozen=True)
+class Footer:
+    """A data.parquet footer with what readers derive from it once: per row group and leaf column the
+    compressed chunk size (bytes-read accounting without walking the footer on every read), and the
+    first row of each row group."""
+
+    metadata: pq.FileMetaData
+    paths: tuple[str, ...]
+    chunk_sizes: np.ndarray  # (row groups, leaf columns) int64
+    group_first: np.ndarray  # (row groups + 1,) int64: first row of each group, then the row count
+
+    @classmethod
+    def of(cls, md: pq.FileMetaData) -> Footer:
+        n_rg, n_col = md.num_row_groups, md.num_columns
+        sizes = np.zeros((n_rg, n_col), dtype=np.int64)
+        rows = np.zeros(n_rg + 1, dtype=np.int64)
+        for i in range(n_rg):
+            rg = md.row_group(i)
+            rows[i + 1] = rg.num_rows
+            for j in range(n_col):
+                sizes[i, j] = rg.column(j).total_compressed_size
+        paths = tuple(md.schema.column(j).path for j in range(n_col))
+        return cls(md, paths, sizes, np.cumsum(rows))
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.group_first[-1])
+
+    @property
+    def num_row_groups(self) -> int:
+        return len(self.group_first) - 1
+
+    @cached_property
+    def _column_masks(self) -> dict[tuple[str, ...] | None, np.ndarray]:
+        return {}
+
+    @cached_property
+    def _leaves(self) -> dict[str, list[int]]:
+        """Leaf column indices under every column path prefix (what pyarrow's ParquetFile builds on
+        every open; here once per footer)."""
+        out: dict[str, list[int]] = {}
+        for i, path in enumerate(self.paths):
+            parts = path.split(".")
+            for k in range(1, len(parts) + 1):
+                out.setdefault(".".join(parts[:k]), []).append(i)
+        return out
+
+    @cached_property
+    def _statistics(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        return {}
+
+    def statistics(self, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Row-group (min, max, known) arrays of a top-level column (None: no such column), read from
+        the footer once. Groups without statistics are `known` False (their min/max are placeholders)."""
+        if column not in self._statistics:
+            j = self.paths.index(column) if column in self.paths else -1
+            if j < 0:
+                self._statistics[column] = None
+                return None
+            n = self.chunk_sizes.shape[0]
+            lows: list[object] = [None] * n
+            highs: list[object] = [None] * n
+            known = np.zeros(n, dtype=bool)
+            for i in range(n):
+                st = self.metadata.row_group(i).column(j).statistics
+                if st is not None and st.has_min_max:
+                    lows[i], highs[i], known[i] = st.min, st.max, True
+            fill = next((v for v in lows if v is not None), 0)
+            lo = np.array([fill if v is None else v for v in lows])
+            hi = np.array([fill if v is None else v for v in highs])
+            self._statistics[column] = (lo, hi, known)
+        return self._statistics[column]
+
+    def column_indices(self, columns: list[str] | None) -> list[int] | None:
+        if columns is None:
+            return None
+        return [i for c in columns for i in self._leaves.get(c, ())]
+
+    def read_bytes(self, row_groups: list[int] | None, columns: list[str] | None) -> int:
+        """Compressed bytes of the given row groups (None: all) and columns (None: all; a column
+        counts all its leaves, "attrs", or just one, "attrs.list.element.key")."""
+        key = None if columns is None else tuple(columns)
+        mask = self._column_masks.get(key)
+        if mask is None:
+            mask = np.array([key is None or any(p == c or p.startswith(c + ".") for c in key) for p in self.paths],
+                            dtype=bool)
+            self._column_masks[key] = mask
+        sizes = self.chunk_sizes if row_groups is None else self.chunk_sizes[np.asarray(row_groups, dtype=np.int64)]
+        return int(sizes[:, mask].sum())
+
+    @property
+    def nbytes(self) -> int:
+        return self.metadata.serialized_size * 2 + self.chunk_sizes.nbytes + 256
 
 
 class BlockReadError(StorageError):
@@ -74,49 +172,44 @@ class BlockReader:
             return pa.OSFile(self.store.full_path(f"{self.prefix}/{DATA}"), "rb")
         return self.store.open_sync(f"{self.prefix}/{DATA}")
 
-    def _count_native_read(
-        self, footer: pq.FileMetaData, row_groups: list[int] | None, columns: list[str] | None
-    ) -> None:
+    def _count_native_read(self, footer: Footer, row_groups: list[int] | None, columns: list[str] | None) -> None:
         """Bytes a native read fetched: the compressed column chunks of the row groups read."""
-        if not self._native:
-            return
-        prefixes = None if columns is None else tuple(columns)
-        total = 0
-        for i in range(footer.num_row_groups) if row_groups is None else row_groups:
-            rg = footer.row_group(i)
-            for j in range(rg.num_columns):
-                chunk = rg.column(j)
-                path = chunk.path_in_schema
-                # A requested column counts all its leaves ("attrs"), or just one ("attrs.list.element.key").
-                if prefixes is None or any(path == p or path.startswith(p + ".") for p in prefixes):
-                    total += chunk.total_compressed_size
-        self.store.count_read(total)
+        if self._native:
+            self.store.count_read(footer.read_bytes(row_groups, columns))
 
-    async def footer(self) -> pq.FileMetaData:
-        def read_footer() -> pq.FileMetaData:
+    async def footer_info(self) -> Footer:
+        """The data.parquet footer and what is derived from it (cached)."""
+
+        def read_footer() -> Footer:
             with self.open_data() as f:
                 metadata = pq.ParquetFile(f).metadata
             if self._native:
                 self.store.count_read(metadata.serialized_size + 8)
-            return metadata
+            return Footer.of(metadata)
 
-        async def load() -> pq.FileMetaData:
+        async def load() -> Footer:
             return await trio.to_thread.run_sync(read_footer, limiter=self.store.limiter)
 
-        return await self._cached(DATA + "#footer", load, lambda m: m.serialized_size + 64)
+        return await self._cached(DATA + "#footer", load, lambda f: f.nbytes)
+
+    async def footer(self) -> pq.FileMetaData:
+        return (await self.footer_info()).metadata
 
     async def _read_rows(
         self, row_groups: list[int] | None, columns: list[str] | None = None, *, use_threads: bool = True
     ) -> pa.Table:
-        footer = await self.footer()
+        footer = await self.footer_info()
 
         def read() -> pa.Table:
             with self.open_data() as f:
-                pf = pq.ParquetFile(f, metadata=footer)
+                # The reader under pq.ParquetFile, opened with the cached footer and leaf indices.
+                reader = ParquetReader()
+                reader.open(f, metadata=footer.metadata)
+                indices = footer.column_indices(columns)
                 if row_groups is None:
-                    table = pf.read(columns=columns)
+                    table = reader.read_all(column_indices=indices, use_threads=use_threads)
                 else:
-                    table = pf.read_row_groups(row_groups, columns=columns, use_threads=use_threads)
+                    table = reader.read_row_groups(row_groups, column_indices=indices, use_threads=use_threads)
             self._count_native_read(footer, row_groups, columns)
             return table
 
@@ -131,7 +224,7 @@ class BlockReader:
         """Raw span rows of some row groups (None: all) and columns (None: all), bytes counted."""
         return await self._read_rows(row_groups, columns)
 
-    def count_native_read(self, footer: pq.FileMetaData, row_groups: list[int] | None, columns: list[str]) -> None:
+    def count_native_read(self, footer: Footer, row_groups: list[int] | None, columns: list[str]) -> None:
         """Account bytes of a read done through `open_data()` by another module (no-op off local disk)."""
         self._count_native_read(footer, row_groups, columns)
 

@@ -18,13 +18,20 @@ class BlockList:
         self.store = store
         self._blocks: dict[str, dict[str, BlockMeta]] = {}
         self.last_error: str | None = None
+        # Adds and removals made while a poll is listing storage, replayed onto its result (otherwise a
+        # block written during the poll would vanish until the next one).
+        self._during_poll: list[tuple[str, str, BlockMeta | None]] | None = None
 
     def add(self, meta: BlockMeta) -> None:
         """Make a block visible at once (the block-builder and compactor call this after writing it)."""
         self._blocks.setdefault(meta.tenant, {})[meta.block_id] = meta
+        if self._during_poll is not None:
+            self._during_poll.append((meta.tenant, meta.block_id, meta))
 
     def remove(self, tenant: str, block_id: str) -> None:
         self._blocks.get(tenant, {}).pop(block_id, None)
+        if self._during_poll is not None:
+            self._during_poll.append((tenant, block_id, None))
 
     def tenants(self) -> list[str]:
         return sorted(self._blocks)
@@ -37,6 +44,19 @@ class BlockList:
 
     async def poll(self) -> None:
         """Re-read the block list from storage: new blocks appear, compacted and deleted ones go."""
+        self._during_poll = []
+        try:
+            fresh = await self._read_all()
+            for tenant, block_id, meta in self._during_poll:
+                if meta is not None:
+                    fresh.setdefault(tenant, {})[block_id] = meta
+                else:
+                    fresh.get(tenant, {}).pop(block_id, None)
+            self._blocks = {t: blocks for t, blocks in fresh.items() if blocks}
+        finally:
+            self._during_poll = None
+
+    async def _read_all(self) -> dict[str, dict[str, BlockMeta]]:
         fresh: dict[str, dict[str, BlockMeta]] = {}
         for tenant in await self.store.list(""):
             known = self._blocks.get(tenant, {})
@@ -60,7 +80,7 @@ class BlockList:
                     current.pop(block_id)
             if current:
                 fresh[tenant] = current
-        self._blocks = fresh
+        return fresh
 
     async def run(self, interval: float, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         first = True

@@ -8,13 +8,17 @@ the reading itself is done by `querier.search`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.parquet as pq
 
+from tempo_lite.block.reader import Footer
 from tempo_lite.traceql.ast import (
     Aggregate,
     Attribute,
+    AttributeRef,
     BinaryOp,
     FieldExpr,
     Intrinsic,
@@ -26,7 +30,6 @@ from tempo_lite.traceql.ast import (
     SpansetFilter,
     Static,
     StaticType,
-    UnaryOp,
 )
 from tempo_lite.traceql.engine import _field_refs, _stages_filters, _starts_unfiltered, referenced_fields
 from tempo_lite.traceql.engine_context import TRACE_DEPENDENT
@@ -85,7 +88,7 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
     filters = span_filters(query)
     if filters is None:
         return None
-    cols = {"trace_id", "resource_index"}
+    cols = {"trace_id"}
     needs_generic: set[str] = set()
     exprs = [f.expr for f in filters]
     if isinstance(query.pipeline, Pipeline):
@@ -110,6 +113,8 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
             elif isinstance(ref, Attribute):
                 if ref.parent:
                     return None
+                if ref.scope in (Scope.RESOURCE, Scope.INSTRUMENTATION, Scope.NONE):
+                    cols.add("resource_index")  # resource and scope values, and unscoped alternatives
                 if ref.scope is Scope.EVENT:
                     cols.add("events")
                 elif ref.scope is Scope.LINK:
@@ -121,6 +126,76 @@ def filter_plan(query: Query, dedicated: dict[str, str]) -> FilterPlan | None:
                     else:
                         cols.add("attrs")
     return FilterPlan(sorted(cols), frozenset(needs_generic))
+
+
+# --------------------------------------------------------------------------------------------------
+# The block's key catalogue (meta.json `attribute_keys`)
+
+_CATALOGUE_SCOPES = {
+    Scope.SPAN: ("span",),
+    Scope.RESOURCE: ("resource",),
+    Scope.INSTRUMENTATION: ("scope",),
+    Scope.EVENT: ("event",),
+    Scope.LINK: ("link",),
+    Scope.NONE: ("span", "resource"),
+}
+# Attribute types (spantable.STRING, INT, DOUBLE, BOOL, ARRAY) whose values can compare true with a literal.
+_STRING, _INT, _DOUBLE, _BOOL, _ARRAY = 1, 2, 3, 4, 6
+_COMPATIBLE = {
+    StaticType.STRING: {_STRING, _ARRAY},
+    StaticType.INT: {_INT, _DOUBLE, _ARRAY},
+    StaticType.FLOAT: {_INT, _DOUBLE, _ARRAY},
+    StaticType.DURATION: {_INT, _DOUBLE, _ARRAY},
+    StaticType.BOOL: {_BOOL, _ARRAY},
+}
+_COMPARISONS = {Op.EQ, Op.NEQ, Op.LT, Op.LTE, Op.GT, Op.GTE, Op.REGEX, Op.NOT_REGEX}
+
+
+def _key_types(ref: Attribute, catalogue: dict[str, dict[str, list[int]]]) -> set[int] | None:
+    """Types the block holds for the attribute (empty: the key is absent); None if unknown."""
+    out: set[int] = set()
+    for scope in _CATALOGUE_SCOPES.get(ref.scope, ()):
+        keys = catalogue.get(scope)
+        if keys is None:
+            return None
+        out.update(keys.get(ref.name, ()))
+    return out
+
+
+def _may_hold(expr: FieldExpr, catalogue: dict[str, dict[str, list[int]]]) -> bool:
+    """False only if no span of a block with this catalogue can satisfy `expr` (conservative)."""
+    if not isinstance(expr, BinaryOp):
+        return True
+    if expr.op is Op.AND:
+        return _may_hold(expr.lhs, catalogue) and _may_hold(expr.rhs, catalogue)
+    if expr.op is Op.OR:
+        return _may_hold(expr.lhs, catalogue) or _may_hold(expr.rhs, catalogue)
+    if expr.op not in _COMPARISONS:
+        return True
+    found = _literal(expr)
+    if found is None:
+        return True
+    ref, op, lit = found
+    if not isinstance(ref, Attribute) or ref.parent or lit.type is StaticType.NIL:
+        return True
+    types = _key_types(ref, catalogue)
+    if types is None:
+        return True
+    # A missing value compares false with any non-nil literal (`!=` and `!~` included).
+    if op in (Op.REGEX, Op.NOT_REGEX):
+        return bool(types & {_STRING, _ARRAY})
+    return bool(types & _COMPATIBLE.get(lit.type, {_ARRAY}))
+
+
+def block_may_match(query: Query, catalogue: dict[str, dict[str, list[int]]]) -> bool:
+    """False if the block's key catalogue proves that no span passes any `{ }` filter of the query, so
+    no trace of the block can match (every match needs a span passing some filter)."""
+    if not catalogue:
+        return True
+    filters = span_filters(query)
+    if filters is None:
+        return True
+    return any(_may_hold(f.expr, catalogue) for f in filters)
 
 
 # Columns search results and trace summaries read (root span, service stats, span fields).
@@ -138,20 +213,36 @@ def evaluation_columns(
 
     A dedicated key is read from its column alone when the block's generic `attrs` never holds it.
     """
-    cols = set(RESULT_COLUMNS)
+    fields = field_columns(referenced_fields(query), dedicated, generic_keys)
+    if fields is None:
+        return None
+    cols = set(RESULT_COLUMNS) | set(fields)
     if nested_sets:
         cols.update(NESTED_SET_COLUMNS)
-    for ref in referenced_fields(query):
+    return sorted(cols)
+
+
+def field_columns(
+    refs: Iterable[AttributeRef], dedicated: dict[str, str], generic_keys: frozenset[str]
+) -> list[str] | None:
+    """The span columns that give the values of these fields in a block (with `resource_index`, which
+    every evaluation reads); trace-level intrinsics add the columns trace summaries read; None: all."""
+    cols = {"resource_index"}
+    for ref in refs:
         if isinstance(ref, Intrinsic):
             if ref in TRACE_DEPENDENT:
                 cols.update(NESTED_SET_COLUMNS)
+                cols.update(RESULT_COLUMNS)
                 continue
             if ref is Intrinsic.TRACE_ID:
+                cols.add("trace_id")
                 continue
             col = _INTRINSIC_COLUMNS.get(ref)
             if col is None:
                 return None
             cols.add(col)
+            if ref in _EVENT_TIME:
+                cols.add("start_unix_nano")
         elif isinstance(ref, Attribute):
             if ref.parent:
                 return None
@@ -169,16 +260,6 @@ def evaluation_columns(
 
 # --------------------------------------------------------------------------------------------------
 # Row-group statistics
-
-
-def _stats(md: pq.RowGroupMetaData, index: dict[str, int], column: str) -> tuple[object, object] | None:
-    i = index.get(column)
-    if i is None:
-        return None
-    st = md.column(i).statistics
-    if st is None or not st.has_min_max:
-        return None
-    return st.min, st.max
 
 
 def _literal(e: BinaryOp) -> tuple[Intrinsic | Attribute, Op, Static] | None:
@@ -199,68 +280,68 @@ def _literal_value(lit: Static) -> object:
     return lit.value
 
 
-def may_match(expr: FieldExpr, md: pq.RowGroupMetaData, index: dict[str, int]) -> bool:
-    """False only if the row group's min/max prove that no span satisfies `expr` (conservative)."""
-    if isinstance(expr, BinaryOp):
-        if expr.op is Op.AND:
-            return may_match(expr.lhs, md, index) and may_match(expr.rhs, md, index)
-        if expr.op is Op.OR:
-            return may_match(expr.lhs, md, index) or may_match(expr.rhs, md, index)
-        found = _literal(expr)
-        if found is None:
-            return True
-        field, op, lit = found
-        if isinstance(field, Intrinsic) and field in _STAT_COLUMNS:
-            column, types = _STAT_COLUMNS[field]
-            if lit.type not in types:
-                # A literal of another type never compares true with this intrinsic (nil aside).
-                return lit.type is StaticType.NIL or op is Op.NEQ
-        elif (
-            isinstance(field, Attribute) and field.scope is Scope.RESOURCE and field.name == "service.name"
-            and not field.parent and lit.type is StaticType.STRING
-        ):
-            column = "service_name"  # the resource's service.name, copied onto each span row
-        else:
-            return True
-        bounds = _stats(md, index, column)
-        if bounds is None:
-            return True
-        lo, hi = bounds
-        v = _literal_value(lit)
-        try:
+def may_match(expr: FieldExpr, stats: Footer) -> np.ndarray:
+    """Per row group: False only if its min/max prove that no span satisfies `expr` (conservative)."""
+    every = np.ones(len(stats.group_first) - 1, dtype=bool)
+    if not isinstance(expr, BinaryOp):
+        return every
+    if expr.op is Op.AND:
+        return may_match(expr.lhs, stats) & may_match(expr.rhs, stats)
+    if expr.op is Op.OR:
+        return may_match(expr.lhs, stats) | may_match(expr.rhs, stats)
+    found = _literal(expr)
+    if found is None:
+        return every
+    field, op, lit = found
+    if isinstance(field, Intrinsic) and field in _STAT_COLUMNS:
+        column, types = _STAT_COLUMNS[field]
+        if lit.type not in types:
+            # A literal of another type never compares true with this intrinsic (nil aside).
+            return every if lit.type is StaticType.NIL or op is Op.NEQ else ~every
+    elif (
+        isinstance(field, Attribute) and field.scope is Scope.RESOURCE and field.name == "service.name"
+        and not field.parent and lit.type is StaticType.STRING
+    ):
+        column = "service_name"  # the resource's service.name, copied onto each span row
+    else:
+        return every
+    bounds = stats.statistics(column)
+    if bounds is None:
+        return every
+    lo, hi, known = bounds
+    v = _literal_value(lit)
+    try:
+        with np.errstate(all="ignore"):
             if op is Op.EQ:
-                return lo <= v <= hi  # type: ignore[operator]
-            if op is Op.NEQ:
-                return not (lo == hi == v)
-            if op is Op.GT:
-                return hi > v  # type: ignore[operator]
-            if op is Op.GTE:
-                return hi >= v  # type: ignore[operator]
-            if op is Op.LT:
-                return lo < v  # type: ignore[operator]
-            if op is Op.LTE:
-                return lo <= v  # type: ignore[operator]
-        except TypeError:
-            return True
-        return True
-    if isinstance(expr, UnaryOp) or isinstance(expr, Static):
-        return True
-    return True
+                hit = (lo <= v) & (v <= hi)
+            elif op is Op.NEQ:
+                hit = ~((lo == v) & (hi == v))
+            elif op is Op.GT:
+                hit = hi > v
+            elif op is Op.GTE:
+                hit = hi >= v
+            elif op is Op.LT:
+                hit = lo < v
+            elif op is Op.LTE:
+                hit = lo <= v
+            else:
+                return every
+    except (TypeError, ValueError, np.exceptions.DTypePromotionError):
+        return every
+    hit = np.asarray(hit)
+    if hit.dtype != bool or hit.shape != every.shape:
+        return every  # a comparison numpy could not make element-wise
+    return hit | ~known
 
 
-def row_groups(query: Query, footer: pq.FileMetaData) -> list[int]:
+def row_groups(query: Query, footer: pq.FileMetaData | Footer) -> list[int]:
     """Row groups where some span may pass some filter of the query (all of them if unknown)."""
-    every = list(range(footer.num_row_groups))
+    stats = footer if isinstance(footer, Footer) else Footer.of(footer)
+    n = len(stats.group_first) - 1
     filters = span_filters(query)
     if filters is None:
-        return every
-    schema = footer.schema.to_arrow_schema()
-    index = {}
-    for i in range(footer.num_columns):
-        path = footer.schema.column(i).path
-        if path in schema.names:
-            index[path] = i
-    return [
-        g for g in every
-        if any(may_match(f.expr, footer.row_group(g), index) for f in filters)
-    ]
+        return list(range(n))
+    keep = np.zeros(n, dtype=bool)
+    for f in filters:
+        keep |= may_match(f.expr, stats)
+    return np.flatnonzero(keep).tolist()

@@ -8,12 +8,15 @@ follow shared/reference/tempo-api.md §3-5.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf import json_format
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.spantable import SpanTable
@@ -121,35 +124,48 @@ def _key_values(attrs: Iterable[tuple[str, TypedValue]]) -> list[pb.KeyValue]:
 
 
 def trace_metadata(match: TraceMatch | None, summary: Mapping, *, with_spansets: bool = True) -> pb.TraceSearchMetadata:
-    """One search result: trace facts from `summary` (a `TraceSummaries.by_trace_id()` entry)."""
+    """One search result: trace facts from `summary` (a `TraceSummaries.by_trace_id()` entry).
+
+    Built with one constructor call (nested messages as keyword arguments): the fields are filled in C,
+    not one Python attribute access at a time (a large share of returning thousands of results)."""
     start = summary["start_unix_nano"]
-    md = pb.TraceSearchMetadata(
-        traceID=hex_trace_id(summary["trace_id"]),
-        startTimeUnixNano=start,
-        durationMs=(summary["end_unix_nano"] - start) // 1_000_000,
-    )
+    fields: dict = {
+        "traceID": hex_trace_id(summary["trace_id"]),
+        "startTimeUnixNano": start,
+        "durationMs": (summary["end_unix_nano"] - start) // 1_000_000,
+    }
     if summary.get("root_span_name") is not None or summary.get("root_service_name") is not None:
-        md.rootServiceName = summary.get("root_service_name") or ""
-        md.rootTraceName = summary.get("root_span_name") or ""
+        fields["rootServiceName"] = summary.get("root_service_name") or ""
+        fields["rootTraceName"] = summary.get("root_span_name") or ""
     else:
-        md.rootServiceName = ROOT_NOT_YET_RECEIVED
-    for service, (spans, errors) in summary.get("services", {}).items():
-        md.serviceStats[service].spanCount = spans
-        md.serviceStats[service].errorCount = errors
-    if match is not None and with_spansets:
-        for ss in match.spansets:
-            out = md.spanSets.add(matched=ss.matched, attributes=_key_values(ss.attributes))
-            for sp in ss.spans:
-                out.spans.add(
-                    spanID=sp.span_id.hex().rjust(16, "0"),
-                    name=sp.name or "",
-                    startTimeUnixNano=sp.start_unix_nano,
-                    durationNanos=sp.duration_nano,
-                    attributes=_key_values(sp.attributes),
-                )
-        if md.spanSets:
-            md.spanSet.CopyFrom(md.spanSets[0])
-    return md
+        fields["rootServiceName"] = ROOT_NOT_YET_RECEIVED
+    services = summary.get("services")
+    if services:
+        fields["serviceStats"] = {
+            service: pb.ServiceStats(spanCount=spans, errorCount=errors)
+            for service, (spans, errors) in services.items()
+        }
+    if match is not None and with_spansets and match.spansets:
+        sets = [
+            pb.SpanSet(
+                matched=ss.matched,
+                attributes=_key_values(ss.attributes),
+                spans=[
+                    pb.Span(
+                        spanID=sp.span_id.hex().rjust(16, "0"),
+                        name=sp.name or "",
+                        startTimeUnixNano=sp.start_unix_nano,
+                        durationNanos=sp.duration_nano,
+                        attributes=_key_values(sp.attributes),
+                    )
+                    for sp in ss.spans
+                ],
+            )
+            for ss in match.spansets
+        ]
+        fields["spanSets"] = sets
+        fields["spanSet"] = sets[0]
+    return pb.TraceSearchMetadata(**fields)
 
 
 def search_results(matches: list[TraceMatch], table: SpanTable | TraceSummaries) -> list[pb.TraceSearchMetadata]:
@@ -283,7 +299,10 @@ def _legacy_tag_mask(ctx: SpanContext, key: str, value: str, n: int) -> np.ndarr
         return compare("=", ctx.span_attr(key), Col.literal(n, "int", code_i))
     span = ctx.span_attr(key)
     res = ctx.resource_level("resource", key)
-    if key in _SUBSTRING_RESOURCE_KEYS or key in _SUBSTRING_SPAN_KEYS or key in ctx.table.dedicated:
+    dedicated = ctx.table.dedicated.get(key)
+    dedicated_str = dedicated is not None and dedicated in ctx.spans.column_names and pa.types.is_string(
+        ctx.spans.schema.field(dedicated).type)
+    if key in _SUBSTRING_RESOURCE_KEYS or key in _SUBSTRING_SPAN_KEYS or dedicated_str:
         return _contains(span, value) | _contains(res, value)
     return _equals_str(span, value) | _equals_str(res, value)
 
@@ -468,7 +487,8 @@ def tag_values_v2(table: SpanTable, ref: Attribute | Intrinsic, q: SpansetFilter
         flat_rows = np.flatnonzero(mask[owner])
         full = ctx.sub_attr(level, ref.name) if isinstance(ref, Attribute) else ctx.sub_intrinsic(ref)
         return _typed_strings(full.take(flat_rows))
-    return _typed_strings(ctx.span_value(ref).take(rows))
+    value = ctx.span_value(ref)
+    return _typed_strings(value if len(rows) == table.num_spans else value.take(rows))
 
 
 def tag_values_v1(table: SpanTable, tag: str, q: SpansetFilter | None = None) -> set[str]:
@@ -519,3 +539,106 @@ __all__ = [
     "tag_values_v2_response",
     "trace_metadata",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Search responses as JSON, without json_format's per-field reflection
+
+
+def _any_value_json(v: pb.AnyValue) -> dict:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return {}
+    if kind == "string_value":
+        return {"stringValue": v.string_value}
+    if kind == "bool_value":
+        return {"boolValue": v.bool_value}
+    if kind == "int_value":
+        return {"intValue": str(v.int_value)}
+    if kind == "double_value":
+        d = v.double_value
+        return {"doubleValue": d if math.isfinite(d) else ("NaN" if d != d else ("Infinity" if d > 0 else "-Infinity"))}
+    if kind == "array_value":
+        values = [_any_value_json(x) for x in v.array_value.values]
+        return {"arrayValue": {"values": values} if values else {}}
+    return json_format.MessageToDict(v)  # kvlist and bytes: never produced by search, kept exact
+
+
+def _key_values_json(kvs: Iterable[pb.KeyValue]) -> list[dict]:
+    out = []
+    for kv in kvs:
+        item: dict = {}
+        if kv.key:
+            item["key"] = kv.key
+        if kv.HasField("value"):
+            item["value"] = _any_value_json(kv.value)
+        out.append(item)
+    return out
+
+
+def _span_set_json(ss: pb.SpanSet) -> dict:
+    out: dict = {}
+    spans = []
+    for sp in ss.spans:
+        s: dict = {}
+        if sp.spanID:
+            s["spanID"] = sp.spanID
+        if sp.name:
+            s["name"] = sp.name
+        if sp.startTimeUnixNano:
+            s["startTimeUnixNano"] = str(sp.startTimeUnixNano)
+        if sp.durationNanos:
+            s["durationNanos"] = str(sp.durationNanos)
+        if sp.attributes:
+            s["attributes"] = _key_values_json(sp.attributes)
+        spans.append(s)
+    if spans:
+        out["spans"] = spans
+    if ss.matched:
+        out["matched"] = ss.matched
+    if ss.attributes:
+        out["attributes"] = _key_values_json(ss.attributes)
+    return out
+
+
+def _trace_json(md: pb.TraceSearchMetadata) -> dict:
+    out: dict = {}
+    if md.traceID:
+        out["traceID"] = md.traceID
+    if md.rootServiceName:
+        out["rootServiceName"] = md.rootServiceName
+    if md.rootTraceName:
+        out["rootTraceName"] = md.rootTraceName
+    if md.startTimeUnixNano:
+        out["startTimeUnixNano"] = str(md.startTimeUnixNano)
+    if md.durationMs:
+        out["durationMs"] = md.durationMs
+    sets = [_span_set_json(ss) for ss in md.spanSets]
+    if md.HasField("spanSet"):
+        # Search results repeat the first spanset as `spanSet`: convert it once.
+        out["spanSet"] = sets[0] if sets and md.spanSet == md.spanSets[0] else _span_set_json(md.spanSet)
+    if sets:
+        out["spanSets"] = sets
+    if md.serviceStats:
+        stats = {}
+        for name, st in md.serviceStats.items():
+            s: dict = {}
+            if st.spanCount:
+                s["spanCount"] = st.spanCount
+            if st.errorCount:
+                s["errorCount"] = st.errorCount
+            stats[name] = s
+        out["serviceStats"] = stats
+    return out
+
+
+def search_response_json(resp: pb.SearchResponse) -> bytes:
+    """`json_format.MessageToDict(resp)` as compact JSON (the same document: proto3 JSON names, 64-bit
+    integers as strings, default values left out), built by direct field access: the generic converter
+    spent more than the search itself on answers with thousands of traces."""
+    doc: dict = {}
+    if resp.traces:
+        doc["traces"] = [_trace_json(md) for md in resp.traces]
+    if resp.HasField("metrics"):
+        doc["metrics"] = json_format.MessageToDict(resp.metrics)
+    return json.dumps(doc, separators=(",", ":")).encode()

@@ -21,6 +21,7 @@ import trio
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.block.meta import DATA, TRACES, BlockMeta
+from tempo_lite.block.reader import Footer
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.results import (
@@ -32,7 +33,7 @@ from tempo_lite.querier.results import (
 )
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.traceql import parse
-from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, Scope
+from tempo_lite.traceql.ast import Attribute, AttributeRef, Intrinsic, Query, Scope
 from tempo_lite.traceql.engine import (
     _needs_nested_sets,
     candidate_trace_ids,
@@ -40,7 +41,7 @@ from tempo_lite.traceql.engine import (
     referenced_fields,
     trace_matches,
 )
-from tempo_lite.traceql.engine_context import hex_ids
+from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, TraceLevel, hex_ids
 from tempo_lite.traceql.engine_summary import trace_summaries
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class BlockTraces:
     ends: np.ndarray
     first_row: np.ndarray | None
     row_trace: np.ndarray | None
+    # Root span service and name per trace (blocks written before traces.parquet held them: None).
+    root_service: pa.Array | None = None
+    root_name: pa.Array | None = None
 
     @classmethod
     def from_table(cls, table: pa.Table, total_spans: int) -> BlockTraces:
@@ -106,7 +110,17 @@ class BlockTraces:
                 row_trace = np.repeat(np.arange(len(ids), dtype=np.int32), counts)
             else:
                 first_row = None
-        return cls(ids, starts, ends, first_row, row_trace)
+        roots = None, None
+        if "root_service_name" in table.column_names and "root_span_name" in table.column_names:
+            roots = (table.column("root_service_name").combine_chunks(),
+                     table.column("root_span_name").combine_chunks())
+        return cls(ids, starts, ends, first_row, row_trace, *roots)
+
+    def trace_level(self, span_trace: np.ndarray) -> TraceLevel | None:
+        """Trace-level intrinsics for rows whose traces are `span_trace` (None: the table lacks roots)."""
+        if self.root_service is None or self.root_name is None:
+            return None
+        return TraceLevel(span_trace, self.ends - self.starts, self.root_service, self.root_name)
 
     @property
     def newest(self) -> int:
@@ -115,7 +129,8 @@ class BlockTraces:
     @property
     def nbytes(self) -> int:
         extra = 0 if self.row_trace is None or self.first_row is None else self.row_trace.nbytes + self.first_row.nbytes
-        return self.ids.nbytes + self.starts.nbytes + self.ends.nbytes + extra + 128
+        roots = sum(a.nbytes for a in (self.root_service, self.root_name) if a is not None)
+        return self.ids.nbytes + self.starts.nbytes + self.ends.nbytes + extra + roots + 128
 
 
 @dataclass
@@ -237,13 +252,17 @@ class Searcher:
         return (await self.block_traces(meta)).ids
 
     async def generic_keys(self, meta: BlockMeta) -> frozenset[str]:
-        """Attribute keys present in the block's generic `attrs` column (read once, then cached)."""
+        """Attribute keys present in the block's generic `attrs` column: from the key catalogue (keys not
+        dedicated, and dedicated keys that also have values of another type), else read once and cached."""
+        span_keys = meta.attribute_keys.get("span")
+        if span_keys is not None:
+            return frozenset(k for k, types in span_keys.items() if k not in meta.dedicated_columns or len(types) > 1)
         reader = self.querier.reader(meta)
-        footer = await reader.footer()
+        footer = await reader.footer_info()
 
         def read() -> frozenset[str]:
             with reader.open_data() as f:
-                keys = pq.ParquetFile(f, metadata=footer).read(columns=["attrs.list.element.key"])
+                keys = pq.ParquetFile(f, metadata=footer.metadata).read(columns=["attrs.list.element.key"])
             reader.count_native_read(footer, None, ["attrs.list.element.key"])
             flat = pc.list_flatten(keys.column("attrs"))
             return frozenset(pc.unique(pc.struct_field(flat, "key")).to_pylist()) if len(flat) else frozenset()
@@ -265,8 +284,8 @@ class Searcher:
     async def _read_candidates(
         self, meta: BlockMeta, request: SearchRequest, split: pa.Array, stats: SearchStats,
         newest_found: Callable[[], int | None],
-    ) -> tuple[spantable.SpanTable | None, pa.Array]:
-        """(the traces of the block to evaluate exactly, candidate traces that are split across sources).
+    ) -> tuple[_StageTwo | None, pa.Array]:
+        """(what stage two reads and evaluates exactly, candidate traces that are split across sources).
 
         Stage one reads the filter columns of the row groups statistics cannot rule out and finds the
         candidate traces (and, for column-wise pipelines, the exact matches), mapping rows to traces
@@ -276,11 +295,13 @@ class Searcher:
         """
         query = request.query
         assert query is not None
+        no_split = pa.array([], pa.binary(16))
+        if not pushdown.block_may_match(query, meta.attribute_keys):
+            return None, no_split
         reader = self.querier.reader(meta)
-        footer = await reader.footer()
+        footer = await reader.footer_info()
         info = await self.block_traces(meta)
         n_traces = len(info.ids)
-        no_split = pa.array([], pa.binary(16))
         groups = pushdown.row_groups(query, footer)
         if not groups:
             return None, no_split
@@ -297,20 +318,48 @@ class Searcher:
             first = list(plan.columns)
             if plan.needs_generic and "attrs" not in first and plan.needs_generic & await self.generic_keys(meta):
                 first.append("attrs")
-            rows = _group_rows(footer, groups)
-            if info.row_trace is not None and len(info.row_trace) == footer.num_rows:
+            row_index = info.row_trace is not None and len(info.row_trace) == footer.num_rows
+            if row_index:
                 first.remove("trace_id")
-            part = await self._read_groups(meta, groups, first, stats)
-            if "trace_id" in part.spans.column_names:
-                idx = pc.index_in(part.spans.column("trace_id"), info.ids)
-                span_trace = idx.to_numpy(zero_copy_only=False).astype(np.int64)
-            else:
-                assert info.row_trace is not None
-                span_trace = info.row_trace[rows].astype(np.int64)
-                ids = info.ids.take(pa.array(span_trace))
-                part = spantable.SpanTable(part.spans.append_column("trace_id", ids), part.resources, part.dedicated)
-            part = _with_empty_lists(part)
-            candidates, exact = await trio.to_thread.run_sync(trace_matches, query, part, span_trace, n_traces)
+            if not first:
+                first = ["kind"]  # `{ }` reads nothing; one small column keeps the row count
+            needs_ids = any(ref is Intrinsic.TRACE_ID or ref in TRACE_DEPENDENT for ref in referenced_fields(query))
+            in_range = _overlaps(info, request.start_ns, request.end_ns) if request.start_ns or request.end_ns else None
+            # Without most_recent any `limit` matches will do: read growing prefixes of the row groups and
+            # stop once `limit` exact matches lie in traces read whole (spans in unread row groups could
+            # change an aggregate, so only traces whose every row was read count).
+            early = not request.most_recent and not len(split) and row_index
+            parts: list[pa.Table] = []
+            read = 0
+            for end in _prefix_ends(len(groups)) if early else [len(groups)]:
+                chunk = await self._read_groups(meta, groups[read:end], first, stats)
+                parts.append(chunk.spans)
+                read = end
+                part = spantable.SpanTable(pa.concat_tables(parts), chunk.resources, chunk.dedicated)
+                rows = _group_rows(footer, groups[:end])
+                if "trace_id" in part.spans.column_names:
+                    idx = pc.index_in(part.spans.column("trace_id"), info.ids)
+                    span_trace = idx.to_numpy(zero_copy_only=False).astype(np.int64)
+                else:
+                    assert info.row_trace is not None
+                    span_trace = info.row_trace[rows].astype(np.int64)
+                    if needs_ids:
+                        # Only trace summaries read trace IDs in stage one (trace:id, nested-set intrinsics).
+                        ids = info.ids.take(pa.array(span_trace))
+                        part = spantable.SpanTable(
+                            part.spans.append_column("trace_id", ids), part.resources, part.dedicated
+                        )
+                part = _with_empty_lists(part)
+                candidates, exact = await trio.to_thread.run_sync(
+                    trace_matches, query, part, span_trace, n_traces, info.trace_level(span_trace)
+                )
+                if end < len(groups) and exact is not None:
+                    assert info.first_row is not None
+                    whole = info.first_row[1:] <= footer.group_first[groups[end - 1] + 1]
+                    found = exact & whole & (True if in_range is None else in_range)
+                    if int(found.sum()) >= request.limit:
+                        exact = found
+                        break
             split_candidates = info.ids.filter(pa.array(candidates & is_split))
             wanted = (exact if exact is not None else candidates) & ~is_split
         if request.start_ns or request.end_ns:
@@ -323,28 +372,42 @@ class Searcher:
                 keep = starts >= bound
                 chosen, starts = chosen[keep], starts[keep]
         if exact is not None and len(chosen) > request.limit:
-            # Every chosen trace matches: only the newest `limit` (and ties) can be in the answer.
-            kth = np.partition(starts, len(starts) - request.limit)[len(starts) - request.limit]
-            chosen = chosen[starts >= kth]
+            if request.most_recent:
+                # Every chosen trace matches: only the newest `limit` (and ties) can be in the answer.
+                kth = np.partition(starts, len(starts) - request.limit)[len(starts) - request.limit]
+                chosen = chosen[starts >= kth]
+            else:
+                # Any `limit` matches will do (as in Tempo): the first ones in file order share row groups,
+                # so stage two reads one or two row groups instead of one per (randomly placed) trace.
+                chosen = chosen[: request.limit]
         if not len(chosen):
             return None, split_candidates
-        groups = _groups_for_traces(meta, info, footer, chosen)
         needed = pushdown.evaluation_columns(
             query, meta.dedicated_columns,
             await self.generic_keys(meta) if "attrs" in (columns_for(query) or []) else frozenset(),
             nested_sets=_needs_nested_sets(query.pipeline),
         )
         columns = needed if needed is not None else _with_dedicated(columns_for(query), meta)
-        table = _with_empty_lists(await self._read_groups(meta, groups, columns, stats))
-        if len(chosen) < n_traces:
-            keep = pc.is_in(table.spans.column("trace_id"), info.ids.take(pa.array(chosen)))
+        batches = (
+            [chosen] if exact is not None
+            else _candidate_batches(chosen, info.starts[chosen], request.limit, newest_first=request.most_recent)
+        )
+        return _StageTwo(meta, info, footer, batches, columns), split_candidates
+
+    async def _read_batch(self, plan: _StageTwo, chosen: np.ndarray, stats: SearchStats) -> spantable.SpanTable:
+        """Stage two for some chosen traces: every column evaluation needs, from their row groups only."""
+        groups = _groups_for_traces(plan.meta, plan.info, plan.footer, chosen)
+        table = _with_empty_lists(await self._read_groups(plan.meta, groups, plan.columns, stats))
+        if len(chosen) < len(plan.info.ids):
+            keep = pc.is_in(table.spans.column("trace_id"), plan.info.ids.take(pa.array(chosen)))
             table = spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
-        return table, split_candidates
+        return table
 
     async def _read_block(
-        self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats
+        self, meta: BlockMeta, columns: list[str] | None, stats: SearchStats, *, exact: bool = False
     ) -> spantable.SpanTable | None:
-        if columns is not None and "attrs" in columns:
+        """A whole block (only `columns`; with `attrs`, every dedicated column too unless `exact`)."""
+        if columns is not None and "attrs" in columns and not exact:
             columns = columns + sorted(meta.dedicated_columns.values())
         async with self.limiter:
             try:
@@ -368,6 +431,13 @@ class Searcher:
         stats.total_blocks = len(blocks)
         stats.total_jobs = 1 + len(blocks)
         stats.total_block_bytes = sum(m.size_bytes for m in blocks)
+        if (
+            request.query is not None and not live.num_spans
+            and not any(pushdown.block_may_match(request.query, m.attribute_keys) for m in blocks)
+        ):
+            # No source can hold a span passing a filter of the query (block key catalogues).
+            stats.completed_jobs = stats.total_jobs
+            return [], stats
 
         # Which traces live in more than one source: those are evaluated on their assembled spans.
         id_lists: list[pa.Array] = []
@@ -399,8 +469,12 @@ class Searcher:
                 return None
             return sorted(starts.values(), reverse=True)[request.limit - 1]
 
-        def take(table: spantable.SpanTable, found: list[pb.TraceSearchMetadata], split_cands: pa.Array | None) -> None:
-            stats.inspected_spans += table.num_spans
+        def take(
+            table: spantable.SpanTable | None, found: list[pb.TraceSearchMetadata], split_cands: pa.Array | None,
+            spans: int = 0,
+        ) -> None:
+            """Results of one source (`table`, or just its span count `spans` when split candidates are given)."""
+            stats.inspected_spans += table.num_spans if table is not None else spans
             stats.completed_jobs += 1
             results.extend(_overlapping(found, request.start_ns, request.end_ns))
             if split_cands is not None:
@@ -453,8 +527,7 @@ class Searcher:
     async def _block_job(
         self, meta: BlockMeta, request: SearchRequest, columns: list[str] | None, split: pa.Array,
         stats: SearchStats, match: Matcher,
-        take: Callable[[spantable.SpanTable, list[pb.TraceSearchMetadata], pa.Array | None], None],
-        enough: trio.Event, newest_found: Callable[[], int | None], block_newest: int,
+        take: Callable[..., None], enough: trio.Event, newest_found: Callable[[], int | None], block_newest: int,
     ) -> None:
         if enough.is_set():
             return
@@ -466,7 +539,11 @@ class Searcher:
         if request.query is not None and columns is not None:
             async with self.limiter:
                 try:
-                    table, split_cands = await self._read_candidates(meta, request, split, stats, newest_found)
+                    plan, split_cands = await self._read_candidates(meta, request, split, stats, newest_found)
+                    if plan is not None and len(plan.batches) > 1:
+                        await self._walk_batches(plan, request, split, stats, match, take, split_cands, enough)
+                        return
+                    table = None if plan is None else await self._read_batch(plan, plan.batches[0], stats)
                 except StorageError as exc:
                     self.querier.metrics.blocks_unreadable.inc()
                     log.warning("search: %s", exc.message)
@@ -482,6 +559,24 @@ class Searcher:
             found = await trio.to_thread.run_sync(match, whole)
             if not enough.is_set():
                 take(table, found, split_cands)
+
+    async def _walk_batches(
+        self, plan: _StageTwo, request: SearchRequest, split: pa.Array, stats: SearchStats, match: Matcher,
+        take: Callable[..., None], split_cands: pa.Array, enough: trio.Event,
+    ) -> None:
+        """Evaluate candidate traces a batch at a time until `limit` of them match. With `most_recent`
+        batches go newest first and each holds every trace starting at its oldest start (ties), so later
+        batches can only add older traces; otherwise any `limit` matches will do."""
+        found: list[pb.TraceSearchMetadata] = []
+        spans = 0
+        for batch in plan.batches:
+            table = await self._read_batch(plan, batch, stats)
+            spans += table.num_spans
+            found += await trio.to_thread.run_sync(match, _without(table, split))
+            if len({r.traceID for r in found}) >= request.limit or enough.is_set():
+                break
+        if not enough.is_set():
+            take(None, found, split_cands, spans)
 
     async def assemble(
         self,
@@ -517,8 +612,10 @@ class Searcher:
     async def tables(
         self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
         columns: list[str] | None = None, whole_traces: bool = False,
+        fields: list[AttributeRef] | None = None,
     ) -> list[spantable.SpanTable]:
-        """Every source overlapping the range: the live-store, then the blocks (only `columns`).
+        """Every source overlapping the range: the live-store, then the blocks (only `columns`, or only
+        the columns each block keeps these `fields` in: tag values read one dedicated column, not all).
 
         Tag discovery takes them as they are. With `whole_traces` (TraceQL metrics), traces found in more
         than one source are assembled into one extra table, duplicate spans dropped, so every span is
@@ -536,7 +633,14 @@ class Searcher:
         stats.total_block_bytes += sum(m.size_bytes for m in blocks)
 
         async def job(meta: BlockMeta) -> None:
-            table = await self._read_block(meta, columns, stats)
+            wanted = columns
+            if fields is not None and columns is None:
+                generic = await self.generic_keys(meta) if any(
+                    isinstance(f, Attribute) and f.name in meta.dedicated_columns for f in fields) else frozenset()
+                wanted = pushdown.field_columns(fields, meta.dedicated_columns, generic)
+            table = await self._read_block(meta, wanted, stats, exact=fields is not None)
+            if table is not None and fields is not None:
+                table = _with_empty_lists(table)
             if table is not None:
                 stats.completed_jobs += 1
                 out.append(table)
@@ -565,6 +669,40 @@ def _assembled(parts: list[spantable.SpanTable]) -> spantable.SpanTable:
     return spantable.SpanTable(table.spans.drop_columns(stale), table.resources, dict(table.dedicated))
 
 
+@dataclass(frozen=True)
+class _StageTwo:
+    """What stage two of a block search reads: `columns` of the row groups holding each batch of chosen
+    traces (indices into the trace table), batches newest first."""
+
+    meta: BlockMeta
+    info: BlockTraces
+    footer: Footer
+    batches: list[np.ndarray]
+    columns: list[str] | None
+
+
+def _candidate_batches(chosen: np.ndarray, starts: np.ndarray, limit: int, *, newest_first: bool) -> list[np.ndarray]:
+    """Chosen traces in growing batches (4 x limit, then doubling): newest first when the answer is the
+    newest matches (a batch boundary never splits traces with the same start, so they are found
+    whatever the ties), else in file order (neighbouring traces share row groups)."""
+    if len(chosen) <= 4 * max(limit, 16):
+        return [chosen]
+    if newest_first:
+        order = np.argsort(-starts, kind="stable")
+        chosen, starts = chosen[order], starts[order]
+    else:
+        starts = np.arange(len(chosen))  # no ties to keep together
+    batches = []
+    lo, size = 0, 4 * max(limit, 16)
+    while lo < len(chosen):
+        hi = min(lo + size, len(chosen))
+        while hi < len(chosen) and starts[hi] == starts[hi - 1]:
+            hi += 1
+        batches.append(chosen[lo:hi])
+        lo, size = hi, size * 2
+    return batches
+
+
 def _with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
     """Stage-one tables without `attrs`/`events`/`links` get empty lists there (no generic values)."""
     spans = table.spans
@@ -583,21 +721,28 @@ def _with_dedicated(columns: list[str] | None, meta: BlockMeta) -> list[str] | N
     return columns
 
 
-def _group_rows(footer: pq.FileMetaData, groups: list[int]) -> np.ndarray:
+def _prefix_ends(n: int) -> list[int]:
+    """Growing prefixes of n row groups to read in turn: 1, 4, 16, ... n."""
+    ends, end = [], 1
+    while end < n:
+        ends.append(end)
+        end *= 4
+    return [*ends, n]
+
+
+def _group_rows(footer: Footer, groups: list[int]) -> np.ndarray:
     """Row numbers (in the file) of the given row groups, in order."""
-    sizes = np.array([footer.row_group(g).num_rows for g in range(footer.num_row_groups)], dtype=np.int64)
-    firsts = np.concatenate([[0], np.cumsum(sizes)])
+    firsts = footer.group_first
     if len(groups) == footer.num_row_groups:
         return np.arange(firsts[-1])
     return np.concatenate([np.arange(firsts[g], firsts[g + 1]) for g in groups]) if groups else np.zeros(0, np.int64)
 
 
-def _groups_for_traces(meta: BlockMeta, info: BlockTraces, footer: pq.FileMetaData, chosen: np.ndarray) -> list[int]:
+def _groups_for_traces(meta: BlockMeta, info: BlockTraces, footer: Footer, chosen: np.ndarray) -> list[int]:
     """Row groups holding the spans of the chosen traces (indices into the trace table)."""
     if info.row_trace is None or len(info.row_trace) != footer.num_rows:
         return _groups_holding(meta, info.ids.take(pa.array(chosen)))
-    sizes = np.array([footer.row_group(g).num_rows for g in range(footer.num_row_groups)], dtype=np.int64)
-    group_end = np.cumsum(sizes)
+    group_end = footer.group_first[1:]
     first = info.first_row[chosen]
     last = info.first_row[chosen + 1] - 1
     lo = np.searchsorted(group_end, first, side="right")

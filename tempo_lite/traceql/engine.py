@@ -50,7 +50,14 @@ from tempo_lite.traceql.ast import (
     render,
     result_key,
 )
-from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, SpanContext, _np, uses_nested_sets
+from tempo_lite.traceql.engine_context import (
+    TRACE_DEPENDENT,
+    TRACE_TABLE_INTRINSICS,
+    SpanContext,
+    TraceLevel,
+    _np,
+    uses_nested_sets,
+)
 from tempo_lite.traceql.engine_summary import trace_index
 from tempo_lite.traceql.engine_values import NUMERIC, Col, EvaluationError, group_codes
 
@@ -226,10 +233,12 @@ def candidate_trace_ids(query: Query | str, table: SpanTable) -> pa.Array:
 
 
 def trace_matches(
-    query: Query | str, table: SpanTable, span_trace: np.ndarray, n_traces: int
+    query: Query | str, table: SpanTable, span_trace: np.ndarray, n_traces: int,
+    trace_level: TraceLevel | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per trace of `table` (`span_trace[row]` is its trace's index, below `n_traces`): (candidates,
-    exact matches or None).
+    exact matches or None). With `trace_level` (the block's trace table), `traceDuration`, `rootName`
+    and `rootServiceName` are known for every trace, so queries on them can be exact too.
 
     The table may hold only the columns the query's filters (and aggregates) read, and only the rows
     of some row groups, as long as every span that passes a filter is there. Candidates are the
@@ -241,13 +250,14 @@ def trace_matches(
     _stages_filters(q.pipeline, filters)
     if _starts_unfiltered(q.pipeline):
         return np.ones(n_traces, dtype=bool), None
-    if any(ref in TRACE_DEPENDENT for ref in referenced_fields(q)):
-        ctx = SpanContext(table, candidate=True)
+    unknown = TRACE_DEPENDENT - TRACE_TABLE_INTRINSICS if trace_level is not None else TRACE_DEPENDENT
+    if any(ref in unknown for ref in referenced_fields(q)):
+        ctx = SpanContext(table, candidate=True, trace_level=trace_level)
         mask = np.zeros(table.num_spans, dtype=bool)
         for f in dict.fromkeys(filters):
             mask |= ctx.filter_mask(f.expr)
         return np.bincount(span_trace[mask], minlength=n_traces) > 0, None
-    ev = _Evaluator(q, table)
+    ev = _Evaluator(q, table, trace_level)
     mask = np.zeros(table.num_spans, dtype=bool)
     for f in dict.fromkeys(filters):
         ev._masks[f] = ev.ctx.filter_mask(f.expr)
@@ -292,12 +302,15 @@ def evaluate(
 
 
 class _Evaluator:
-    def __init__(self, query: Query, table: SpanTable) -> None:
+    def __init__(self, query: Query, table: SpanTable, trace_level: TraceLevel | None = None) -> None:
         self.query = query
         self.table = table
-        self.ctx = SpanContext(table)
+        self.ctx = SpanContext(table, trace_level=trace_level)
         self.n = table.num_spans
         self._masks: dict[SpansetFilter, np.ndarray] = {}
+        # The same masks by filter object identity: hashing a filter walks its whole expression, and the
+        # per-trace walk looks a mask up once per stage and trace.
+        self._mask_ids: dict[int, np.ndarray] = {}
         self._codes: dict[FieldExpr, tuple[np.ndarray, list[tuple[str, object]]]] = {}
         self._nested: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._numeric: dict[FieldExpr, list[tuple[str, np.ndarray, np.ndarray]]] = {}
@@ -310,6 +323,8 @@ class _Evaluator:
         _stages_filters(pipeline, filters)
         for f in dict.fromkeys(filters):
             self._masks[f] = self.ctx.filter_mask(f.expr)
+        for f in filters:
+            self._mask_ids[id(f)] = self._masks[f]
         ids, span_trace = trace_index(self.table.spans.column("trace_id"))
         if _starts_unfiltered(pipeline):
             wanted = np.ones(len(ids), dtype=bool)
@@ -329,6 +344,8 @@ class _Evaluator:
             starts = _np(self.table.spans.column("start_unix_nano"))[order]
             trace_start = np.minimum.reduceat(starts, bounds[:-1]) if len(starts) else starts
             candidates = candidates[np.argsort(-trace_start[candidates], kind="stable")]
+        if exact is not None and _filters_only(pipeline):
+            return self._materialize(self._filter_spansets(pipeline, ids, span_trace, candidates[:limit]), spss)
         matches: list[tuple[bytes, list[_Spanset]]] = []
         for t in candidates.tolist():
             rows = order[bounds[t] : bounds[t + 1]]
@@ -338,6 +355,27 @@ class _Evaluator:
                 if limit is not None and len(matches) >= limit:
                     break
         return self._materialize(matches, spss)
+
+    def _filter_spansets(
+        self, pipeline: Pipeline, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray
+    ) -> list[tuple[bytes, list[_Spanset]]]:
+        """The spansets of a pipeline of filters (and select()) for traces known to match, column-wise:
+        one spanset per trace, the trace's rows passing every filter (what the per-trace walk gives)."""
+        if not len(chosen):
+            return []
+        passing = np.ones(self.n, dtype=bool)
+        for st in pipeline.stages:
+            if isinstance(st, SpansetFilter):
+                passing &= self._mask_ids[id(st)]
+        position = np.full(len(ids), -1, dtype=np.int64)
+        position[chosen] = np.arange(len(chosen))
+        rows = np.flatnonzero(passing & (position[span_trace] >= 0))
+        key = position[span_trace[rows]]
+        by_trace = np.argsort(key, kind="stable")  # rows stay ascending within a trace
+        rows, key = rows[by_trace], key[by_trace]
+        groups = np.split(rows, np.searchsorted(key, np.arange(1, len(chosen))))
+        trace_ids = ids.take(pa.array(chosen, pa.int64())).to_pylist()
+        return [(t, [_Spanset(g)]) for t, g in zip(trace_ids, groups, strict=True)]
 
     # -- column-wise trace matching
 
@@ -358,9 +396,12 @@ class _Evaluator:
         tail = False
         for st in stages:
             if isinstance(st, SpansetFilter) and not tail:
-                m = self._masks.get(st)
+                m = self._mask_ids.get(id(st))
                 if m is None:
-                    m = self._masks[st] = self.ctx.filter_mask(st.expr)
+                    m = self._masks.get(st)
+                    if m is None:
+                        m = self._masks[st] = self.ctx.filter_mask(st.expr)
+                    self._mask_ids[id(st)] = m
                 rows = m if rows is None else rows & m
             elif isinstance(st, ScalarFilter) and not tail:
                 assert rows is not None
@@ -446,7 +487,9 @@ class _Evaluator:
 
     def _stage(self, st: object, inputs: list[_Spanset]) -> list[_Spanset]:
         if isinstance(st, SpansetFilter):
-            mask = self._masks[st]
+            mask = self._mask_ids.get(id(st))
+            if mask is None:
+                mask = self._mask_ids[id(st)] = self._masks[st]
             out = []
             for ss in inputs:
                 rows = ss.rows[mask[ss.rows]]
@@ -661,6 +704,11 @@ class _Evaluator:
                 out_sets.append(SpansetMatch(ss.rows.tolist(), len(ss.rows), ss.attrs, shown_spans))
             results.append(TraceMatch(trace_id, out_sets))
         return results
+
+
+def _filters_only(pipeline: object) -> bool:
+    """A top-level pipeline of `{ }` filters and select() stages (one spanset per matching trace)."""
+    return isinstance(pipeline, Pipeline) and all(isinstance(st, (SpansetFilter, Select)) for st in pipeline.stages)
 
 
 def _merge_attrs(*sets: _Spanset | None) -> list[tuple[str, TypedValue]]:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tempo_lite.spantable import SpanTable
+from tempo_lite.spantable import BOOL, DOUBLE, INT, STRING, SpanTable, dedicated_type
 from tempo_lite.traceql.ast import (
     Attribute,
     BinaryOp,
@@ -72,6 +72,7 @@ _STATIC_SLOTS = {
     StaticType.STATUS: "status",
     StaticType.KIND: "kind",
 }
+_DEDICATED_SLOTS = {STRING: "str", INT: "int", DOUBLE: "float", BOOL: "bool"}
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -126,6 +127,23 @@ class _AttrIndex:
         return col_from_attr_structs(_take_or_null(self.flat, pos))
 
 
+_RESOURCE_COMPARISONS = frozenset({Op.EQ, Op.NEQ, Op.LT, Op.LTE, Op.GT, Op.GTE, Op.REGEX, Op.NOT_REGEX})
+# Trace-level intrinsics a block's trace table knows for every trace (TraceLevel).
+TRACE_TABLE_INTRINSICS = frozenset({Intrinsic.TRACE_DURATION, Intrinsic.TRACE_ROOT_NAME, Intrinsic.TRACE_ROOT_SERVICE})
+
+
+@dataclass(frozen=True)
+class TraceLevel:
+    """Trace-level values known from outside the table (a block's trace table), so that a table holding
+    only some spans of its traces can still evaluate `traceDuration`, `rootName` and `rootServiceName`:
+    `span_trace[row]` is the row's trace, the other arrays are per trace (root fields null: no root)."""
+
+    span_trace: np.ndarray
+    duration: np.ndarray
+    root_service: pa.Array
+    root_name: pa.Array
+
+
 @dataclass
 class Domain:
     """Rows a filter is evaluated on: spans, or spans exploded by events and/or links."""
@@ -146,19 +164,29 @@ class SpanContext:
     final mask), to find traces that might match once combined with spans stored elsewhere.
     """
 
-    def __init__(self, table: SpanTable, *, candidate: bool = False) -> None:
+    def __init__(self, table: SpanTable, *, candidate: bool = False, trace_level: TraceLevel | None = None) -> None:
         self.table = table
+        self.trace_level = trace_level
+        # Values unknown from this table alone (evaluated as unknown in candidate mode).
+        self.unknown = TRACE_DEPENDENT - TRACE_TABLE_INTRINSICS if trace_level is not None else TRACE_DEPENDENT
         self.spans = table.spans
         self.n = table.num_spans
         self.candidate = candidate
         self._span_attrs: _AttrIndex | None = None
         self._cache: dict[object, Col] = {}
         self._summaries: TraceSummaries | None = None
-        self.resource_index = _np(self.spans.column("resource_index"))
+        self._resource_index: np.ndarray | None = None
         self._events: dict[str, object] | None = None
         self._links: dict[str, object] | None = None
 
     # -- shared structures
+
+    @property
+    def resource_index(self) -> np.ndarray:
+        """Each span's row in the resources table (read on first use: most filters never need it)."""
+        if self._resource_index is None:
+            self._resource_index = _np(self.spans.column("resource_index"))
+        return self._resource_index
 
     @property
     def summaries(self) -> TraceSummaries:
@@ -198,20 +226,50 @@ class SpanContext:
             dedicated = self.table.dedicated.get(key)
             if dedicated is not None and dedicated in self.spans.column_names:
                 d = self.spans.column(dedicated).combine_chunks()
-                generic = col.slots.get("str")
-                col.slots["str"] = d if generic is None else pc.coalesce(d, generic)
+                slot = _DEDICATED_SLOTS[dedicated_type(d.type)]
+                generic = col.slots.get(slot)
+                unused = generic is None or generic.null_count == len(generic)
+                col.slots[slot] = d if unused else pc.coalesce(d, generic)
             self._cache[ck] = col
+        return self._cache[ck]
+
+    def per_resource(self, kind: str, key: str) -> Col:
+        """Resource (kind "resource") or scope ("scope") attribute, one value per resources row."""
+        ck = (kind, key, "per-resource")
+        if ck not in self._cache:
+            res = self.table.resources
+            column = "attrs" if kind == "resource" else "scope_attrs"
+            self._cache[ck] = _AttrIndex(res.column(column), res.num_rows).lookup(key)
         return self._cache[ck]
 
     def resource_level(self, kind: str, key: str) -> Col:
         """Resource (kind "resource") or scope ("scope") attribute, broadcast to spans."""
         ck = (kind, key)
         if ck not in self._cache:
-            res = self.table.resources
-            column = "attrs" if kind == "resource" else "scope_attrs"
-            per_res = _AttrIndex(res.column(column), res.num_rows).lookup(key)
-            self._cache[ck] = per_res.take(self.resource_index)
+            self._cache[ck] = self.per_resource(kind, key).take(self.resource_index)
         return self._cache[ck]
+
+    def _resource_comparison(self, e: BinaryOp, dom: Domain) -> Col | None:
+        """`resource.x op literal` (or instrumentation scope) compared once per resources row and
+        broadcast to spans as a boolean, instead of broadcasting every typed slot of the value."""
+        if dom.span_idx is not None or e.op not in _RESOURCE_COMPARISONS:
+            return None
+        attr, lit = (e.lhs, e.rhs) if isinstance(e.lhs, Attribute) else (e.rhs, e.lhs)
+        if (
+            not isinstance(attr, Attribute) or not isinstance(lit, Static) or attr.parent
+            or attr.scope not in (Scope.RESOURCE, Scope.INSTRUMENTATION) or lit.type is StaticType.NIL
+            or (e.op in (Op.REGEX, Op.NOT_REGEX) and attr is not e.lhs)
+        ):
+            return None
+        per_res = self.per_resource("resource" if attr.scope is Scope.RESOURCE else "scope", attr.name)
+        m = per_res.n
+        if e.op in (Op.REGEX, Op.NOT_REGEX):
+            hit = regex_match(per_res, str(lit.value), e.op is Op.NOT_REGEX)
+        else:
+            literal = self.value(lit, Domain(m))
+            lhs, rhs = (per_res, literal) if attr is e.lhs else (literal, per_res)
+            hit = compare(e.op.value, lhs, rhs)
+        return Col.boolean(pa.array(hit[self.resource_index] if m else np.zeros(self.n, dtype=bool)))
 
     def unscoped(self, key: str) -> Col:
         span = self.span_attr(key)
@@ -236,6 +294,15 @@ class SpanContext:
             col = Col(n, {"str": hex_ids(s.column("span_id"))})
         elif it is Intrinsic.SPAN_PARENT_ID:
             col = Col(n, {"str": hex_ids(s.column("parent_span_id"))})
+        elif it in TRACE_TABLE_INTRINSICS and self.trace_level is not None:
+            tl = self.trace_level
+            idx = pa.array(tl.span_trace, pa.int64())
+            if it is Intrinsic.TRACE_DURATION:
+                col = Col(n, {"dur": pa.array(tl.duration[tl.span_trace], pa.int64())})
+            elif it is Intrinsic.TRACE_ROOT_NAME:
+                col = Col(n, {"str": pc.fill_null(tl.root_name, "").take(idx)})
+            else:
+                col = Col(n, {"str": tl.root_service.take(idx)})
         elif it in (Intrinsic.TRACE_DURATION, Intrinsic.TRACE_ROOT_NAME, Intrinsic.TRACE_ROOT_SERVICE):
             sm = self.summaries
             idx = pa.array(sm.span_trace, pa.int64())
@@ -410,7 +477,7 @@ class SpanContext:
             return logical_or(self.value(e.lhs, dom), self.value(e.rhs, dom))
         if op.is_arithmetic:
             return arithmetic(op.value, self.value(e.lhs, dom), self.value(e.rhs, dom))
-        if self.candidate and (_trace_dependent(e.lhs) or _trace_dependent(e.rhs)):
+        if self.candidate and (_trace_dependent(e.lhs, self.unknown) or _trace_dependent(e.rhs, self.unknown)):
             return Col.boolean(pa.nulls(dom.m, pa.bool_()))
         lhs_nil = isinstance(e.lhs, Static) and e.lhs.type is StaticType.NIL
         rhs_nil = isinstance(e.rhs, Static) and e.rhs.type is StaticType.NIL
@@ -419,6 +486,9 @@ class SpanContext:
                 return Col.boolean(pa.array(np.zeros(dom.m, dtype=bool)))
             exists = self.value(e.rhs if lhs_nil else e.lhs, dom).exists()
             return Col.boolean(pa.array(exists if op is Op.NEQ else ~exists))
+        by_resource = self._resource_comparison(e, dom)
+        if by_resource is not None:
+            return by_resource
         if op in (Op.REGEX, Op.NOT_REGEX):
             assert isinstance(e.rhs, Static)
             hit = regex_match(self.value(e.lhs, dom), str(e.rhs.value), op is Op.NOT_REGEX)
@@ -466,13 +536,13 @@ def _levels(expr: FieldExpr, out: set[str]) -> None:
         _levels(expr.operand, out)
 
 
-def _trace_dependent(expr: FieldExpr) -> bool:
+def _trace_dependent(expr: FieldExpr, unknown: frozenset[Intrinsic] = TRACE_DEPENDENT) -> bool:
     if isinstance(expr, Intrinsic):
-        return expr in TRACE_DEPENDENT
+        return expr in unknown
     if isinstance(expr, BinaryOp):
-        return _trace_dependent(expr.lhs) or _trace_dependent(expr.rhs)
+        return _trace_dependent(expr.lhs, unknown) or _trace_dependent(expr.rhs, unknown)
     if isinstance(expr, UnaryOp):
-        return _trace_dependent(expr.operand)
+        return _trace_dependent(expr.operand, unknown)
     return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from otlp_helpers import encoded, normalize, sdk_spans
 from tempo_lite import spantable
 from tempo_lite.block.bloom import BloomFilter
 from tempo_lite.block.meta import BLOOM, DATA, META, RESOURCES, TRACES, BlockMeta
-from tempo_lite.block.reader import BlockReader, BlockReadError
+from tempo_lite.block.reader import BlockReader, BlockReadError, Footer
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.storage.cache import ByteCache
@@ -151,3 +152,87 @@ def test_encoding_dedupes_and_sorts_spans() -> None:
     spans = pq.read_table(pa.BufferReader(block.files[DATA]))
     keys = list(zip(spans.column("trace_id").to_pylist(), spans.column("start_unix_nano").to_pylist(), strict=True))
     assert keys == sorted(keys)
+
+
+def test_meta_lists_attribute_keys_and_types_per_scope() -> None:
+    data = TracesData()
+    rs = data.resource_spans.add()
+    rs.resource.attributes.add(key="service.name", value=AnyValue(string_value="svc"))
+    ss = rs.scope_spans.add()
+    ss.scope.attributes.add(key="lib.flag", value=AnyValue(bool_value=True))
+    for i, value in enumerate([AnyValue(int_value=200), AnyValue(string_value="ok")]):
+        span = ss.spans.add(trace_id=b"\x01" * 16, span_id=bytes([i + 1]) * 8, name="s",
+                            start_time_unix_nano=1000, end_time_unix_nano=2000)
+        span.attributes.add(key="code", value=value)
+        span.attributes.add(key="http.method", value=AnyValue(string_value="GET"))
+        span.events.add(name="e", attributes=[KeyValue(key="ev.n", value=AnyValue(double_value=1.5))])
+    block = encode_block(spantable.flatten(data.resource_spans), block_id="b", tenant="t")
+    keys = block.meta.attribute_keys
+    assert keys["span"] == {"code": [spantable.STRING, spantable.INT], "http.method": [spantable.STRING]}
+    assert keys["resource"] == {"service.name": [spantable.STRING]}
+    assert keys["scope"] == {"lib.flag": [spantable.BOOL]}
+    assert keys["event"] == {"ev.n": [spantable.DOUBLE]} and keys["link"] == {}
+    assert BlockMeta.from_json(block.meta.to_json()).attribute_keys == keys
+
+
+def test_footer_counts_the_compressed_chunks_of_the_columns_and_row_groups_read() -> None:
+    block = encode_block(spantable.flatten(encoded(sdk_spans(traces=30)).resource_spans), block_id="b", tenant="t",
+                         row_group_spans=16)
+    md = pq.ParquetFile(pa.BufferReader(block.files[DATA])).metadata
+    footer = Footer.of(md)
+
+    def walk(groups: list[int], prefixes: list[str] | None) -> int:
+        return sum(
+            md.row_group(g).column(j).total_compressed_size
+            for g in groups for j in range(md.num_columns)
+            if prefixes is None or any(md.row_group(g).column(j).path_in_schema == p
+                                       or md.row_group(g).column(j).path_in_schema.startswith(p + ".")
+                                       for p in prefixes)
+        )
+
+    every = list(range(md.num_row_groups))
+    assert md.num_row_groups > 2
+    assert footer.read_bytes(None, None) == walk(every, None)
+    assert footer.read_bytes([0, 2], ["attrs", "name"]) == walk([0, 2], ["attrs", "name"])
+    assert footer.read_bytes([1], ["attrs.list.element.key"]) == walk([1], ["attrs.list.element.key"])
+    assert footer.group_first[-1] == md.num_rows
+
+
+async def test_a_block_added_while_a_poll_lists_storage_stays_visible(tmp_path: Path) -> None:
+    data = TracesData(resource_spans=encoded(sdk_spans(traces=2)).resource_spans)
+    meta, store = await _written(tmp_path, data)
+    blocks = BlockList(store)
+    late = dataclasses.replace(meta, block_id="b2")
+    listing = store.list
+
+    async def list_and_add(prefix: str) -> list[str]:
+        names = await listing(prefix)
+        if prefix == "t":
+            blocks.add(late)  # the block-builder publishing a block in the middle of the poll
+            blocks.remove("t", "gone")
+        return names
+
+    store.list = list_and_add  # type: ignore[method-assign]
+    await blocks.poll()
+    assert sorted(m.block_id for m in blocks.blocks("t")) == ["b1", "b2"]
+
+
+async def test_identical_resources_are_stored_once_and_spans_still_point_at_theirs(tmp_path: Path) -> None:
+    first = encoded(sdk_spans(traces=3))
+    second = encoded(sdk_spans(traces=3))  # same resources and scopes again, as every request brings them
+    parts = [spantable.flatten(first.resource_spans), spantable.flatten(second.resource_spans)]
+    table = spantable.concat(parts)
+    block = encode_block(table, block_id="b", tenant="t")
+    resources = pq.read_table(pa.BufferReader(block.files[RESOURCES]))
+    assert resources.num_rows < table.resources.num_rows
+    assert resources.num_rows == len({repr(r) for r in table.resources.to_pylist()})
+    store = local_store(str(tmp_path / "blocks"))
+    await write_block(store, block)
+    reader = BlockReader(store, block.meta, ByteCache(1 << 20))
+    rebuilt = TracesData()
+    both = [*first.resource_spans, *second.resource_spans]
+    for trace_id in {sp.trace_id for rs in both for ss in rs.scope_spans for sp in ss.spans}:
+        found = await reader.find_trace(trace_id)
+        assert found is not None
+        rebuilt.MergeFrom(spantable.to_traces_data(found))
+    assert normalize(rebuilt) == normalize(TracesData(resource_spans=both))

@@ -76,12 +76,54 @@ def test_filter_plan_reads_dedicated_columns_instead_of_generic_attrs() -> None:
     dedicated = {"http.method": "span.http.method"}
     plan = pushdown.filter_plan(parse('{ span.http.method = "GET" && duration > 1s }'), dedicated)
     assert plan is not None
-    assert plan.columns == ["duration_nano", "resource_index", "span.http.method", "trace_id"]
+    assert plan.columns == ["duration_nano", "span.http.method", "trace_id"]  # no resource values needed
     assert plan.needs_generic == {"http.method"}
     plan = pushdown.filter_plan(parse("{ .http.status_code = 500 }"), dedicated)
     assert plan is not None and "attrs" in plan.columns
-    plan = pushdown.filter_plan(parse("{ } | by(name)"), dedicated)  # `{ }` is a filter that is always true
+    assert "resource_index" in plan.columns  # unscoped: the resource value is an alternative
+    plan = pushdown.filter_plan(parse('{ resource.service.name = "a" }'), dedicated)
     assert plan is not None and plan.columns == ["resource_index", "trace_id"]
+    plan = pushdown.filter_plan(parse("{ } | by(name)"), dedicated)  # `{ }` is a filter that is always true
+    assert plan is not None and plan.columns == ["trace_id"]
+
+
+CATALOGUE = {
+    "span": {"http.method": [spantable.STRING, spantable.ARRAY], "http.status_code": [spantable.INT],
+             "cache.hit": [spantable.BOOL]},
+    "resource": {"service.name": [spantable.STRING]},
+    "scope": {}, "event": {"exception.message": [spantable.STRING]}, "link": {},
+}
+
+
+@pytest.mark.parametrize(
+    ("q", "may"),
+    [
+        ('{ span.nope = "x" }', False),
+        ('{ span.nope != "x" }', False),  # a missing value never compares true with a literal
+        ('{ span.nope !~ "x.*" }', False),
+        ("{ span.nope = nil }", True),  # ... but is nil
+        ('{ .nope = "x" || resource.nope = 1 }', False),
+        ('{ .service.name = "a" }', True),  # unscoped: the resource has it
+        ('{ span.http.status_code = "500" }', False),  # held only as an int
+        ("{ span.http.status_code >= 400 }", True),
+        ("{ span.http.status_code = 1.5 }", True),  # ints and floats compare
+        ("{ span.http.method = 7 }", True),  # an array may hold ints
+        ('{ span.cache.hit = "true" }', False),
+        ("{ span.cache.hit = true }", True),
+        ('{ event.exception.message =~ "boom.*" }', True),
+        ('{ link.nope = "x" }', False),
+        ('{ span.nope = "x" && duration > 1s }', False),
+        ('{ span.nope = "x" || duration > 1s }', True),
+        ('{ span.nope = "x" } && { span.http.status_code = 500 }', True),  # a filter that may match is enough
+        ('{ span.nope = "x" } || { span.other = 1 }', False),
+        ('{ span.nope + 1 > 2 }', True),  # arithmetic: not judged
+        ('{ span.nope = "x" } | count() > 1', False),
+        ("{ } | count() > 1", True),
+    ],
+)
+def test_key_catalogue_rules_out_blocks_only_when_no_filter_can_hold(q: str, may: bool) -> None:
+    assert pushdown.block_may_match(parse(q), CATALOGUE) is may
+    assert pushdown.block_may_match(parse(q), {}) is True  # blocks without a catalogue: unknown
 
 
 def _kv(key: str, value: object) -> KeyValue:
@@ -117,6 +159,8 @@ def _traces(seed: int, traces: int, base_ns: int) -> spantable.SpanTable:
             )
             if rng.random() < 0.1:
                 span.status.code = 2
+            if seed == 1 and rng.random() < 0.2:
+                span.attributes.append(_kv("only.second", "yes"))  # a key one block lacks
     return spantable.flatten(data.resource_spans)
 
 
@@ -138,6 +182,15 @@ QUERIES = [
     '{ name = "db" } | count() > 1 | { kind = server } | count() = 1',
     "{ span.http.status_code >= 404 } | avg(span.http.status_code) > 450",
     '{ kind = server } | select(span.http.method) | coalesce()',
+    '{ span.only.second = "yes" }',
+    '{ span.only.second = "yes" } || { span.http.status_code = 404 }',
+    '{ span.http.status_code = "500" }',
+    '{ span.no.such.key = "x" }',
+    "{ span.only.second = nil && span.http.status_code = 500 }",
+    "{ traceDuration > 5s }",
+    '{ trace:rootService = "svc-1" && status = error }',
+    '{ rootName = "db" } | count() > 1',
+    '{ trace:rootName != "db" && traceDuration < 100ms } > { kind = server }',
 ]
 
 

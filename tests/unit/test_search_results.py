@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conformance import FIXTURE_CASES, params
 from google.protobuf.json_format import MessageToDict
@@ -15,7 +17,9 @@ from traceql_fixtures import (
 )
 
 from tempo_lite import spantable
+from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.querier import results
+from tempo_lite.querier.search import SearchRequest, matcher_for, parse_search_query
 from tempo_lite.traceql import parse, parse_attribute, parse_lenient_filter
 from tempo_lite.traceql.engine import evaluate
 
@@ -174,3 +178,24 @@ def test_empty_results_serialize_as_empty_objects() -> None:
     assert MessageToDict(results.search_response([])) == {}
     assert parse("{}").pipeline.stages
     assert results.legacy_tag_search(spantable.flatten(TracesData().resource_spans), results.LegacySearch({})) == []
+
+
+def test_search_response_json_is_the_json_format_document() -> None:
+    found = []
+    for q in ["{ }", "{ span.foo = `Bar` } | select(span.http.status_code, resource.service.name)",
+              "{ } | by(span.foo)", "{ status = error } | count() > 0", "{ duration > 0 } | avg(duration) > 0"]:
+        found += matcher_for(SearchRequest(query=parse_search_query(q), legacy=None, start_ns=0, end_ns=0,
+                                           limit=20, spss=3, live_only=False))(BLOCK)
+    assert found
+    stats = {"a": pb.ServiceStats(), "b": pb.ServiceStats(errorCount=2)}
+    edge = pb.TraceSearchMetadata(traceID="1", serviceStats=stats)
+    edge.spanSet.CopyFrom(pb.SpanSet())
+    values = [pb.AnyValue(int_value=0), pb.AnyValue(bool_value=False), pb.AnyValue(double_value=float("nan")),
+              pb.AnyValue(double_value=-float("inf")), pb.AnyValue(double_value=1e300), pb.AnyValue(string_value=""),
+              pb.AnyValue(array_value=pb.ArrayValue()), pb.AnyValue(bytes_value=b"\x00\xff"), pb.AnyValue(),
+              pb.AnyValue(array_value=pb.ArrayValue(values=[pb.AnyValue(int_value=-(2**63))]))]
+    edge.spanSets.add(matched=0, attributes=[pb.KeyValue(key=f"k{i}", value=v) for i, v in enumerate(values)]
+                      + [pb.KeyValue(key="no value")])
+    resp = pb.SearchResponse(traces=[*found, edge], metrics=pb.SearchMetrics(inspectedBytes=5, totalBlocks=1))
+    assert json.loads(results.search_response_json(resp)) == MessageToDict(resp)
+    assert json.loads(results.search_response_json(pb.SearchResponse())) == {}

@@ -216,3 +216,29 @@ def test_empty_input_gives_empty_typed_table() -> None:
     table = spantable.flatten_bytes(b"")
     assert table.num_spans == 0 and table.spans.schema == spantable.SPAN_SCHEMA
     assert isinstance(table.spans.column("attrs").type, pa.ListType)
+
+
+def test_typed_dedicated_columns_keep_types_and_round_trip() -> None:
+    table = spantable.flatten_bytes(_every_field().SerializeToString())
+    typed = {"s": spantable.STRING, "i": spantable.INT, "d": spantable.DOUBLE, "b": spantable.BOOL,
+             "zero": spantable.STRING}  # `zero` is an int: nothing moves into a string column
+    moved = spantable.dedicate(table, typed)
+    types = {c: moved.spans.schema.field(c).type for c in moved.dedicated.values()}
+    assert types == {"span.s": pa.string(), "span.i": pa.int64(), "span.d": pa.float64(), "span.b": pa.bool_(),
+                     "span.zero": pa.string()}
+    assert moved.spans.column("span.i").to_pylist()[0] == -(2**63)
+    assert moved.spans.column("span.b").to_pylist()[0] is False
+    assert moved.spans.column("span.zero").null_count == moved.num_spans
+    keys = [a["key"] for a in moved.spans.column("attrs")[0].as_py()]
+    assert not {"s", "i", "d", "b"} & set(keys) and "zero" in keys
+    assert normalize(spantable.to_traces_data(moved)) == normalize(_every_field())
+    back = spantable.undedicate(moved)
+    assert back.dedicated == {} and normalize(spantable.to_traces_data(back)) == normalize(_every_field())
+
+
+def test_typed_dedicated_keys_are_the_frequent_non_string_keys_by_their_main_type() -> None:
+    table = spantable.flatten_bytes(_every_field().SerializeToString())
+    chosen = spantable.choose_typed_dedicated(table, exclude=["i"])
+    assert chosen["d"] == spantable.DOUBLE and chosen["b"] == spantable.BOOL and chosen["zero"] == spantable.INT
+    assert "i" not in chosen and "s" not in chosen  # excluded, and a string key
+    assert len(spantable.choose_typed_dedicated(table, max_per_type=1)) == 3  # one per type
