@@ -40,7 +40,6 @@ from tempo_lite.wal.quarantine import quarantine_dir
 
 log = logging.getLogger("tempo_lite")
 
-BLOCKLIST_POLL_SECONDS = 15.0
 # Split deployments: how often a live-store looks at the block-builder's committed offsets, and a
 # distributor at every group's (its WAL back-pressure counts what they have not committed).
 FOLLOW_COMMITS_SECONDS = 2.0
@@ -239,7 +238,8 @@ class TempoLite:
                     await nursery.start(self.livestore.follow_flushes, FOLLOW_COMMITS_SECONDS)
                 self.services["live-store"] = "Running"
             if plan.store and (plan.block_builder or plan.compactor or plan.query):
-                await self._start(nursery, "block-list", self.blocklist.run, BLOCKLIST_POLL_SECONDS)
+                await self._start(nursery, "block-list", self.blocklist.run,
+                                  float(self.config.storage.trace.blocklist_poll))
             if plan.block_builder:
                 await self._start(nursery, "block-builder", self.blockbuilder.run)
             if plan.compactor:

@@ -182,6 +182,9 @@ class TraceStorage:
     block: BlockConfig = field(default_factory=BlockConfig)
     # Bytes of meta.json, bloom filters and Parquet footers kept in memory.
     cache_bytes: ByteSize = ByteSize(128 << 20)
+    # How often the block list is read again from the store (Tempo's blocklist_poll): what makes blocks
+    # another process wrote visible here. Keep live_store.complete_block_timeout above it (docs/scaling.md).
+    blocklist_poll: Duration = Duration(15.0)
 
 
 @dataclass(frozen=True)
