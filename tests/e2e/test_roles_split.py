@@ -62,7 +62,6 @@ storage:
     wal:
       {{backend: kafka, partitions: 4, path: {home / "wal"}, kafka: {{brokers: '{self.broker}', topic: {self.topic}}}}}
 block_builder: {{consume_cycle_duration: 1s}}
-live_store: {{complete_block_timeout: 4s}}
 {body}""")
         proc.args = [f"-target={target}"]
         self.procs.append(proc)
