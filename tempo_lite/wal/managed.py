@@ -464,6 +464,10 @@ class ManagedWal:
     def partitions(self) -> int:
         return self.kafka.partitions
 
+    @property
+    def identity(self) -> str:
+        return self.kafka.identity
+
     def statistics(self) -> WalStatistics:
         return self.kafka.statistics()
 

@@ -1,7 +1,8 @@
 """tempo-lite split by role (`-target`): each role its own process, over a real Kafka-protocol broker (tansu)
 and a shared block directory.
 
-One distributor, two live-stores (partitions 0-1 and 2-3), one block-builder and one querier/query-frontend.
+One distributor, two live-stores (partitions 0-1 and 2-3), one block-builder, one querier/query-frontend and
+one metrics-generator.
 Spans sent to the distributor are found by trace ID and by TraceQL search through the frontend while only
 the live-stores hold them, and again from blocks once the live-stores have let them go. The block-builder is
 killed (SIGKILL) between a block's meta.json and its WAL commit, and again from outside while running; every
@@ -103,6 +104,15 @@ def live_spans(live_store: ServerProcess) -> int:
     return spantable.from_ipc(r.content).num_spans
 
 
+def calls(generator: ServerProcess, service: str) -> float:
+    """traces_spanmetrics_calls_total summed over every series of `service`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{generator.api}/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "traces_spanmetrics_calls_total" and sample.labels.get("service") == service)
+
+
 def metas(blocks: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in blocks.rglob("meta.json")]
 
@@ -128,7 +138,8 @@ querier:
     - {{url: "{live_b.api}", partitions: [2, 3]}}
 """)
         builder = cluster.role("block-builder", "block-builder")
-        for proc in (live_a, live_b, distributor, querier):
+        generator = cluster.role("generator", "metrics-generator", "metrics_generator: {enabled: true}")
+        for proc in (live_a, live_b, distributor, querier, generator):
             proc.start(timeout=60)
 
         sent: dict[bytes, dict] = {}
@@ -188,6 +199,10 @@ querier:
             assert fetch(querier, trace_id) == want
         for service, batch in (("split-one", first), ("split-two", second), ("split-three", third)):
             assert search(querier, service) == {t.hex() for t in by_trace(encoded(batch))}
+
+        # The metrics-generator process counted every span once, from every partition.
+        wait_until(lambda: calls(generator, "split-three") == len(third), 60, "span metrics of every span")
+        assert calls(generator, "split-one") == len(first) and calls(generator, "split-two") == len(second)
     finally:
         cluster.close()
 
