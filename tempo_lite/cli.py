@@ -1,5 +1,6 @@
-"""`tempo-lite` command line: `serve` runs every component in one process; `capture` runs a command against
-an ephemeral instance and asserts on its traces with TraceQL (tempo_lite.capture)."""
+"""`tempo-lite` command line: `serve` runs every component in one process (or the roles `-target` names);
+`capture` runs a command against an ephemeral instance and asserts on its traces with TraceQL
+(tempo_lite.capture)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tempo-lite", description="A Grafana Tempo compatible trace store.")
     parser.add_argument("--version", action="version", version=f"tempo-lite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run every component in one process")
+    p_serve = sub.add_parser("serve", help="run tempo-lite: every component, or the roles -target names")
     p_serve.add_argument("--config", "-c", help="YAML configuration file (Tempo-shaped); defaults if omitted")
     p_serve.add_argument("-target", "--target", dest="target", default=None, metavar="ROLE[,ROLE]",
                          help="the roles this process runs: all (default; or the config's `target`), or any of "

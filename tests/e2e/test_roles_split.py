@@ -142,6 +142,16 @@ querier:
         for proc in (live_a, live_b, distributor, querier, generator):
             proc.start(timeout=60)
 
+        # Each process lists only its own components; a query sent to a process without the query roles is
+        # told where to go.
+        services = {line.split(":")[0] for line in httpx.get(f"{querier.api}/api/status/services").text.splitlines()}
+        assert {"querier", "query-frontend", "block-list", "store"} <= services
+        assert not services & {"distributor", "live-store", "wal", "block-builder"}
+        services = {line.split(":")[0] for line in httpx.get(f"{live_a.api}/api/status/services").text.splitlines()}
+        assert services == {"wal", "live-store"}
+        refused = httpx.get(f"{distributor.api}/api/search")
+        assert refused.status_code == 404 and "-target=distributor" in refused.text
+
         sent: dict[bytes, dict] = {}
         first = sdk_spans("split-one", traces=12)
         send(distributor, first)
