@@ -1,13 +1,15 @@
-"""`TempoLite`: every component of one tempo-lite process, wired together and run in one trio nursery.
+"""`TempoLite`: the components of one tempo-lite process, wired together and run in one trio nursery.
 
-Start-up order: WAL, object store, live-store (replays what is not yet in blocks), block list,
-block-builder, compactor, then the listeners. Shutdown (`stop()`): stop accepting, let in-flight
+Which components run is decided by the process's roles (`-target`, tempo_lite/roles.py `Plan`); `all`
+runs every one of them. Start-up order: WAL, object store, live-store (replays what is not yet in
+blocks), block list, block-builder, compactor, then the listeners. Shutdown (`stop()`): stop accepting, let in-flight
 requests finish, flush every pending span into blocks, close the WAL.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -17,14 +19,18 @@ from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
 from tempo_lite.distributor import Distributor
-from tempo_lite.errors import Unavailable
+from tempo_lite.errors import ConfigError, Unavailable
+from tempo_lite.frontend.remote_live import RemoteLiveStores
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.generator import MetricsGenerator
+from tempo_lite.livestore import GROUP as LIVESTORE_GROUP
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.querier.live import LiveSource, LocalLive
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
+from tempo_lite.roles import Plan, check_live_store_partitions, check_querier_coverage, plan_for
 from tempo_lite.server import ASGIApp, serve_asgi
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
@@ -34,7 +40,9 @@ from tempo_lite.wal.quarantine import quarantine_dir
 
 log = logging.getLogger("tempo_lite")
 
-BLOCKLIST_POLL_SECONDS = 15.0
+# Split deployments: how often a live-store looks at the block-builder's committed offsets, and a
+# distributor at every group's (its WAL back-pressure counts what they have not committed).
+FOLLOW_COMMITS_SECONDS = 2.0
 REPLAY_TIMEOUT_SECONDS = 600.0
 SHUTDOWN_FLUSH_SECONDS = 25.0  # under the usual 30 s grace period; what is not flushed stays in the WAL
 # /ready reports "not ready" while writes are being refused with 503 (disk full, WAL failing): for this
@@ -66,8 +74,9 @@ async def open_object_store(config: Config) -> ObjectStore:
 class TempoLite:
     """The process: implements `frontend.service.QueryService` for the API."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, target: str | None = None) -> None:
         self.config = config
+        self.plan: Plan = plan_for(config, target)  # raises ConfigError for a role that cannot run here
         self.metrics = Metrics()
         self.listeners = Listeners()
         self.wal: WriteAheadLog
@@ -79,6 +88,8 @@ class TempoLite:
         self.searcher: Searcher
         self.frontend: QueryFrontend
         self.distributor: Distributor
+        self.livestore_local = False  # this process holds a live-store (all, live-store, block-builder, generator)
+        self.remote_live: RemoteLiveStores | None = None
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
@@ -96,88 +107,157 @@ class TempoLite:
         self._stop.set()
 
     async def run(self, *, task_status: trio.TaskStatus[Listeners] = trio.TASK_STATUS_IGNORED) -> None:
-        cfg = self.config
-        self.services["wal"] = "Starting"
+        cfg, plan = self.config, self.plan
+        log.info("tempo-lite starting with target %s", plan.name)
         try:
-            async with open_wal(wal_config(cfg.storage.trace.wal)) as self.wal:
-                self.services["wal"] = "Running"
-                self.services["store"] = "Starting"
-                self.store = await open_object_store(cfg)
-                self.services["store"] = "Running"
+            async with AsyncExitStack() as stack:
+                if plan.wal:
+                    self.services["wal"] = "Starting"
+                    self.wal = await stack.enter_async_context(open_wal(wal_config(cfg.storage.trace.wal)))
+                    self.services["wal"] = "Running"
+                if plan.store:
+                    self.services["store"] = "Starting"
+                    self.store = await open_object_store(cfg)
+                    self.services["store"] = "Running"
                 await self._run_components(task_status)
-                self.services["wal"] = self.services["store"] = "Stopping"
+                for name in ("wal", "store"):
+                    if name in self.services:
+                        self.services[name] = "Stopping"
         finally:
+            if self.remote_live is not None:
+                with trio.CancelScope(shield=True):
+                    await self.remote_live.aclose()
             for name in self.services:
                 self.services[name] = "Terminated"
 
-    async def _run_components(self, task_status: trio.TaskStatus[Listeners]) -> None:
-        cfg = self.config
+    def _build_components(self) -> None:
+        """Create the components `self.plan` names (none of them running yet)."""
+        cfg, plan = self.config, self.plan
         self.generator = (
-            MetricsGenerator(self.metrics.registry, cfg.metrics_generator) if cfg.metrics_generator.enabled else None
+            MetricsGenerator(self.metrics.registry, cfg.metrics_generator) if plan.generator else None
         )
-        self.livestore = LiveStore(
-            self.wal,
-            self.metrics,
-            max_bytes=cfg.live_store.max_bytes,
-            complete_block_timeout=cfg.live_store.complete_block_timeout,
-            on_batch=self.generator.observe if self.generator is not None else None,
-            quarantine=quarantine_dir(cfg.storage.trace.wal.path),
-        )
-        self.blocklist = BlockList(self.store)
-        self.blockbuilder = BlockBuilder(
-            self.wal,
-            self.livestore,
-            self.store,
-            self.blocklist,
-            self.metrics,
-            cycle=cfg.block_builder.consume_cycle_duration,
-            max_block_bytes=cfg.block_builder.max_block_bytes,
-            block=cfg.storage.trace.block,
-        )
-        self.querier = Querier(
-            self.livestore, self.blocklist, self.store, self.cache, self.metrics,
-            concurrency=cfg.query_frontend.search.concurrent_jobs,
-        )
-        self.compactor = Compactor(
-            self.store, self.blocklist, self.cache, self.metrics,
-            compaction=cfg.compactor.compaction, block=cfg.storage.trace.block,
-        )
-        self.searcher = Searcher(self.querier, concurrency=cfg.query_frontend.search.concurrent_jobs)
-        self.frontend = QueryFrontend(self.querier, self.searcher)
-        self.distributor = Distributor(
-            cfg, self.wal, self.metrics,
-            is_saturated=lambda: self.livestore.saturated or self._wal_saturated(),
-        )
-        # Blocks an interrupted flush already wrote must be reused, not rewritten: find them before
-        # the live-store replays so it cuts its reads where that flush cut the range.
-        await self.blockbuilder.recover()
+        # One live-store per process that consumes the WAL: served to queries (all, live-store), or private
+        # to a block-builder or metrics-generator (commits no group, keeps nothing after it is flushed).
+        if plan.wal and (plan.all_in_one or plan.live_store or plan.block_builder or plan.generator):
+            serves = plan.all_in_one or plan.live_store
+            self.livestore = LiveStore(
+                self.wal,
+                self.metrics,
+                max_bytes=cfg.live_store.max_bytes,
+                complete_block_timeout=cfg.live_store.complete_block_timeout if serves else 0.0,
+                on_batch=self.generator.observe if self.generator is not None else None,
+                quarantine=quarantine_dir(cfg.storage.trace.wal.path),
+                partitions=None if plan.all_in_one else self._consumed_partitions(),
+                group=LIVESTORE_GROUP if serves else None,
+            )
+            self.livestore_local = True
+        if plan.store and (plan.block_builder or plan.compactor or plan.query):
+            self.blocklist = BlockList(self.store)
+        if plan.block_builder:
+            self.blockbuilder = BlockBuilder(
+                self.wal,
+                self.livestore,
+                self.store,
+                self.blocklist,
+                self.metrics,
+                cycle=cfg.block_builder.consume_cycle_duration,
+                max_block_bytes=cfg.block_builder.max_block_bytes,
+                block=cfg.storage.trace.block,
+            )
+        if plan.query:
+            self.querier = Querier(
+                self._live_source(), self.blocklist, self.store, self.cache, self.metrics,
+                concurrency=cfg.query_frontend.search.concurrent_jobs,
+            )
+            self.searcher = Searcher(self.querier, concurrency=cfg.query_frontend.search.concurrent_jobs)
+            self.frontend = QueryFrontend(self.querier, self.searcher)
+        if plan.compactor:
+            self.compactor = Compactor(
+                self.store, self.blocklist, self.cache, self.metrics,
+                compaction=cfg.compactor.compaction, block=cfg.storage.trace.block,
+            )
+        if plan.distributor:
+            local_saturation = self.livestore_local and (plan.all_in_one or plan.live_store)
+            self.distributor = Distributor(
+                cfg, self.wal, self.metrics,
+                is_saturated=lambda: (local_saturation and self.livestore.saturated) or self._wal_saturated(),
+            )
+
+    def _consumed_partitions(self) -> tuple[int, ...]:
+        """A split process's live-store partitions: `live_store.partitions` for a live-store, else
+        `block_builder.partitions` for a block-builder, else all (a metrics-generator)."""
+        cfg, plan = self.config, self.plan
+        live = check_live_store_partitions(cfg, self.wal.partitions)
+        if plan.block_builder:
+            built = tuple(sorted(set(cfg.block_builder.partitions))) or tuple(range(self.wal.partitions))
+            bad = [p for p in built if not 0 <= p < self.wal.partitions]
+            if bad:
+                raise ConfigError(f"block_builder.partitions names partition {bad[0]}, but the WAL has "
+                                  f"{self.wal.partitions} partitions")
+            if plan.live_store and built != live:
+                raise ConfigError("one process running live-store and block-builder consumes one set of partitions: "
+                                  "live_store.partitions and block_builder.partitions must agree")
+            return built
+        return live
+
+    def _live_source(self) -> LiveSource:
+        """Recent data for queries: this process's live-store, or the configured live-store processes."""
+        cfg = self.config
+        if self.livestore_local and (self.plan.all_in_one or self.plan.live_store) and not cfg.querier.live_stores:
+            return LocalLive(self.livestore)
+        check_querier_coverage(cfg, cfg.storage.trace.wal.partitions)
+        from tempo_lite.livestore.freshness import READ_AFTER_WRITE_TIMEOUT
+
+        self.remote_live = RemoteLiveStores(cfg.querier.live_stores, timeout=float(cfg.querier.live_store_timeout),
+                                            wait=READ_AFTER_WRITE_TIMEOUT)
+        return self.remote_live
+
+    async def _start(self, nursery: trio.Nursery, name: str, run: Any, *args: Any) -> None:
+        self.services[name] = "Starting"
+        await nursery.start(run, *args)
+        self.services[name] = "Running"
+
+    async def _run_components(self, task_status: trio.TaskStatus[Listeners]) -> None:
+        plan = self.plan
+        self._build_components()
+        if plan.block_builder:
+            # Blocks an interrupted flush already wrote must be reused, not rewritten: find them before
+            # the live-store replays so it cuts its reads where that flush cut the range.
+            await self.blockbuilder.recover()
         async with trio.open_nursery() as nursery:
             if self.generator is not None:
-                self.services["metrics-generator"] = "Starting"
-                await nursery.start(self.generator.run)
-                self.services["metrics-generator"] = "Running"
-            self.services["live-store"] = "Starting"
-            await nursery.start(self.livestore.run)
-            # Serve nothing until the WAL's unflushed records are back in memory: a query answered
-            # mid-replay would miss acknowledged spans.
-            with trio.fail_after(REPLAY_TIMEOUT_SECONDS):
-                await self.livestore.replayed.wait()
-            self.services["live-store"] = "Running"
-            for name, start in (("block-list", lambda: nursery.start(self.blocklist.run, BLOCKLIST_POLL_SECONDS)),
-                                ("block-builder", lambda: nursery.start(self.blockbuilder.run)),
-                                ("compactor", lambda: nursery.start(self.compactor.run))):
-                self.services[name] = "Starting"
-                await start()
-                self.services[name] = "Running"
+                await self._start(nursery, "metrics-generator", self.generator.run)
+            if self.livestore_local:
+                self.services["live-store"] = "Starting"
+                await nursery.start(self.livestore.run)
+                # Serve nothing until the WAL's unflushed records are back in memory: a query answered
+                # mid-replay would miss acknowledged spans.
+                with trio.fail_after(REPLAY_TIMEOUT_SECONDS):
+                    await self.livestore.replayed.wait()
+                if not plan.block_builder:  # another process builds the blocks: follow its commits
+                    await nursery.start(self.livestore.follow_flushes, FOLLOW_COMMITS_SECONDS)
+                self.services["live-store"] = "Running"
+            if plan.store and (plan.block_builder or plan.compactor or plan.query):
+                await self._start(nursery, "block-list", self.blocklist.run,
+                                  float(self.config.storage.trace.blocklist_poll))
+            if plan.block_builder:
+                await self._start(nursery, "block-builder", self.blockbuilder.run)
+            if plan.compactor:
+                await self._start(nursery, "compactor", self.compactor.run)
+            if plan.distributor and not plan.all_in_one:
+                nursery.start_soon(self._follow_wal_commits)
             async with trio.open_nursery() as receivers:
-                self.services["distributor"] = "Starting"
-                await self._start_receivers(receivers)
-                self.services["distributor"] = "Running"
-                self.services["query-frontend"] = "Starting"
+                if plan.distributor:
+                    self.services["distributor"] = "Starting"
+                    await self._start_receivers(receivers)
+                    self.services["distributor"] = "Running"
+                if plan.query:
+                    self.services["query-frontend"] = "Starting"
                 await self._start_api(nursery)
-                self.services["querier"] = self.services["query-frontend"] = "Running"
+                if plan.query:
+                    self.services["querier"] = self.services["query-frontend"] = "Running"
                 self.started = True
-                log.info("tempo-lite ready: %s", ", ".join(
+                log.info("tempo-lite ready (%s): %s", plan.name, ", ".join(
                     f"{name}={host}:{port}" for name, (host, port) in self.listeners.addresses.items()
                 ))
                 task_status.started(self.listeners)
@@ -185,19 +265,31 @@ class TempoLite:
                 log.info("shutting down: refusing new spans, draining in-flight requests")
                 for name in self.services:
                     self.services[name] = "Stopping"
-                self.distributor.accepting = False
+                if plan.distributor:
+                    self.distributor.accepting = False
                 self._receivers_stopped.set()
                 for scope in self._udp_scopes:
                     scope.cancel()
-            log.info("flushing pending spans to blocks")
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_FLUSH_SECONDS) as flush:
-                await self.livestore.catch_up()
-                await self.blockbuilder.flush_all()
-            if flush.cancelled_caught:
-                log.warning("final flush did not finish in %ss (%s); unflushed spans stay in the WAL and are "
-                            "replayed at the next start", SHUTDOWN_FLUSH_SECONDS, self.blockbuilder.last_error)
+            if plan.block_builder:
+                log.info("flushing pending spans to blocks")
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_FLUSH_SECONDS) as flush:
+                    await self.livestore.catch_up()
+                    await self.blockbuilder.flush_all()
+                if flush.cancelled_caught:
+                    log.warning("final flush did not finish in %ss (%s); unflushed spans stay in the WAL and are "
+                                "replayed at the next start", SHUTDOWN_FLUSH_SECONDS, self.blockbuilder.last_error)
             nursery.cancel_scope.cancel()
         log.info("stopped")
+
+    async def _follow_wal_commits(self) -> None:
+        """A split distributor: learn the other processes' WAL commits, so its retained-bytes bound
+        (storage.trace.wal.max_retained_bytes) counts only what they have not consumed."""
+        groups = wal_config(self.config.storage.trace.wal).groups
+        while True:
+            await trio.sleep(FOLLOW_COMMITS_SECONDS)
+            for group in groups:
+                for partition in range(self.wal.partitions):
+                    await self.wal.committed(group, partition)
 
     async def _receivers_shutdown(self) -> None:
         await self._receivers_stopped.wait()
@@ -289,13 +381,25 @@ class TempoLite:
         self._last_refusal = None
 
     async def _start_api(self, nursery: trio.Nursery) -> None:
+        """Port 3200: health, metrics and status for every role; the query API for querier and
+        query-frontend; the internal live-store API for a split live-store."""
         from tempo_lite.api.app import create_api
+        from tempo_lite.api.live import register_live_routes
         from tempo_lite.api.streaming import streaming_querier_app
         from tempo_lite.livestore.freshness import read_after_write
 
-        server = self.config.server
-        app = read_after_write(streaming_querier_app(self, fallback=cast(ASGIApp, create_api(self))),
-                               self.livestore.wait_consumed)
+        plan, server = self.plan, self.config.server
+        api = create_api(self)
+        if plan.live_store and not plan.all_in_one:
+            register_live_routes(api, self.livestore)
+        app: ASGIApp
+        if plan.query:
+            app = streaming_querier_app(self, fallback=cast(ASGIApp, api))
+            if isinstance(self.querier.live, LocalLive):
+                app = read_after_write(app, self.livestore.wait_consumed)
+            # (remote live-stores wait for their own WAL partitions on every request: RemoteLiveStores)
+        else:
+            app = no_queries(cast(ASGIApp, api), plan.name)
         await self._serve(nursery, "http", app,
                           f"{server.http_listen_address}:{server.http_listen_port}", "server.http_listen_port",
                           graceful=False)
@@ -307,9 +411,9 @@ class TempoLite:
             return "Some services are not Running: starting"
         if self._stop.is_set():
             return "Application is stopping"
-        if self.livestore.saturated:
+        if self.livestore_local and self.livestore.saturated:
             return "not accepting writes: live-store is full (spans are not flushed to storage fast enough)"
-        if self._wal_saturated():
+        if self.plan.wal and self._wal_saturated():
             return "not accepting writes: the WAL holds as many bytes as storage.trace.wal.max_retained_bytes"
         if self._last_refusal is not None:
             at, message = self._last_refusal
@@ -326,7 +430,26 @@ class TempoLite:
         return list(states.items())
 
     def refresh_gauges(self) -> None:
-        stats = self.wal.statistics()
-        self.metrics.wal_retained_bytes.set(stats.bytes_retained)
-        self.metrics.livestore_bytes.set(self.livestore.nbytes)
-        self.metrics.store_read_bytes.set(self.store.bytes_read)
+        if self.plan.wal:
+            self.metrics.wal_retained_bytes.set(self.wal.statistics().bytes_retained)
+        if self.livestore_local:
+            self.metrics.livestore_bytes.set(self.livestore.nbytes)
+        if self.plan.store:
+            self.metrics.store_read_bytes.set(self.store.bytes_read)
+
+
+def no_queries(app: ASGIApp, roles: str) -> ASGIApp:
+    """`app` in a process without querier or query-frontend: a query gets 404 saying where to send it."""
+    from tempo_lite.livestore.freshness import needs_fresh_data
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope.get("type") == "http" and needs_fresh_data(path) and not path.startswith("/internal/live/"):
+            body = (f"this tempo-lite runs -target={roles}: send queries to a query-frontend\n").encode()
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return wrapped

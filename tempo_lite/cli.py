@@ -1,5 +1,6 @@
-"""`tempo-lite` command line: `serve` runs every component in one process; `capture` runs a command against
-an ephemeral instance and asserts on its traces with TraceQL (tempo_lite.capture)."""
+"""`tempo-lite` command line: `serve` runs every component in one process (or the roles `-target` names);
+`capture` runs a command against an ephemeral instance and asserts on its traces with TraceQL
+(tempo_lite.capture)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import trio
 from tempo_lite import __version__, commands
 from tempo_lite.config import Config, load_config
 from tempo_lite.errors import ConfigError, StorageError, TempoLiteError
+from tempo_lite.roles import ROLES, plan_for
 
 EXIT_CONFIG = 2
 
@@ -54,10 +56,10 @@ def setup_logging(config: Config) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, target: str | None = None) -> None:
     from tempo_lite.app import TempoLite
 
-    tl = TempoLite(config)
+    tl = TempoLite(config, target)
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -76,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tempo-lite", description="A Grafana Tempo compatible trace store.")
     parser.add_argument("--version", action="version", version=f"tempo-lite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_serve = sub.add_parser("serve", help="run every component in one process")
+    p_serve = sub.add_parser("serve", help="run tempo-lite: every component, or the roles -target names")
     p_serve.add_argument("--config", "-c", help="YAML configuration file (Tempo-shaped); defaults if omitted")
+    p_serve.add_argument("-target", "--target", dest="target", default=None, metavar="ROLE[,ROLE]",
+                         help="the roles this process runs: all (default; or the config's `target`), or any of "
+                              + ", ".join(ROLES) + " (docs/scaling.md)")
     p_check = sub.add_parser("check-config", help="validate a configuration file and exit")
     p_check.add_argument("--config", "-c", required=True)
     add_capture_parser(sub)
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         missing = missing_modules(config)
+        if args.command == "serve":
+            plan_for(config, args.target)  # a role that cannot run on this WAL or store: one line, exit 2
     except ConfigError as exc:
         print_config_error(exc.message)
         return EXIT_CONFIG
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_logging(config)
     try:
-        trio.run(serve, config)
+        trio.run(serve, config, args.target)
     except BaseException as exc:  # trio wraps task errors in exception groups: report the cause
         cause = first_leaf(exc)
         if isinstance(cause, ConfigError):

@@ -128,6 +128,9 @@ class WalConfig:
 @dataclass(frozen=True)
 class LocalStorage:
     path: str = "./tempo-data/blocks"
+    # Every process of a split deployment (`-target`) mounts this same directory (NFS, a shared volume):
+    # lets roles that share the store run on `local` storage (docs/scaling.md).
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ class TraceStorage:
     block: BlockConfig = field(default_factory=BlockConfig)
     # Bytes of meta.json, bloom filters and Parquet footers kept in memory.
     cache_bytes: ByteSize = ByteSize(128 << 20)
+    # How often the block list is read again from the store (Tempo's blocklist_poll): what makes blocks
+    # another process wrote visible here. Keep live_store.complete_block_timeout above it (docs/scaling.md).
+    blocklist_poll: Duration = Duration(15.0)
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,25 @@ class LiveStoreConfig:
     max_bytes: ByteSize = ByteSize(512 << 20)
     # How long flushed spans stay queryable from memory (covers block-list refresh delays).
     complete_block_timeout: Duration = Duration(60.0)
+    # The WAL partitions a `live-store` role consumes; empty: all of them (docs/scaling.md).
+    partitions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LiveStoreInstance:
+    """A live-store a querier asks for recent data: its HTTP URL and the partitions it consumes."""
+
+    url: str = ""
+    partitions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuerierConfig:
+    # Where a `querier` role (without a live-store of its own) finds recent data: every partition of the
+    # WAL must be listed under exactly one instance (docs/scaling.md).
+    live_stores: tuple[LiveStoreInstance, ...] = ()
+    # How long a query waits for a live-store's answer before failing with 503.
+    live_store_timeout: Duration = Duration(10.0)
 
 
 @dataclass(frozen=True)
@@ -199,6 +224,9 @@ class BlockBuilderConfig:
     # A block is cut per tenant every cycle, or earlier when this many bytes of spans are pending.
     consume_cycle_duration: Duration = Duration(30.0)
     max_block_bytes: ByteSize = ByteSize(256 << 20)
+    # The WAL partitions a `block-builder` role builds blocks for; empty: all (each partition must be
+    # built by exactly one block-builder; docs/scaling.md).
+    partitions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,6 +288,8 @@ class OverridesConfig:
 
 @dataclass(frozen=True)
 class Config:
+    # The roles this process runs (`-target` overrides): `all`, or a comma-separated list (tempo_lite/roles.py).
+    target: str = "all"
     server: ServerConfig = field(default_factory=ServerConfig)
     multitenancy_enabled: bool = False
     distributor: DistributorConfig = field(default_factory=DistributorConfig)
@@ -268,6 +298,7 @@ class Config:
     block_builder: BlockBuilderConfig = field(default_factory=BlockBuilderConfig)
     compactor: CompactorConfig = field(default_factory=CompactorConfig)
     query_frontend: QueryFrontendConfig = field(default_factory=QueryFrontendConfig)
+    querier: QuerierConfig = field(default_factory=QuerierConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     metrics_generator: MetricsGeneratorConfig = field(default_factory=MetricsGeneratorConfig)
 

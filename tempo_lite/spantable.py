@@ -935,3 +935,39 @@ def dedupe_spans(table: SpanTable) -> SpanTable:
         return table
     ordered = pc.sort_indices(first.column("i_min"))
     return table.take(pc.take(first.column("i_min"), ordered))
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport between processes (a live-store's recent spans, sent to a querier)
+
+_IPC_LENGTH = 8  # bytes of the spans stream's length, big-endian, before the two Arrow IPC streams
+
+
+def to_ipc(table: SpanTable) -> bytes:
+    """One span table as bytes: the spans' Arrow IPC stream (length-prefixed), then the resources'."""
+    table = undedicate(table) if table.dedicated else table
+    spans, resources = _ipc_stream(table.spans), _ipc_stream(table.resources)
+    return len(spans).to_bytes(_IPC_LENGTH, "big") + spans + resources
+
+
+def from_ipc(data: bytes) -> SpanTable:
+    """The inverse of `to_ipc`; ValueError when `data` is not one."""
+    if len(data) < _IPC_LENGTH:
+        raise ValueError(f"span table transport: {len(data)} bytes is shorter than its header")
+    length = int.from_bytes(data[:_IPC_LENGTH], "big")
+    if length > len(data) - _IPC_LENGTH:
+        raise ValueError(f"span table transport: spans stream of {length} bytes overruns the {len(data)} received")
+    view = memoryview(data)
+    try:
+        spans = pa.ipc.open_stream(view[_IPC_LENGTH:_IPC_LENGTH + length]).read_all()
+        resources = pa.ipc.open_stream(view[_IPC_LENGTH + length:]).read_all()
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"span table transport: {exc}") from exc
+    return SpanTable(spans, resources)
+
+
+def _ipc_stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()

@@ -41,6 +41,8 @@ block_builder: {{consume_cycle_duration: {cycle}}}
         )
         self.log = tmp_path / "server.log"
         self.proc: subprocess.Popen | None = None
+        self.args: list[str] = []  # more `serve` arguments (e.g. -target=live-store)
+        self.env: dict[str, str] = {}  # more environment (e.g. TEMPO_LITE_FAULT)
 
     @property
     def api(self) -> str:
@@ -53,8 +55,8 @@ block_builder: {{consume_cycle_duration: {cycle}}}
     def start(self, timeout: float = 30.0) -> None:
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tempo_lite", "serve", "--config", str(self.config)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [sys.executable, "-m", "tempo_lite", "serve", "--config", str(self.config), *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -81,7 +81,7 @@ class BlockBuilder:
         """Cut blocks for everything pending in every partition; returns blocks written."""
         written = 0
         async with self.lock:
-            for partition in range(self.wal.partitions):
+            for partition in self.livestore.partitions:
                 written += await self._flush_partition(partition)
         return written
 
@@ -98,7 +98,7 @@ class BlockBuilder:
         tenants = await with_backoff(lambda: self.store.list(""), what="listing tenants", base=self.retry_base,
                                      cap=self.retry_cap)
         cuts: dict[int, int] = {}
-        for partition in range(self.wal.partitions):
+        for partition in self.livestore.partitions:
             first = await self.wal.committed(BLOCKBUILDER_GROUP, partition)
             for tenant in tenants:
                 try:

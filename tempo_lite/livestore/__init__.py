@@ -139,6 +139,8 @@ class LiveStore:
         batch_bytes: int = 8 << 20,
         on_batch: Callable[[str, spantable.SpanTable], None] | None = None,
         quarantine: Path | None = None,
+        partitions: tuple[int, ...] | None = None,
+        group: str | None = GROUP,
     ) -> None:
         self.wal = wal
         self.metrics = metrics
@@ -149,7 +151,12 @@ class LiveStore:
         self.batch_bytes = batch_bytes
         self.on_batch = on_batch  # the metrics-generator, when enabled
         self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
-        self.segments: dict[int, list[Segment]] = {p: [] for p in range(wal.partitions)}
+        # The partitions consumed (a `live-store` role may take a subset; docs/scaling.md).
+        self.partitions = tuple(range(wal.partitions)) if partitions is None else partitions
+        # The consumer group progress is committed to; None: commit nothing (a block-builder or generator
+        # process's private copy must not move the live-stores' group).
+        self.group = group
+        self.segments: dict[int, list[Segment]] = {p: [] for p in self.partitions}
         self.consumed: dict[int, int] = {}
         # partition -> offset no read may cross: the end of a range whose blocks an interrupted flush
         # already wrote (set by BlockBuilder.recover, cleared once that range is committed).
@@ -166,7 +173,7 @@ class LiveStore:
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             caught_up = []
-            for p in range(self.wal.partitions):
+            for p in self.partitions:
                 start = await self.wal.committed(BLOCKBUILDER_GROUP, p)
                 self.consumed[p] = start
                 done = trio.Event()
@@ -207,7 +214,8 @@ class LiveStore:
                 await self._observe(tables, [r for r in records if id(r) not in bad])
             digest = sum(record_digest(r) for r in records) % DIGEST_MODULUS
             self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables, digest)
-            await self.wal.commit(GROUP, partition, records[-1].offset + 1)
+            if self.group is not None:
+                await self.wal.commit(self.group, partition, records[-1].offset + 1)
 
     async def _observe(self, tables: dict[str, spantable.SpanTable], records: list[WalRecord]) -> None:
         """Feed the metrics-generator; a record it fails on is set aside (and left out of `tables`)."""
@@ -253,7 +261,7 @@ class LiveStore:
 
     async def catch_up(self, timeout: float = 30.0) -> bool:
         """Wait until everything appended to the WAL so far has been consumed (used before a final flush)."""
-        targets = {p: await self.wal.end_offset(p) for p in range(self.wal.partitions)}
+        targets = {p: await self.wal.end_offset(p) for p in self.partitions}
         with trio.move_on_after(timeout):
             while any(self.consumed.get(p, 0) < end for p, end in targets.items()):
                 await self.changed.wait()
@@ -267,7 +275,7 @@ class LiveStore:
         Takes the end offsets at the call, so a query sees every span acknowledged before it arrived;
         gives up after `timeout` seconds (False) and the query answers with what is there.
         """
-        targets = [(p, await self.wal.end_offset(p)) for p in range(self.wal.partitions)]
+        targets = [(p, await self.wal.end_offset(p)) for p in self.partitions]
         with trio.move_on_after(timeout):
             while any(self.consumed.get(p, 0) < end for p, end in targets):
                 await self.changed.wait()
@@ -354,6 +362,15 @@ class LiveStore:
         if dropped:
             self.version += 1
             self.metrics.livestore_bytes.set(self.nbytes)
+
+    async def follow_flushes(self, interval: float, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """When another process builds the blocks: mark what its committed offsets cover as flushed, so it
+        leaves memory `complete_block_timeout` later (after queriers' block lists have caught up)."""
+        task_status.started()
+        while True:
+            for p in self.partitions:
+                self.mark_flushed(p, await self.wal.committed(BLOCKBUILDER_GROUP, p))
+            await trio.sleep(interval)
 
     async def _expire_loop(self) -> None:
         while True:

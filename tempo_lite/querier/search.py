@@ -426,7 +426,7 @@ class Searcher:
         stats = SearchStats()
         match = matcher_for(request)
         columns = columns_for(request.query)
-        live = self.querier.livestore.snapshot(tenant)
+        live = await self.querier.live.snapshot(tenant)
         blocks = [] if request.live_only else self._blocks(tenant, request.start_ns, request.end_ns)
         stats.total_blocks = len(blocks)
         stats.total_jobs = 1 + len(blocks)
@@ -622,7 +622,7 @@ class Searcher:
         seen once and each trace whole.
         """
         out = []
-        live = self.querier.livestore.snapshot(tenant)
+        live = await self.querier.live.snapshot(tenant)
         if live.num_spans:
             out.append(live)
             stats.inspected_bytes += live.nbytes

@@ -10,9 +10,9 @@ import trio
 from tempo_lite import spantable
 from tempo_lite.block.reader import BlockReader
 from tempo_lite.errors import StorageError
-from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.querier.live import LiveSource
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore
 
@@ -29,7 +29,7 @@ class TraceLookup:
 class Querier:
     def __init__(
         self,
-        livestore: LiveStore,
+        live: LiveSource,
         blocklist: BlockList,
         store: ObjectStore,
         cache: ByteCache,
@@ -37,7 +37,7 @@ class Querier:
         *,
         concurrency: int = 8,
     ) -> None:
-        self.livestore = livestore
+        self.live = live  # recent spans: this process's live-store or remote ones
         self.blocklist = blocklist
         self.store = store
         self.cache = cache
@@ -50,7 +50,7 @@ class Querier:
     async def find_trace(self, tenant: str, trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceLookup:
         parts: list[spantable.SpanTable] = []
         result = TraceLookup(None)
-        live = self.livestore.find_trace(tenant, trace_id)
+        live = await self.live.find_trace(tenant, trace_id)
         if live is not None:
             parts.append(live)
             result.inspected_bytes += live.nbytes

@@ -333,14 +333,20 @@ class KafkaWal:
         async with self._group_locks[group]:
             await self._run(self._commit_sync, self._group_consumers[group], tp)
         self._committed[(group, partition)] = next_offset
+        if self._advance_low(partition):
+            await self._delete_records(partition, self._low[partition])
+
+    def _advance_low(self, partition: int) -> bool:
+        """Move the retention point to the lowest committed offset of every group; True when it moved."""
         new_low = min(self._committed[(g, partition)] for g in self._groups)
-        if new_low > self._low[partition]:
-            self._low[partition] = new_low
-            sizes = self._sizes[partition]
-            released = bisect.bisect_left(sizes, (new_low, -1))
-            self._known_bytes -= sum(size for _, size in sizes[:released])
-            del sizes[:released]
-            await self._delete_records(partition, new_low)
+        if new_low <= self._low[partition]:
+            return False
+        self._low[partition] = new_low
+        sizes = self._sizes[partition]
+        released = bisect.bisect_left(sizes, (new_low, -1))
+        self._known_bytes -= sum(size for _, size in sizes[:released])
+        del sizes[:released]
+        return True
 
     def _commit_sync(self, consumer: Consumer, tp: TopicPartition) -> None:
         for result in consumer.commit(offsets=[tp], asynchronous=False) or []:
@@ -375,8 +381,21 @@ class KafkaWal:
             future.result()
 
     async def committed(self, group: str, partition: int) -> int:
+        """Read from the broker each time: in a split deployment another process commits (a live-store
+        follows the block-builder's offsets), so this process's own record of it would go stale."""
         self._check_group(group)
         self._check_partition(partition)
+        self._check_open()
+        tp = TopicPartition(self._topic, partition)
+        async with self._group_locks[group]:
+            (found,) = await self._run(
+                lambda: self._group_consumers[group].committed([tp], timeout=BROKER_TIMEOUT_S)
+            )
+        offset = max(found.offset, 0)
+        self._committed[(group, partition)] = max(self._committed[(group, partition)], offset)
+        # Other processes' commits free retained bytes too (a distributor never commits itself); the
+        # records are deleted by a process that commits, never from here.
+        self._advance_low(partition)
         return self._committed[(group, partition)]
 
     async def end_offset(self, partition: int) -> int:

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "tempo_lite.config": 0,
     "tempo_lite.generator.config": 0,  # part of the configuration schema (config.py embeds it)
     "tempo_lite.metrics": 0,
+    "tempo_lite.roles": 0,  # which components a role set runs: configuration only
     # 1 encodings and protocols
     "tempo_lite.spantable": 1,
     "tempo_lite.traceql": 1,

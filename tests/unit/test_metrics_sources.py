@@ -67,7 +67,7 @@ class _Live:
     def __init__(self, table: spantable.SpanTable) -> None:
         self.table = table
 
-    def snapshot(self, tenant: str) -> spantable.SpanTable:
+    async def snapshot(self, tenant: str) -> spantable.SpanTable:
         return self.table
 
 

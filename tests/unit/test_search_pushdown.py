@@ -207,7 +207,7 @@ async def test_block_search_finds_what_the_engine_finds_on_the_whole_table(tmp_p
         blocklist.add(block.meta)
 
     class NoLive:
-        def snapshot(self, tenant: str) -> spantable.SpanTable:
+        async def snapshot(self, tenant: str) -> spantable.SpanTable:
             return spantable.empty_span_table()
 
     searcher = Searcher(Querier(NoLive(), blocklist, store, ByteCache(1 << 24), Metrics()))  # type: ignore[arg-type]
