@@ -8,7 +8,7 @@ const KIND = ["SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER",
   "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER"];
 const CODE = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
 const PARTIAL = ["COMPLETE", "PARTIAL"];
-const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64 = Array.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", (c) => c.charCodeAt(0));
 const utf8 = new TextDecoder("utf-8");
 
 class Reader {
@@ -73,15 +73,16 @@ class Reader {
     return end;
   }
 
+  // Strings are made in one piece (flat): built a character at a time they would be ropes that every
+  // later use (BigInt, atob, Map keys) has to flatten first.
   string() {
     const end = this.end();
     const b = this.b;
-    let s = "";
-    for (let i = this.pos; i < end; i++) {
-      const c = b[i];
-      if (c >= 0x80) { s = utf8.decode(b.subarray(this.pos, end)); break; }
-      s += String.fromCharCode(c);
-    }
+    let ascii = true;
+    for (let i = this.pos; i < end; i++) if (b[i] >= 0x80) { ascii = false; break; }
+    const s = ascii && end - this.pos < 4096
+      ? String.fromCharCode.apply(null, b.subarray(this.pos, end))
+      : utf8.decode(b.subarray(this.pos, end));
     this.pos = end;
     return s;
   }
@@ -89,19 +90,19 @@ class Reader {
   base64() {
     const end = this.end();
     const b = this.b;
-    let s = "";
+    const out = [];
     let i = this.pos;
     for (; i + 2 < end; i += 3) {
       const n = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
-      s += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + B64[n & 63];
+      out.push(B64[n >> 18], B64[(n >> 12) & 63], B64[(n >> 6) & 63], B64[n & 63]);
     }
-    if (end - i === 1) s += B64[b[i] >> 2] + B64[(b[i] & 3) << 4] + "==";
+    if (end - i === 1) out.push(B64[b[i] >> 2], B64[(b[i] & 3) << 4], 61, 61);
     else if (end - i === 2) {
       const n = (b[i] << 8) | b[i + 1];
-      s += B64[n >> 10] + B64[(n >> 4) & 63] + B64[(n & 15) << 2] + "=";
+      out.push(B64[n >> 10], B64[(n >> 4) & 63], B64[(n & 15) << 2], 61);
     }
     this.pos = end;
-    return s;
+    return String.fromCharCode.apply(null, out);
   }
 
   skip(wire) {
