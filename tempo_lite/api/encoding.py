@@ -14,6 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite._gen import tempopb_pb2
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.querier.trace_json import trace_json
 
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
@@ -55,7 +56,7 @@ def trace_v1(trace: TracesData, content_type: str) -> bytes:
     """`/api/traces/<id>`: protobuf `tempopb.Trace` (wire-identical to TracesData) or JSON with `batches`."""
     if content_type == PROTOBUF:
         return trace.SerializeToString()
-    doc = json_format.MessageToDict(trace)
+    doc = trace_json(trace)
     return json.dumps({"batches": doc.get("resourceSpans", [])}, separators=(",", ":")).encode()
 
 
@@ -72,7 +73,7 @@ def trace_v2(trace: TracesData | None, inspected_bytes: int, content_type: str, 
         return msg.SerializeToString()
     doc: dict = {}
     if trace is not None:
-        doc["trace"] = json_format.MessageToDict(trace)
+        doc["trace"] = trace_json(trace)
     if inspected_bytes:
         doc["metrics"] = {"inspectedBytes": str(inspected_bytes)}
     if partial_message:

@@ -542,10 +542,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------------
-# Search responses as JSON, without json_format's per-field reflection
+# Search responses as JSON, without json_format's per-field reflection (attribute helpers shared with
+# querier/trace_json.py)
 
 
-def _any_value_json(v: pb.AnyValue) -> dict:
+def any_value_json(v: pb.AnyValue) -> dict:
     kind = v.WhichOneof("value")
     if kind is None:
         return {}
@@ -559,19 +560,19 @@ def _any_value_json(v: pb.AnyValue) -> dict:
         d = v.double_value
         return {"doubleValue": d if math.isfinite(d) else ("NaN" if d != d else ("Infinity" if d > 0 else "-Infinity"))}
     if kind == "array_value":
-        values = [_any_value_json(x) for x in v.array_value.values]
+        values = [any_value_json(x) for x in v.array_value.values]
         return {"arrayValue": {"values": values} if values else {}}
-    return json_format.MessageToDict(v)  # kvlist and bytes: never produced by search, kept exact
+    return json_format.MessageToDict(v)  # kvlist and bytes: rare in traces, never in search; kept exact
 
 
-def _key_values_json(kvs: Iterable[pb.KeyValue]) -> list[dict]:
+def key_values_json(kvs: Iterable[pb.KeyValue]) -> list[dict]:
     out = []
     for kv in kvs:
         item: dict = {}
         if kv.key:
             item["key"] = kv.key
         if kv.HasField("value"):
-            item["value"] = _any_value_json(kv.value)
+            item["value"] = any_value_json(kv.value)
         out.append(item)
     return out
 
@@ -590,14 +591,14 @@ def _span_set_json(ss: pb.SpanSet) -> dict:
         if sp.durationNanos:
             s["durationNanos"] = str(sp.durationNanos)
         if sp.attributes:
-            s["attributes"] = _key_values_json(sp.attributes)
+            s["attributes"] = key_values_json(sp.attributes)
         spans.append(s)
     if spans:
         out["spans"] = spans
     if ss.matched:
         out["matched"] = ss.matched
     if ss.attributes:
-        out["attributes"] = _key_values_json(ss.attributes)
+        out["attributes"] = key_values_json(ss.attributes)
     return out
 
 

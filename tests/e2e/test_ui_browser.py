@@ -13,6 +13,7 @@ import urllib.parse
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from rich_trace import rich_trace
 from server_process import ServerProcess
 from ui_browser import ARTIFACTS, launch_args, require_browser
 from ui_traces import XSS, send_shop_traces
@@ -369,6 +370,34 @@ def test_a_10000_span_trace_opens_with_only_the_visible_rows_in_the_page(page, s
     page.wait_for_selector(".wf-row.selected:has-text('leaf 10000')")
     assert page.locator(".wf-row").count() < 200
     shot(page, "trace-10000-spans")
+
+
+def test_trace_decoded_from_protobuf_is_the_json_answer(page, server) -> None:
+    """The UI asks for traces in protobuf and decodes them to the JSON answer's document: the same, key
+    for key, for a trace with every field the server keeps (and for the 10,000-span one)."""
+    srv, _, big = server
+    trace_id = bytes.fromhex("77" * 16)
+    req = ExportTraceServiceRequest()
+    req.resource_spans.extend(rich_trace(trace_id).resource_spans)
+    for n, sp in enumerate(s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans):
+        sp.trace_id, sp.span_id = trace_id, sp.span_id or (n + 100).to_bytes(8, "big")
+        sp.start_time_unix_nano = time.time_ns() - 10_000 + n  # the server takes times below 2^63 only
+        sp.end_time_unix_nano = sp.start_time_unix_nano + 1000 * n
+    r = httpx.post(srv.otlp, content=req.SerializeToString(), headers={"Content-Type": "application/x-protobuf"})
+    assert r.status_code == 200, r.text
+    page.goto(f"{srv.api}/ui/trace/{trace_id.hex()}")
+    page.wait_for_selector(".wf-row")
+    for tid in (trace_id.hex(), big):
+        same = page.evaluate("""async (id) => {
+          const { decodeTraceByIdResponse } = await import("/ui/static/js/otlp_proto.js");
+          const url = `/api/v2/traces/${id}`;
+          const json = await (await fetch(url, { headers: { Accept: "application/json" } })).text();
+          const pb = await (await fetch(url, { headers: { Accept: "application/protobuf" } })).arrayBuffer();
+          const decoded = JSON.stringify(decodeTraceByIdResponse(pb));
+          const text = JSON.stringify(JSON.parse(json));
+          return decoded === text ? "same" : decoded.slice(0, 4000) + " <> " + text.slice(0, 4000);
+        }""", tid)
+        assert same == "same"
 
 
 def test_dark_theme_follows_the_system_setting(browser, server) -> None:
