@@ -673,7 +673,7 @@ class _Evaluator:
         for ref in refs:
             if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
                 continue
-            if isinstance(ref, Attribute) and (ref.parent or ref.scope in (Scope.EVENT, Scope.LINK)):
+            if isinstance(ref, Attribute) and ref.parent:
                 continue
             fields.setdefault(result_key(ref), ref)
         shown: list[int] = []
@@ -686,7 +686,7 @@ class _Evaluator:
         starts = spans.column("start_unix_nano").take(idx).to_pylist()
         durations = spans.column("duration_nano").take(idx).to_pylist()
         names = spans.column("name").take(idx).to_pylist() if want_name else [None] * len(shown)
-        values = {key: _typed_values(self.ctx.span_value(ref), idx) for key, ref in fields.items()}
+        values = {key: _typed_values(self._shown_value(ref), idx) for key, ref in fields.items()}
         pos = 0
         results = []
         for trace_id, sets in matches:
@@ -704,6 +704,49 @@ class _Evaluator:
                 out_sets.append(SpansetMatch(ss.rows.tolist(), len(ss.rows), ss.attrs, shown_spans))
             results.append(TraceMatch(trace_id, out_sets))
         return results
+
+
+    def _shown_value(self, ref: AttributeRef) -> Col:
+        """A result field per span row; event and link attributes as Tempo's storage collects them."""
+        if isinstance(ref, Attribute) and ref.scope in (Scope.EVENT, Scope.LINK):
+            return self.ctx.shown_sub_attr(ref, _shown_conditions(self.query, ref))
+        return self.ctx.span_value(ref)
+
+
+_COMPARISONS = frozenset({Op.EQ, Op.NEQ, Op.LT, Op.LTE, Op.GT, Op.GTE, Op.REGEX, Op.NOT_REGEX})
+
+
+def _shown_conditions(query: Query, attr: Attribute) -> list[FieldExpr]:
+    """The conditions an event/link attribute's shown value must pass: Tempo's storage keeps only the
+    values that pass a comparison of the attribute with a literal pushed down from the query, or every
+    value when some reference has no such comparison (select(), by(), aggregates, other expressions)."""
+    every: list[FieldExpr] = [BinaryOp(Op.NEQ, attr, Static(StaticType.NIL, None))]
+    filters: list[SpansetFilter] = []
+    _stages_filters(query.pipeline, filters)
+    conds: list[FieldExpr] = []
+    in_filters: list[AttributeRef] = []
+    for f in filters:
+        if not _attr_conditions(f.expr, attr, conds):
+            return every
+        _field_refs(f.expr, in_filters)
+    if referenced_fields(query).count(attr) > in_filters.count(attr) or not conds:
+        return every
+    return conds
+
+
+def _attr_conditions(expr: object, attr: Attribute, out: list[FieldExpr]) -> bool:
+    """Collect `attr op literal` comparisons; False if `attr` is used any other way."""
+    if expr == attr:
+        return False
+    if isinstance(expr, BinaryOp):
+        sides = (expr.lhs, expr.rhs)
+        if expr.op in _COMPARISONS and attr in sides and any(isinstance(x, Static) for x in sides):
+            out.append(expr)
+            return True
+        return _attr_conditions(expr.lhs, attr, out) and _attr_conditions(expr.rhs, attr, out)
+    if isinstance(expr, UnaryOp):
+        return _attr_conditions(expr.operand, attr, out)
+    return True
 
 
 def _filters_only(pipeline: object) -> bool:
