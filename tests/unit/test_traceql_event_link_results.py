@@ -29,7 +29,7 @@ def _data() -> TracesData:
         ev.name = "exception"
         ev.time_unix_nano = 1100 + n
         ev.attributes.extend(key_values({"exception.type": etype, "seq": n}))
-    linker = make_span(TID2, bytes(7) + b"\x03", b"", "linker", 1000, 3000)
+    linker = make_span(TID2, bytes(7) + b"\x03", b"", "linker", 1000, 3000, attrs={"tier": "span"})
     link = linker.links.add()
     link.trace_id = LINKED
     link.span_id = bytes(7) + b"\x07"
@@ -39,7 +39,7 @@ def _data() -> TracesData:
     ev.time_unix_nano = 1500
     ev.attributes.extend(key_values({"only.in.event": "yes"}))
     add_resource_spans(data, {"service.name": "svc"}, [root, err])
-    add_resource_spans(data, {"service.name": "other"}, [linker], scope={"name": "lib"})
+    add_resource_spans(data, {"service.name": "other", "tier": "resource"}, [linker], scope={"name": "lib"})
     return data
 
 
@@ -108,3 +108,15 @@ def test_unscoped_attribute_matches_span_and_resource_only(form: str) -> None:
     assert _shown("{ .only.in.event != nil || .only.in.link != nil }", form) == {}
     assert set(_shown("{ .code = 500 }", form)) == {ERR}
     assert set(_shown("{ .service.name = `other` }", form)) == {LINKER}
+
+
+@pytest.mark.parametrize("form", ["live", "block", "split"])
+def test_unscoped_result_values_are_the_span_and_resource_values_that_pass(form: str) -> None:
+    # Tempo collects the span value and the resource value that pass the pushed-down condition and
+    # returns each under the unscoped name: one, or both when both pass.
+    assert _shown("{ .tier = `resource` } | select(.service.name)", form) == {
+        LINKER: [("service.name", "other"), ("tier", "resource")]
+    }
+    assert _shown("{ .tier = `span` }", form) == {LINKER: [("tier", "span")]}
+    assert _shown("{ .tier != nil }", form) == {LINKER: [("tier", "resource"), ("tier", "span")]}
+    assert _shown("{ name = `linker` } | select(.tier)", form) == {LINKER: [("tier", "resource"), ("tier", "span")]}
