@@ -10,7 +10,11 @@ cheap superset for traces split across sources.
 Semantics decisions (see shared/reference/traceql.md):
 * `{ !(<cond>) }` is evaluated logically (Tempo's storage push-down makes it return nothing, §5.4).
 * int `^` int computes lhs to the power rhs (Tempo's Go code swaps the operands).
-* Unscoped `.a` matches if the span value or the resource value satisfies the comparison.
+* Unscoped `.a` matches if the span value or the resource value satisfies the comparison (never event,
+  link or instrumentation values, as in Tempo's storage; docs/traceql.md). Returned spans show each of
+  the two values that passes the query's conditions on `.a` (both under the key `a` when both pass).
+* Event/link attributes in returned spans: the span's last event (link) value passing the query's
+  comparisons of that attribute with a literal (any value for select()/by()), as Tempo collects them.
 * Disconnected spans (nested-set left 0) never take part in structural results, negated ones included.
 """
 
@@ -673,7 +677,7 @@ class _Evaluator:
         for ref in refs:
             if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
                 continue
-            if isinstance(ref, Attribute) and (ref.parent or ref.scope in (Scope.EVENT, Scope.LINK)):
+            if isinstance(ref, Attribute) and ref.parent:
                 continue
             fields.setdefault(result_key(ref), ref)
         shown: list[int] = []
@@ -686,7 +690,7 @@ class _Evaluator:
         starts = spans.column("start_unix_nano").take(idx).to_pylist()
         durations = spans.column("duration_nano").take(idx).to_pylist()
         names = spans.column("name").take(idx).to_pylist() if want_name else [None] * len(shown)
-        values = {key: _typed_values(self.ctx.span_value(ref), idx) for key, ref in fields.items()}
+        values = [(key, _typed_values(col, idx)) for key, ref in fields.items() for col in self._shown_values(ref)]
         pos = 0
         results = []
         for trace_id, sets in matches:
@@ -694,7 +698,7 @@ class _Evaluator:
             for ss in sets:
                 shown_spans = []
                 for row in ss.rows[:spss].tolist():
-                    attrs = [(k, v[pos]) for k, v in values.items() if v[pos] is not None]
+                    attrs = [(k, v[pos]) for k, v in values if v[pos] is not None]
                     shown_spans.append(
                         MatchedSpan(
                             row, span_ids[pos], starts[pos], durations[pos], names[pos] or None, attrs
@@ -704,6 +708,71 @@ class _Evaluator:
                 out_sets.append(SpansetMatch(ss.rows.tolist(), len(ss.rows), ss.attrs, shown_spans))
             results.append(TraceMatch(trace_id, out_sets))
         return results
+
+
+    def _shown_values(self, ref: AttributeRef) -> list[Col]:
+        """A result field per span row, as Tempo's storage collects it: event and link attributes from
+        the last qualifying event (link); an unscoped attribute as its span value and its resource value,
+        each where it passes the query's conditions on the attribute (both when both do)."""
+        if not isinstance(ref, Attribute):
+            return [self.ctx.span_value(ref)]
+        if ref.scope in (Scope.EVENT, Scope.LINK):
+            return [self.ctx.shown_sub_attr(ref, _shown_conditions(self.query, ref))]
+        if ref.scope is not Scope.NONE:
+            return [self.ctx.span_value(ref)]
+        conds = _shown_conditions(self.query, ref)
+        out = []
+        for scope in (Scope.SPAN, Scope.RESOURCE):
+            scoped = Attribute(ref.name, scope)
+            ok = np.zeros(self.n, dtype=bool)
+            for cond in conds:
+                ok |= self.ctx.filter_mask(_rescope(cond, ref, scoped))
+            out.append(self.ctx.span_value(scoped).take(np.where(ok, np.arange(self.n), -1)))
+        return out
+
+
+def _rescope(expr: FieldExpr, old: Attribute, new: Attribute) -> FieldExpr:
+    """A condition on `old` (one side of a comparison) as the same condition on `new`."""
+    assert isinstance(expr, BinaryOp)
+    lhs = new if expr.lhs == old else expr.lhs
+    rhs = new if expr.rhs == old else expr.rhs
+    return BinaryOp(expr.op, lhs, rhs)
+
+
+_COMPARISONS = frozenset({Op.EQ, Op.NEQ, Op.LT, Op.LTE, Op.GT, Op.GTE, Op.REGEX, Op.NOT_REGEX})
+
+
+def _shown_conditions(query: Query, attr: Attribute) -> list[FieldExpr]:
+    """The conditions an event/link attribute's shown value must pass: Tempo's storage keeps only the
+    values that pass a comparison of the attribute with a literal pushed down from the query, or every
+    value when some reference has no such comparison (select(), by(), aggregates, other expressions)."""
+    every: list[FieldExpr] = [BinaryOp(Op.NEQ, attr, Static(StaticType.NIL, None))]
+    filters: list[SpansetFilter] = []
+    _stages_filters(query.pipeline, filters)
+    conds: list[FieldExpr] = []
+    in_filters: list[AttributeRef] = []
+    for f in filters:
+        if not _attr_conditions(f.expr, attr, conds):
+            return every
+        _field_refs(f.expr, in_filters)
+    if referenced_fields(query).count(attr) > in_filters.count(attr) or not conds:
+        return every
+    return conds
+
+
+def _attr_conditions(expr: object, attr: Attribute, out: list[FieldExpr]) -> bool:
+    """Collect `attr op literal` comparisons; False if `attr` is used any other way."""
+    if expr == attr:
+        return False
+    if isinstance(expr, BinaryOp):
+        sides = (expr.lhs, expr.rhs)
+        if expr.op in _COMPARISONS and attr in sides and any(isinstance(x, Static) for x in sides):
+            out.append(expr)
+            return True
+        return _attr_conditions(expr.lhs, attr, out) and _attr_conditions(expr.rhs, attr, out)
+    if isinstance(expr, UnaryOp):
+        return _attr_conditions(expr.operand, attr, out)
+    return True
 
 
 def _filters_only(pipeline: object) -> bool:

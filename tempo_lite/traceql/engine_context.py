@@ -507,6 +507,25 @@ class SpanContext:
         out[dom.span_idx[rows]] = True
         return out
 
+    def shown_sub_attr(self, attr: Attribute, conditions: list[FieldExpr]) -> Col:
+        """Per span, the event (link) attribute value a search result shows, the way Tempo's storage
+        collects it: the value of the span's *last* event (link) holding the key whose value passes one
+        of `conditions` (the query's comparisons of that attribute with a literal, or `!= nil`)."""
+        which = "event" if attr.scope is Scope.EVENT else "link"
+        info = self.events() if which == "event" else self.links()
+        vals = self.sub_attr(which, attr.name)
+        m = vals.n
+        owner = np.repeat(np.arange(self.n), info["lens"])  # type: ignore[arg-type]
+        sub = np.arange(m)
+        dom = Domain(m, owner, sub if which == "event" else None, sub if which == "link" else None)
+        ok = np.zeros(m, dtype=bool)
+        for cond in conditions:
+            ok |= truth(self.value(cond, dom))
+        rows = np.flatnonzero(ok)
+        last = np.full(self.n, -1, dtype=np.int64)
+        np.maximum.at(last, owner[rows], rows)
+        return vals.take(last)
+
     def span_value(self, expr: FieldExpr) -> Col:
         """Value of a span-level expression per span row (cached): by(), aggregates, result fields."""
         if expr not in self._cache:

@@ -1,14 +1,23 @@
 """Fixture A ingested over OTLP/HTTP: every conformance case through /api/search and the tag-value API,
-answered from the live-store, then again from a block."""
+answered from the live-store, then again from a block; event, link and unscoped attributes in returned
+spans for spans sent by the OpenTelemetry SDK."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import pytest
 import trio
 from conformance import FIXTURE_CASES, requires
 from conftest import Running
 from google.protobuf import json_format
+from opentelemetry import trace as trace_api
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource as SdkResource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from traceql_fixtures import (
     TRACE_ID_A,
     TRACE_ID_A_HEX,
@@ -189,3 +198,54 @@ def test_query_over_128_kib_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="larger than"):
         parse_search({"q": "{ " + "true && " * 20000 + "true }"}, default_limit=20, max_limit=100,
                      max_spss=100, max_duration_s=3600)
+
+
+Shown = list[list[tuple[str, object]]]
+
+
+async def _search_spans(tempo: Running, http: httpx.AsyncClient, q: str, window: dict) -> Shown:
+    r = await http.get(tempo.url() + "/api/search", params={"q": q, "spss": 10, **window})
+    assert r.status_code == 200, r.text
+    return [sorted((a["key"], _value(a["value"])) for a in sp.get("attributes", []))
+            for t in r.json().get("traces", []) for ss in t["spanSets"] for sp in ss["spans"]]
+
+
+@pytest.mark.slow
+async def test_event_and_link_attributes_in_returned_spans_live_then_block(
+    tempo: Running, http: httpx.AsyncClient
+) -> None:
+    provider = TracerProvider(resource=SdkResource.create({"service.name": "shop", "tier": "resource"}))
+    exporter = OTLPSpanExporter(endpoint=tempo.url("otlp_http") + "/v1/traces")
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    other = trace_api.SpanContext(0x9 << 64, 0x7, is_remote=True)
+    link = trace_api.Link(other, {"link.kind": "follows"})
+
+    def emit() -> None:
+        with tracer.start_as_current_span("pay", attributes={"tier": "span"}, links=[link]) as span:
+            for etype in ("IOError", "ValueError", "IOError"):
+                span.add_event("exception", {"exception.type": etype, "only.event": "yes"})
+        provider.shutdown()
+
+    now = int(time.time())
+    await trio.to_thread.run_sync(emit)
+    with trio.fail_after(10):
+        while tempo.tl.livestore.snapshot("single-tenant").num_spans < 1:
+            await trio.sleep(0.02)
+    window = {"start": now - 60, "end": now + 60}
+    for where in ("live", "block"):
+        if where == "block":
+            assert await tempo.tl.blockbuilder.flush_all() == 1
+            tempo.tl.livestore.complete_block_timeout = 0
+            tempo.tl.livestore.expire()
+            assert tempo.tl.livestore.snapshot("single-tenant").num_spans == 0
+        got = await _search_spans(tempo, http, '{ event.exception.type = "ValueError" }', window)
+        assert got == [[("exception.type", "ValueError")]], where
+        q = '{ name = "pay" } | select(event.exception.type, link.link.kind)'
+        got = await _search_spans(tempo, http, q, window)
+        assert got == [[("exception.type", "IOError"), ("link.kind", "follows")]], where
+        # Unscoped: span and resource values only; each value that passes is shown under the bare name.
+        assert await _search_spans(tempo, http, '{ .only.event = "yes" }', window) == [], where
+        assert await _search_spans(tempo, http, '{ .tier = "resource" }', window) == [[("tier", "resource")]], where
+        got = await _search_spans(tempo, http, "{ .tier != nil }", window)
+        assert got == [[("tier", "resource"), ("tier", "span")]], where

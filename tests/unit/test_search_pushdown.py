@@ -111,6 +111,9 @@ CATALOGUE = {
         ('{ span.cache.hit = "true" }', False),
         ("{ span.cache.hit = true }", True),
         ('{ event.exception.message =~ "boom.*" }', True),
+        # Unscoped `.attr` is matched on span and resource values only (as Tempo's storage pushes it), so
+        # a key held only by events cannot satisfy it.
+        ('{ .exception.message =~ "boom.*" }', False),
         ('{ link.nope = "x" }', False),
         ('{ span.nope = "x" && duration > 1s }', False),
         ('{ span.nope = "x" || duration > 1s }', True),
@@ -161,6 +164,13 @@ def _traces(seed: int, traces: int, base_ns: int) -> spantable.SpanTable:
                 span.status.code = 2
             if seed == 1 and rng.random() < 0.2:
                 span.attributes.append(_kv("only.second", "yes"))  # a key one block lacks
+            if seed == 1 and rng.random() < 0.3:
+                # Keys the first block lacks in every scope and the second holds only on events / links.
+                for n in range(rng.randrange(1, 3)):
+                    span.events.add(name="exception", time_unix_nano=start + n, attributes=[
+                        _kv("exception.type", rng.choice(["IOError", "ValueError"])), _kv("only.event", "yes")])
+                span.links.add(trace_id=rng.randbytes(16), span_id=rng.randbytes(8),
+                               attributes=[_kv("only.link", rng.choice(["a", "b"]))])
     return spantable.flatten(data.resource_spans)
 
 
@@ -191,6 +201,12 @@ QUERIES = [
     '{ trace:rootService = "svc-1" && status = error }',
     '{ rootName = "db" } | count() > 1',
     '{ trace:rootName != "db" && traceDuration < 100ms } > { kind = server }',
+    '{ event.exception.type = "IOError" }',
+    '{ event.only.event = "yes" && event.exception.type != "IOError" }',
+    '{ link.only.link = "a" }',
+    '{ status = error } | select(event.exception.type, link.only.link)',
+    '{ .only.event = "yes" }',  # unscoped: span and resource values only, so no match
+    '{ .only.link != nil || .only.second = "yes" }',
 ]
 
 

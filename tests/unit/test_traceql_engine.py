@@ -14,6 +14,7 @@ from traceql_fixtures import (
     add_resource_spans,
     expected_span_id,
     fixture_a,
+    key_values,
     load_cases,
     make_span,
     substitute,
@@ -217,7 +218,14 @@ def _traces(draw: st.DrawFn) -> TracesData:
                 kind=draw(st.integers(0, 5)),
                 attrs=attrs,
             )
-            add_resource_spans(data, {"service.name": draw(st.sampled_from(_SERVICES))}, [span])
+            for _ in range(draw(st.integers(0, 2))):
+                ev = span.events.add()
+                ev.name = "exception"
+                ev.attributes.extend(key_values({"ev": draw(st.sampled_from(["x", "y"]))}))
+            resource: dict[str, object] = {"service.name": draw(st.sampled_from(_SERVICES))}
+            if draw(st.booleans()):
+                resource["tag"] = draw(st.sampled_from(["x", "y"]))
+            add_resource_spans(data, resource, [span])
     return data
 
 
@@ -235,9 +243,15 @@ _CONDS = [
     "traceDuration > 1010ns",
     "!(.tag = `y`)",
     "name =~ `g.*|db`",
+    "event.ev = `x`",
+    "event.ev != `y`",
+    ".ev = `x`",
 ]
 _OPS = ["&&", "||", ">", ">>", "<", "<<", "~", "!>", "!>>", "!~", "&>", "&>>", "&~"]
-_TAILS = ["", " | count() > 1", " | by(resource.service.name)", " | avg(duration) > 1000", " | select(.tag)"]
+_TAILS = [
+    "", " | count() > 1", " | by(resource.service.name)", " | avg(duration) > 1000", " | select(.tag)",
+    " | select(event.ev)",
+]
 
 
 @st.composite
@@ -259,7 +273,12 @@ def _canonical(matches: list[TraceMatch], table: spantable.SpanTable) -> list:
     out = []
     for m in matches:
         sets = sorted(
-            (tuple(sorted(ids[r] for r in ss.rows)), ss.matched, tuple(sorted(map(repr, ss.attributes))))
+            (
+                tuple(sorted(ids[r] for r in ss.rows)),
+                ss.matched,
+                tuple(sorted(map(repr, ss.attributes))),
+                tuple(sorted((sp.span_id, repr(sorted(sp.attributes))) for sp in ss.spans)),
+            )
             for ss in m.spansets
         )
         out.append((m.trace_id, sets))
@@ -277,9 +296,10 @@ def test_live_block_and_split_forms_agree(data: TracesData, query: str, cut: int
     split = spantable.concat(
         [spantable.flatten(rs[:cut]), spantable.dedicate(spantable.flatten(rs[cut:]), ["tag"])]
     )
-    expected = _canonical(evaluate(query, live, spss=3), live)
-    assert _canonical(evaluate(query, block, spss=3), block) == expected
-    assert _canonical(evaluate(query, split, spss=3), split) == expected
+    # Every span shown (spss above any trace's size), so shown attributes compare across forms too.
+    expected = _canonical(evaluate(query, live, spss=100), live)
+    assert _canonical(evaluate(query, block, spss=100), block) == expected
+    assert _canonical(evaluate(query, split, spss=100), split) == expected
     # Candidates from each half cover every real match.
     halves = [spantable.flatten(rs[:cut]), spantable.flatten(rs[cut:])]
     cands = set()
