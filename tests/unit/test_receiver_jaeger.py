@@ -4,7 +4,6 @@ field by field, and bad input refused. No sockets (the UDP listeners: tests/e2e/
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 from jaeger_client import Tracer
@@ -342,12 +341,9 @@ def test_garbage_and_wrong_method_datagrams_are_invalid_requests():
         decode_jaeger_agent_datagram(buffer.getvalue(), compact=False)
 
 
-def test_decoding_a_large_batch_is_fast_enough():
+def test_a_large_batch_decodes_every_span():
+    # Decode speed is measured by bench/decode_parse.py, not asserted here.
     batch, _ = in_memory_batch()
     batch.spans = batch.spans * 250  # 1000 spans
-    body = serialize(batch)
-    started = time.perf_counter()
-    request = decode_jaeger_thrift_http(body)
-    elapsed = time.perf_counter() - started
+    request = decode_jaeger_thrift_http(serialize(batch))
     assert len(all_spans(request)) == 1000
-    assert elapsed < 2.0, f"1000 spans took {elapsed:.2f}s"

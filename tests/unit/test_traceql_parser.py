@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from conformance import TRACEQL_EXAMPLES, load_yaml, params, requires
 
@@ -505,18 +503,6 @@ def test_go_formatting_helpers() -> None:
 def test_render_round_trips(query: str) -> None:
     q = parse(query)
     assert parse(render(q)) == q
-
-
-def test_parse_is_fast() -> None:
-    query = (
-        '{ resource.service.name = "frontend" && span.http.status_code >= 500 } '
-        ">> { kind = server && duration > 100ms } | count() > 2"
-    )
-    parse(query)
-    start = time.perf_counter()
-    for _ in range(50):
-        parse(query)
-    assert (time.perf_counter() - start) / 50 < 0.005
 
 
 def test_long_chains_and_deep_nesting() -> None:
