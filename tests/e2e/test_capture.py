@@ -17,17 +17,9 @@ from pathlib import Path
 import pytest
 
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.capture import (
-    EXPECT,
-    EXPECT_NONE,
-    Assertion,
-    CaptureError,
-    Endpoints,
-    child_environment,
-    load_assertions,
-    parse_count,
-    summaries,
-)
+from tempo_lite.cli.capture.assertions import EXPECT, EXPECT_NONE, Assertion, CaptureError, load_assertions, parse_count
+from tempo_lite.cli.capture.environment import Endpoints, child_environment
+from tempo_lite.cli.capture.report import summaries
 from tempo_lite.receivers.otlp_json import decode_otlp_json
 
 REPO = Path(__file__).resolve().parents[2]

@@ -61,10 +61,7 @@ LAYERS: dict[str, int] = {
     "tempo_lite.api": 5,
     "tempo_lite.ui": 5,
     "tempo_lite.app": 5,
-    "tempo_lite.capture": 5,
-    "tempo_lite.cli": 5,
-    "tempo_lite.client": 5,
-    "tempo_lite.commands": 5,
+    "tempo_lite.cli": 5,  # the command line: cli/commands/ (clients of the HTTP API), cli/capture/
     "tempo_lite.__main__": 5,
 }
 LAYER_NAMES = ["foundation", "encodings and protocols", "storage, WAL and transport", "components", "frontend",
