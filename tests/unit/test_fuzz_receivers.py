@@ -19,7 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.http_ingest import decode_otlp
 from tempo_lite.receivers.otlp_json import decode_otlp_json
-from tempo_lite.receivers.zipkin import decode_zipkin_v1_json, decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin import decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin_v1 import decode_zipkin_v1_json
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
