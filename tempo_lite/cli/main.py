@@ -1,6 +1,6 @@
 """`tempo-lite` command line: `serve` runs every component in one process (or the roles `-target` names),
 `check-config` validates a file; `capture` (cli/capture/), the client commands query, trace, import and export
-(cli/commands/) and `wal` (wal/quarantine_cli.py) register their own subcommands here."""
+(cli/commands/) and `wal` (`wal_quarantine.py`) register their own subcommands here."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--config", "-c", required=True)
     add_capture_parser(sub)
     register_client_commands(sub)
-    from tempo_lite.wal.quarantine_cli import add_wal_parser, wal_main
+    from tempo_lite.cli.wal_quarantine import add_wal_parser, wal_main
 
     add_wal_parser(sub)
     args = parser.parse_args(argv)
@@ -131,8 +131,8 @@ def missing_modules(config: Config) -> list[str]:
             lines.append(f"{key}: {value} needs the Python package {package}, which is not installed "
                          f"(pip install {package})")
     if config.storage.trace.wal.backend == "redpanda":
+        from tempo_lite.wal.broker_command import redpanda_preset
         from tempo_lite.wal.factory import wal_config
-        from tempo_lite.wal.managed import redpanda_preset
 
         try:
             redpanda_preset(wal_config(config.storage.trace.wal))  # finds the binary, or says how to get it

@@ -225,7 +225,12 @@ class EmbeddedWal:
         await self._writer_exited.wait()
         conns = [self._conn, *self._readers]
         self._readers = []
-        await trio.to_thread.run_sync(lambda: [c.close() for c in conns])
+
+        def close_all() -> None:
+            for c in conns:
+                c.close()
+
+        await trio.to_thread.run_sync(close_all)
 
     # -- the writer loop -----------------------------------------------------------------------
 
