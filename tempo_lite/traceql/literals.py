@@ -44,14 +44,22 @@ def parse_duration(text: str) -> int | None:
     """Nanoseconds of a TraceQL duration literal, or None if it is not one (`1.5d`, `1x`)."""
     if text == "0":
         return 0
+    if text and _PROM_DURATION.fullmatch(text):
+        return parse_prom_duration(text)
+    return parse_go_duration(text)
+
+
+def parse_prom_duration(text: str) -> int | None:
+    """Nanoseconds of a Prometheus duration (`model.ParseDuration`: `1h30m`, `2d`, `1w`, `100ms`, whole
+    numbers only), or None if `text` is not one or passes int64."""
     m = _PROM_DURATION.fullmatch(text)
-    if m and text:
-        parts = [(int64_or_none(v), unit) for v, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if v]
-        if any(v is None for v, _ in parts):
-            return None
-        total = sum(v * unit for v, unit in parts if v is not None)
-        return total if total <= INT64_MAX else None
-    return _parse_go_duration(text)
+    if not m or not text:
+        return None
+    parts = [(int64_or_none(v), unit) for v, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if v]
+    if any(v is None for v, _ in parts):
+        return None
+    total = sum(v * unit for v, unit in parts if v is not None)
+    return total if total <= INT64_MAX else None
 
 
 # Digits of a fraction past this many cannot change a duration's nanoseconds (the largest unit is 3.6e12 ns).
@@ -71,7 +79,11 @@ def int64_or_none(digits: str) -> int | None:
     return value if value <= INT64_MAX else None
 
 
-def _parse_go_duration(text: str) -> int | None:
+def parse_go_duration(text: str) -> int | None:
+    """Nanoseconds of a Go duration (`time.ParseDuration`: `1h30m`, `1.5s`, `300us`; fractions truncated to
+    the nanosecond), or None if `text` is not one (empty, a bad unit) or passes int64."""
+    if not text:
+        return None
     pos = 0
     total = Fraction(0)
     while pos < len(text):

@@ -223,7 +223,8 @@ class _Builder:
         parts = list(_parts(node))
         return SpansetFilter(self.build(parts[0]) if parts else TRUE)  # type: ignore[arg-type]
 
-    def b_spanset_expression(self, node: Node) -> object:
+    def _operand_list(self, node: Node) -> tuple[list[object], list[str]]:
+        """`a op b op c ...` as its operands (built) and its operator symbols, for precedence folding."""
         parts = list(_parts(node))
         operands = [self.build(parts[0])]
         ops: list[str] = []
@@ -231,6 +232,10 @@ class _Builder:
             op_node, operand = _parts(tail)
             ops.append(op_node.text)
             operands.append(self.build(operand))
+        return operands, ops
+
+    def b_spanset_expression(self, node: Node) -> object:
+        operands, ops = self._operand_list(node)
 
         # Structural operators bind tighter than && and ||; both levels are left-associative.
         def fold(items: list[object], symbols: list[str]) -> object:
@@ -273,13 +278,7 @@ class _Builder:
     b_scalar_pipeline_filter = b_scalar_filter
 
     def _arith_list(self, node: Node) -> object:
-        parts = list(_parts(node))
-        operands = [self.build(parts[0])]
-        ops: list[str] = []
-        for tail in parts[1:]:
-            op_node, operand = _parts(tail)
-            ops.append(op_node.text)
-            operands.append(self.build(operand))
+        operands, ops = self._operand_list(node)
         return fold_arith(
             operands, ops, lambda sym, a, b: ScalarOperation(_OPS[sym], cast(ScalarExpr, a), cast(ScalarExpr, b))
         )
