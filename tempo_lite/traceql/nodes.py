@@ -8,6 +8,9 @@ Shape of a query (see `Query`):
 
 Field expressions (inside `{ }`, `by()`, aggregates) are `Static`, `Attribute`, `Intrinsic` (the enum
 member itself is the leaf node), `BinaryOp` and `UnaryOp`.
+
+Just over 500 lines on purpose: the node classes and the enums they hold are the one vocabulary of the
+language and read together; the rules over them live beside it (`static_types.py`, `render.py`).
 """
 
 from __future__ import annotations
