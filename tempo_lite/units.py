@@ -1,6 +1,6 @@
 """Duration and size values as configuration files write them (`30s`, `1h30m`, `64MiB`): types and parsers.
 
-Kept apart from `config.py` so that component configs (e.g. `generator/config.py`) can use them without
+Kept apart from `config/` so that any layer can use them without
 importing the whole configuration schema.
 """
 

@@ -11,12 +11,19 @@ import httpx
 import pytest
 import trio
 import yaml
+from fuzzing import QUICK
+from hypothesis import settings
 
 from tempo_lite.app import TempoLite
 from tempo_lite.config import load_config_text
 
 # Emulator fixtures (moto, gcp-storage-emulator, azurite) for every test module.
 pytest_plugins = ["storage_emulators"]
+
+# Hypothesis profiles: the default (every property test tries its full example count) and `quick`
+# (`scripts/test --quick` passes --hypothesis-profile=quick; tests/fuzzing.py gives a tenth of each count).
+# Registered here, before the hypothesis plugin loads the profile named on the command line.
+settings.register_profile(QUICK)
 
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tempo_lite.errors import InvalidRequest
-from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_go_duration_ns
+from tempo_lite.frontend.params import parse_go_duration_ns
+from tempo_lite.traceql import MAX_QUERY_BYTES, parse_prom_duration
 
 SECOND = 1_000_000_000
 DEFAULT_SINCE_NS = 3600 * SECOND
@@ -29,12 +30,6 @@ QUERY_WINDOW_WITHIN_CUTOFF = "query window falls entirely within query_end_cutof
 _LADDER_NS = (3600 * SECOND, 300 * SECOND, 60 * SECOND, 15 * SECOND, 5 * SECOND, SECOND)
 _SUB_MINUTE_NS = 50_000_000
 
-_PROM_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_PROM_UNITS_NS = (
-    365 * 86400 * SECOND, 7 * 86400 * SECOND, 86400 * SECOND, 3600 * SECOND, 60 * SECOND, SECOND, 1_000_000
-)
 
 
 @dataclass(frozen=True)
@@ -52,10 +47,10 @@ class MetricsParams:
 
 def parse_prom_duration_ns(text: str) -> int:
     """Prometheus `model.ParseDuration`: `1h30m`, `1d`, `2w`, `100ms` (no fractions)."""
-    m = _PROM_DURATION.match(text)
-    if not text or m is None or not any(m.groups()):
+    ns = parse_prom_duration(text)
+    if ns is None:
         raise ValueError(f"not a valid duration string: {text!r}")
-    return sum(int(g) * unit for g, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if g)
+    return ns
 
 
 def parse_timestamp_ns(text: str) -> int:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tempo_lite.errors import InvalidRequest
-
-MAX_QUERY_BYTES = 128 * 1024
-
-_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+from tempo_lite.traceql import MAX_QUERY_BYTES, parse_go_duration
 
 
 def parse_go_duration_ns(text: str, name: str) -> int:
+    """Parameter `name` as a Go duration (`minDuration=1.5ms`), or a 400 naming it."""
     t = text.strip()
-    if t == "0":
-        return 0
-    if not _GO_DURATION.match(t):
+    ns = 0 if t == "0" else parse_go_duration(t)
+    if ns is None:
         raise InvalidRequest(f"invalid {name}: time: invalid duration {text!r}")
-    return int(sum(float(n) * _NS[u] for n, u in _GO_PART.findall(t)))
+    return ns
 
 
 def _uint(params: Mapping[str, str], name: str) -> int | None:

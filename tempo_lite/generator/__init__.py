@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-from tempo_lite.generator.config import SERVICE_GRAPHS, SPAN_METRICS, MetricsGeneratorConfig
+from tempo_lite.config.generator import SERVICE_GRAPHS, SPAN_METRICS, MetricsGeneratorConfig
 from tempo_lite.generator.remote_write import RemoteWriter
 from tempo_lite.generator.series import SeriesRegistry
 from tempo_lite.generator.servicegraphs import ServiceGraphs

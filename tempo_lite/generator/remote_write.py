@@ -25,7 +25,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from tempo_lite._gen import prometheus_remote_pb2 as prom
-from tempo_lite.generator.config import RemoteWriteConfig, StorageConfig
+from tempo_lite.config.generator import RemoteWriteConfig, StorageConfig
 from tempo_lite.generator.series import SeriesRegistry
 
 log = logging.getLogger(__name__)

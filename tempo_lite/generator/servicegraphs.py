@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter
 
+from tempo_lite.config.generator import ServiceGraphsConfig, label_name
 from tempo_lite.errors import ConfigError
 from tempo_lite.generator.columns import (
     KIND_CLIENT,
@@ -31,7 +32,6 @@ from tempo_lite.generator.columns import (
     attribute_strings,
     label_values,
 )
-from tempo_lite.generator.config import ServiceGraphsConfig, label_name
 from tempo_lite.generator.series import SeriesRegistry
 from tempo_lite.spantable import SpanTable
 

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tempo_lite.config.generator import SpanMetricsConfig, label_name
 from tempo_lite.errors import ConfigError
 from tempo_lite.generator.columns import SPAN_KINDS, STATUS_CODES, estimated_sizes, label_values
-from tempo_lite.generator.config import SpanMetricsConfig, label_name
 from tempo_lite.generator.series import SeriesRegistry
 from tempo_lite.spantable import SpanTable
 

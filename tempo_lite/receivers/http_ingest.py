@@ -36,7 +36,7 @@ from tempo_lite.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from tempo_lite.receivers import PushFn, jaeger, zipkin, zipkin_proto
+from tempo_lite.receivers import PushFn, jaeger, zipkin, zipkin_proto, zipkin_v1
 from tempo_lite.receivers.otlp_json import decode_otlp_json
 from tempo_lite.server import Receive, Scope, Send, send_response, serve_lifespan
 
@@ -234,7 +234,7 @@ def _zipkin_decoder(path: str) -> Decoder | None:
     def v1(body: bytes, ctype: str) -> ExportTraceServiceRequest:
         if ctype not in ("application/json", "text/plain", ""):
             raise UnsupportedMediaType(f"unsupported Content-Type {ctype!r} for Zipkin v1: use application/json")
-        return zipkin.decode_zipkin_v1_json(body)
+        return zipkin_v1.decode_zipkin_v1_json(body)
 
     return {"/api/v2/spans": v2, "/api/v1/spans": v1}.get(path)
 

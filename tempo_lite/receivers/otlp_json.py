@@ -1,7 +1,8 @@
-"""OTLP/JSON -> protobuf, with the hex IDs the OTLP/JSON spec mandates (pure; no I/O).
+"""OTLP/JSON <-> protobuf, with the hex IDs the OTLP/JSON spec mandates (pure; no I/O).
 
-protobuf's json_format reads `bytes` fields as base64 and would silently produce wrong IDs, so trace
-and span IDs (spans and links) are converted from hex first.
+protobuf's json_format reads and writes `bytes` fields as base64 and would silently produce wrong IDs, so
+trace and span IDs (spans and links) are converted from hex first when decoding, and to hex when encoding
+(`encode_otlp_json`: what `tempo-lite export`, `trace --json` and `capture --export` write).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.hostile import load_json, refuse_bad_input
@@ -55,3 +57,21 @@ def decode_otlp_json(body: bytes) -> ExportTraceServiceRequest:
     except json_format.ParseError as exc:
         raise InvalidRequest(f"invalid OTLP/JSON: {exc}") from exc
     return request
+
+
+def encode_otlp_json(traces: TracesData) -> dict[str, Any]:
+    """TracesData as the OTLP/JSON spec writes it: lowerCamelCase, hex IDs, enums as integers."""
+    doc = json_format.MessageToDict(traces, use_integers_for_enums=True)
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                _ids_to_hex(span)
+                for link in span.get("links", []):
+                    _ids_to_hex(link)
+    return doc
+
+
+def _ids_to_hex(obj: dict[str, Any]) -> None:
+    for key in ("traceId", "spanId", "parentSpanId"):
+        if key in obj:
+            obj[key] = base64.b64decode(obj[key]).hex()

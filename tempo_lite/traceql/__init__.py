@@ -53,7 +53,8 @@ from tempo_lite.traceql.ast import (
     render,
     result_key,
 )
-from tempo_lite.traceql.parser import MAX_QUERY_BYTES, parse_duration, parse_query, parse_tree
+from tempo_lite.traceql.literals import parse_duration, parse_go_duration, parse_prom_duration
+from tempo_lite.traceql.parser import MAX_QUERY_BYTES, parse_query, parse_tree
 from tempo_lite.traceql.validate import anchored_re2, compile_regex, validate
 
 # The PEG parser uses ~35 Python frames per level of parentheses; Tempo's LALR parser has no such
@@ -155,7 +156,9 @@ __all__ = [
     "parse",
     "parse_attribute",
     "parse_duration",
+    "parse_go_duration",
     "parse_lenient_filter",
+    "parse_prom_duration",
     "references_span",
     "render",
     "result_key",

@@ -1,7 +1,7 @@
 """The TraceQL grammar (Tempo 3.0, reference/traceql.md §10) for parsimonious, compiled once at import.
 
 PEG has no left recursion, so binary operators are parsed as flat `operand (op operand)*` lists and
-`parser.py` folds them by precedence (traceql.md §5.1). The lexer rules of Tempo (Go `text/scanner` plus the attribute
+`precedence.py` folds them (traceql.md §5.1). The lexer rules of Tempo (Go `text/scanner` plus the attribute
 mode of §1.1) are expressed as regexes: keywords end at a word boundary, attribute names run until
 whitespace or one of `{ } ( ) = ~ ! < > & | ^ ,`, durations are a number glued to unit letters.
 """
@@ -109,7 +109,7 @@ hint               = identifier _ assign _ hint_value
 hint_value         = signed_number / static
 identifier         = ~r"[A-Za-z_][A-Za-z0-9_]*"
 
-# ---- field expressions: a flat `operand (op operand)*` list, folded by precedence in parser.py
+# ---- field expressions: a flat `operand (op operand)*` list, folded by precedence in precedence.py
 # (one rule level per operand instead of one per precedence level: ~3x faster on long chains)
 field_expression   = fe_operand fe_tail*
 fe_tail            = _ fe_binop _ fe_operand

@@ -1,15 +1,12 @@
-"""TraceQL text -> AST: runs the parsimonious grammar and turns its parse tree into `ast` nodes.
-
-Also decodes literals the way Tempo's lexer does: Go string escapes (`strconv.Unquote`), backtick raw
-strings, int64 integers, Go floats, and durations (Prometheus `model.ParseDuration` first, then Go
-`time.ParseDuration`). Pure functions, no I/O.
+"""TraceQL text -> AST: runs the parsimonious grammar (`grammar.py`) and turns its parse tree into `ast` nodes,
+with syntax errors located by line and column. Literals are decoded by `literals.py` (durations, integers,
+Go strings) and operator chains folded by `precedence.py`. Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from fractions import Fraction
 from typing import cast
 
 from parsimonious.exceptions import IncompleteParseError, ParseError
@@ -21,7 +18,6 @@ from tempo_lite.traceql.ast import (
     Aggregate,
     AggregateOp,
     Attribute,
-    BinaryOp,
     BottomK,
     Coalesce,
     GroupBy,
@@ -47,9 +43,10 @@ from tempo_lite.traceql.ast import (
     Status,
     TopK,
     TraceQLError,
-    UnaryOp,
 )
 from tempo_lite.traceql.grammar import GRAMMAR
+from tempo_lite.traceql.literals import decode_attribute_name, int64_or_none, parse_duration, unquote_go_string
+from tempo_lite.traceql.precedence import fold_arith, fold_field_expression, negate_static
 
 MAX_QUERY_BYTES = 128 * 1024
 
@@ -123,190 +120,10 @@ _AGGREGATE_OPS = {op.value: op for op in AggregateOp}
 _OPS = {op.value: op for op in Op}
 _SPANSET_OPS = {op.value: op for op in SpansetOp}
 
-# Binding strength of binary operators inside flat operand lists (higher binds tighter).
-_ARITH_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "%": 2, "^": 3}
-
-
-# --------------------------------------------------------------------------------------------------
-# Durations (Prometheus model.ParseDuration, then Go time.ParseDuration)
-
-_PROM_DURATION = re.compile(
-    r"(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?(?:([0-9]+)ms)?"
-)
-_PROM_UNITS_NS = (
-    365 * 24 * 3600 * 10**9,
-    7 * 24 * 3600 * 10**9,
-    24 * 3600 * 10**9,
-    3600 * 10**9,
-    60 * 10**9,
-    10**9,
-    10**6,
-)
-_GO_UNITS_NS = {
-    "ns": 1,
-    "us": 10**3,
-    "\u00b5s": 10**3,
-    "\u03bcs": 10**3,
-    "ms": 10**6,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-}
-_GO_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]+)")
-
-
-def parse_duration(text: str) -> int | None:
-    """Nanoseconds of a TraceQL duration literal, or None if it is not one (`1.5d`, `1x`)."""
-    if text == "0":
-        return 0
-    m = _PROM_DURATION.fullmatch(text)
-    if m and text:
-        parts = [(_int64_or_none(v), unit) for v, unit in zip(m.groups(), _PROM_UNITS_NS, strict=True) if v]
-        if any(v is None for v, _ in parts):
-            return None
-        total = sum(v * unit for v, unit in parts if v is not None)
-        return total if total <= INT64_MAX else None
-    return _parse_go_duration(text)
-
-
-_INT64_DIGITS = len(str(INT64_MAX))
-# Digits of a fraction past this many cannot change a duration's nanoseconds (the largest unit is 3.6e12 ns).
-_FRACTION_DIGITS = 30
-
-
-def _int64_or_none(digits: str) -> int | None:
-    """The value of a run of decimal digits, or None past int64.
-
-    The length is checked before `int()` parses it: Python refuses more than 4,300 digits with a
-    ValueError, and a 5,000-digit literal must be a query error (400), not a server error.
-    """
-    significant = digits.lstrip("0")
-    if len(significant) > _INT64_DIGITS:
-        return None
-    value = int(significant or "0")
-    return value if value <= INT64_MAX else None
 
 
 def _abbreviated(text: str) -> str:
     return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
-
-
-def _parse_go_duration(text: str) -> int | None:
-    pos = 0
-    total = Fraction(0)
-    while pos < len(text):
-        m = _GO_DURATION_PART.match(text, pos)
-        if not m:
-            return None
-        whole, frac, unit = m.groups()
-        if not whole and not frac:
-            return None
-        scale = _GO_UNITS_NS.get(unit)
-        if scale is None:
-            return None
-        whole_value = _int64_or_none(whole or "0")
-        if whole_value is None:
-            return None
-        value = Fraction(whole_value)
-        frac = (frac or "")[:_FRACTION_DIGITS]
-        if frac:
-            value += Fraction(int(frac), 10 ** len(frac))
-        total += value * scale
-        pos = m.end()
-    result = int(total)  # Go truncates fractional nanoseconds
-    return result if result <= INT64_MAX else None
-
-
-# --------------------------------------------------------------------------------------------------
-# Strings
-
-_GO_SIMPLE_ESCAPES = {
-    "a": 0x07,
-    "b": 0x08,
-    "f": 0x0C,
-    "n": 0x0A,
-    "r": 0x0D,
-    "t": 0x09,
-    "v": 0x0B,
-    "\\": 0x5C,
-    '"': 0x22,
-}
-
-
-def unquote_go_string(literal: str) -> str:
-    """Decode a Go double-quoted (`strconv.Unquote`) or backtick raw string literal.
-
-    Raises ValueError naming the bad escape. Byte escapes (`\\xNN`, octal) that do not form UTF-8
-    are kept as surrogate escapes, so they never equal a valid attribute value.
-    """
-    if literal.startswith("`"):
-        return literal[1:-1].replace("\r", "")
-    body = literal[1:-1]
-    out = bytearray()
-    i = 0
-    n = len(body)
-    while i < n:
-        ch = body[i]
-        if ch != "\\":
-            out += ch.encode("utf-8", "surrogateescape")
-            i += 1
-            continue
-        if i + 1 >= n:
-            raise ValueError("invalid escape at end of string")
-        esc = body[i + 1]
-        if esc in _GO_SIMPLE_ESCAPES:
-            out.append(_GO_SIMPLE_ESCAPES[esc])
-            i += 2
-        elif esc == "x":
-            digits = body[i + 2 : i + 4]
-            if not re.fullmatch(r"[0-9a-fA-F]{2}", digits):
-                raise ValueError(f"invalid escape \\x{digits}")
-            out.append(int(digits, 16))
-            i += 4
-        elif esc in "uU":
-            width = 4 if esc == "u" else 8
-            digits = body[i + 2 : i + 2 + width]
-            if not re.fullmatch(rf"[0-9a-fA-F]{{{width}}}", digits):
-                raise ValueError(f"invalid escape \\{esc}{digits}")
-            code = int(digits, 16)
-            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
-                raise ValueError(f"invalid Unicode code point \\{esc}{digits}")
-            out += chr(code).encode("utf-8")
-            i += 2 + width
-        elif esc in "01234567":
-            digits = body[i + 1 : i + 4]
-            if not re.fullmatch(r"[0-7]{3}", digits) or int(digits, 8) > 255:
-                raise ValueError(f"invalid octal escape \\{digits}")
-            out.append(int(digits, 8))
-            i += 4
-        else:
-            raise ValueError(f"invalid escape \\{esc}")
-    return out.decode("utf-8", "surrogateescape")
-
-
-def _decode_attribute_name(raw: str) -> str:
-    """Join unquoted and double-quoted segments of an attribute name; quotes allow `\\"` and `\\\\`."""
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        if raw[i] != '"':
-            j = raw.find('"', i)
-            j = len(raw) if j < 0 else j
-            out.append(raw[i:j])
-            i = j
-            continue
-        i += 1
-        while raw[i] != '"':
-            if raw[i] == "\\":
-                if raw[i + 1] not in '"\\':
-                    raise ValueError(f"invalid escape \\{raw[i + 1]} in quoted attribute name")
-                out.append(raw[i + 1])
-                i += 2
-            else:
-                out.append(raw[i])
-                i += 1
-        i += 1
-    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,7 +223,8 @@ class _Builder:
         parts = list(_parts(node))
         return SpansetFilter(self.build(parts[0]) if parts else TRUE)  # type: ignore[arg-type]
 
-    def b_spanset_expression(self, node: Node) -> object:
+    def _operand_list(self, node: Node) -> tuple[list[object], list[str]]:
+        """`a op b op c ...` as its operands (built) and its operator symbols, for precedence folding."""
         parts = list(_parts(node))
         operands = [self.build(parts[0])]
         ops: list[str] = []
@@ -414,6 +232,10 @@ class _Builder:
             op_node, operand = _parts(tail)
             ops.append(op_node.text)
             operands.append(self.build(operand))
+        return operands, ops
+
+    def b_spanset_expression(self, node: Node) -> object:
+        operands, ops = self._operand_list(node)
 
         # Structural operators bind tighter than && and ||; both levels are left-associative.
         def fold(items: list[object], symbols: list[str]) -> object:
@@ -456,14 +278,8 @@ class _Builder:
     b_scalar_pipeline_filter = b_scalar_filter
 
     def _arith_list(self, node: Node) -> object:
-        parts = list(_parts(node))
-        operands = [self.build(parts[0])]
-        ops: list[str] = []
-        for tail in parts[1:]:
-            op_node, operand = _parts(tail)
-            ops.append(op_node.text)
-            operands.append(self.build(operand))
-        return _fold_arith(
+        operands, ops = self._operand_list(node)
+        return fold_arith(
             operands, ops, lambda sym, a, b: ScalarOperation(_OPS[sym], cast(ScalarExpr, a), cast(ScalarExpr, b))
         )
 
@@ -502,7 +318,7 @@ class _Builder:
                     tokens.append(("prefix", next(_parts(piece)).text))
                 else:
                     tokens.append(("value", self.build(piece)))
-        return _fold_field_expression(tokens)
+        return fold_field_expression(tokens)
 
     # ---- names
 
@@ -510,7 +326,7 @@ class _Builder:
         prefix, name = _parts(node)
         scope, parent = _SCOPES[prefix.text]
         try:
-            decoded = _decode_attribute_name(name.text)
+            decoded = decode_attribute_name(name.text)
         except ValueError as exc:
             raise self.error(name, str(exc)) from None
         if not decoded:
@@ -532,7 +348,7 @@ class _Builder:
         return Static(StaticType.FLOAT, float(node.text))
 
     def b_integer(self, node: Node) -> Static:
-        value = _int64_or_none(node.text)
+        value = int64_or_none(node.text)
         if value is None:
             raise self.error(node, f"integer {_abbreviated(node.text)} out of range")
         return Static(StaticType.INT, value)
@@ -550,7 +366,7 @@ class _Builder:
         parts = list(_parts(node))
         value: Static = self.build(parts[-1])  # type: ignore[assignment]
         if len(parts) == 2:
-            negated = _negate_static(value)
+            negated = negate_static(value)
             if negated is None:
                 raise self.error(node, f"number {_abbreviated(node.text)} out of range")
             return negated
@@ -620,86 +436,6 @@ def _walk(node: Node, name: str) -> Iterator[Node]:
             yield from _walk(child, name)
 
 
-def _negate_static(value: object) -> Static | None:
-    """`-literal` folded into a literal; None if `value` is not a numeric literal (or overflows)."""
-    if not isinstance(value, Static) or not value.type.is_numeric:
-        return None
-    negated = -value.value  # type: ignore[operator]
-    if value.type is not StaticType.FLOAT and not INT64_MIN <= negated <= INT64_MAX:
-        return None
-    return Static(value.type, negated)
-
-
-# Field expression precedence (traceql.md §5.1): && || < comparisons < + - < ! < * / % < ^ < unary -.
-_FIELD_PRECEDENCE = {
-    "&&": 1,
-    "||": 1,
-    "=": 2,
-    "!=": 2,
-    "<": 2,
-    "<=": 2,
-    ">": 2,
-    ">=": 2,
-    "=~": 2,
-    "!~": 2,
-    "+": 3,
-    "-": 3,
-    "*": 5,
-    "/": 5,
-    "%": 5,
-    "^": 6,
-}
-_NOT_OPERAND_PRECEDENCE = 5  # `!a * b` is `!(a * b)`, `!a + b` is `(!a) + b`
-_NEG_OPERAND_PRECEDENCE = 7  # `-a ^ 2` is `(-a) ^ 2`
-
-
-def _fold_field_expression(tokens: list[tuple[str, object]]) -> object:
-    """Pratt parsing of prefix/value/op tokens; left-deep chains are built iteratively."""
-    idx = 0
-
-    def expr(min_prec: int) -> object:
-        nonlocal idx
-        kind, value = tokens[idx]
-        idx += 1
-        lhs: object
-        if kind == "prefix" and value == "!":
-            lhs = UnaryOp(Op.NOT, expr(_NOT_OPERAND_PRECEDENCE))  # type: ignore[arg-type]
-        elif kind == "prefix":
-            operand = expr(_NEG_OPERAND_PRECEDENCE)
-            folded = _negate_static(operand)
-            lhs = folded if folded is not None else UnaryOp(Op.SUB, operand)  # type: ignore[arg-type]
-        else:
-            lhs = value
-        while idx < len(tokens):
-            sym = str(tokens[idx][1])
-            prec = _FIELD_PRECEDENCE[sym]
-            if prec < min_prec:
-                break
-            idx += 1
-            rhs = expr(prec if sym == "^" else prec + 1)
-            lhs = BinaryOp(_OPS[sym], lhs, rhs)  # type: ignore[arg-type]
-        return lhs
-
-    return expr(1)
-
-
-def _fold_arith(operands: list[object], ops: list[str], make: Callable[[str, object, object], object]) -> object:
-    """Precedence climbing over `a op b op c ...` (`+ -` < `* / %` < `^`, `^` right-associative)."""
-    idx = 0
-
-    def climb(min_prec: int) -> object:
-        nonlocal idx
-        lhs = operands[idx]
-        while idx < len(ops) and _ARITH_PRECEDENCE[ops[idx]] >= min_prec:
-            sym = ops[idx]
-            prec = _ARITH_PRECEDENCE[sym]
-            idx += 1
-            rhs = climb(prec if sym == "^" else prec + 1)
-            lhs = make(sym, lhs, rhs)
-        return lhs
-
-    return climb(1)
-
 
 _FRIENDLY_EXPECTED = {
     "lbrace": "'{'",
@@ -761,4 +497,4 @@ def parse_query(text: str) -> Query:
     return result
 
 
-__all__ = ["parse_duration", "parse_query", "parse_tree", "unquote_go_string", "MAX_QUERY_BYTES"]
+__all__ = ["parse_query", "parse_tree", "MAX_QUERY_BYTES"]

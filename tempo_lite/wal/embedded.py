@@ -225,7 +225,12 @@ class EmbeddedWal:
         await self._writer_exited.wait()
         conns = [self._conn, *self._readers]
         self._readers = []
-        await trio.to_thread.run_sync(lambda: [c.close() for c in conns])
+
+        def close_all() -> None:
+            for c in conns:
+                c.close()
+
+        await trio.to_thread.run_sync(close_all)
 
     # -- the writer loop -----------------------------------------------------------------------
 
@@ -324,10 +329,8 @@ class EmbeddedWal:
                     [(g, p, o) for (g, p), o in commits.items()],
                 )
                 for partition in {p for _, p in commits}:
-                    new_low = min(committed[(g, partition)] for g in self._groups)
-                    if new_low > low[partition]:
-                        retained_bytes[partition] -= _delete_below(conn, partition, new_low)
-                        low[partition] = new_low
+                    _retain_from(conn, partition, min(committed[(g, partition)] for g in self._groups), low,
+                                 retained_bytes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # a failed COMMIT may already have rolled back
@@ -365,14 +368,19 @@ class EmbeddedWal:
             raise Unavailable(f"WAL at {self._db_path} is closed")
 
 
-def _delete_below(conn: sqlite3.Connection, partition: int, offset: int) -> int:
-    """Delete the records of `partition` below `offset`; return how many payload bytes that freed."""
+def _retain_from(conn: sqlite3.Connection, partition: int, new_low: int, low: list[int],
+                 retained_bytes: list[int]) -> None:
+    """Delete the records of `partition` below `new_low` (every group is past them), when that is above
+    `low[partition]`; updates `low` and `retained_bytes` with what that freed."""
+    if new_low <= low[partition]:
+        return
     (freed,) = conn.execute(
         "SELECT COALESCE(SUM(length(payload)), 0) FROM records WHERE partition = ? AND offset < ?",
-        (partition, offset),
+        (partition, new_low),
     ).fetchone()
-    conn.execute("DELETE FROM records WHERE partition = ? AND offset < ?", (partition, offset))
-    return int(freed)
+    conn.execute("DELETE FROM records WHERE partition = ? AND offset < ?", (partition, new_low))
+    retained_bytes[partition] -= int(freed)
+    low[partition] = new_low
 
 
 def _open_sync(
@@ -425,9 +433,7 @@ def _open_sync(
         # The group list may have changed since the last run (a group removed): apply retention now.
         for partition in range(partitions):
             new_low = min((committed[(g, partition)] for g in groups), default=end[partition])
-            if new_low > low[partition]:
-                retained_bytes[partition] -= _delete_below(conn, partition, new_low)
-                low[partition] = new_low
+            _retain_from(conn, partition, new_low, low, retained_bytes)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

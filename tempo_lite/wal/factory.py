@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -14,9 +15,10 @@ from tempo_lite.wal.options import ManagedOptions, WalOptions
 
 if TYPE_CHECKING:
     from tempo_lite import config as tempo_config
+    from tempo_lite.wal.broker_supervisor import BrokerSupervisor
 
 BACKENDS = ("embedded", "kafka", "managed", "redpanda")
-# Backends where tempo-lite runs the broker itself (tempo_lite/wal/managed.py), then uses it as `kafka`.
+# Backends where tempo-lite runs the broker itself (wal/broker_supervisor.py), then uses it as `kafka` (wal/managed.py).
 MANAGED_BACKENDS = ("managed", "redpanda")
 
 
@@ -72,18 +74,49 @@ async def open_backend(config: WalOptions) -> WriteAheadLog:
 
 @asynccontextmanager
 async def open_wal(config: WalOptions) -> AsyncIterator[WriteAheadLog]:
-    """The open WAL with its background loop running in a nursery owned here; closed (drained) on exit."""
-    if config.backend in MANAGED_BACKENDS:
-        from tempo_lite.wal.managed import open_managed_wal
+    """The open WAL with its background loop running in a nursery owned here; closed (drained) on exit.
 
-        async with open_managed_wal(config) as managed:
-            yield managed
-        return
-    wal = await open_backend(config)
+    The one way to open a WAL. For the managed backends (`managed`, `redpanda`) the same nursery first runs
+    the broker's supervisor (wal/broker_supervisor.py), opens the kafka backend on the broker's address and
+    wraps it in `ManagedWal`; on exit the WAL is closed before the broker is stopped.
+    """
+    supervisor: BrokerSupervisor | None = None
+    failure: Exception | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(wal.run)
         try:
-            yield wal
-        finally:
-            with trio.CancelScope(shield=True):
-                await wal.aclose()
+            if config.backend in MANAGED_BACKENDS:
+                supervisor, config = await _start_broker(config, nursery)
+            wal = await open_backend(config)
+            if supervisor is not None:
+                from tempo_lite.wal.managed import ManagedWal
+
+                wal = ManagedWal(wal, supervisor, outage_timeout=config.managed.start_timeout)
+        except Exception as exc:
+            # Raised after the nursery, unwrapped: start-up errors (ConfigError) reach the CLI as they are.
+            failure = exc
+            if supervisor is not None:
+                with trio.CancelScope(shield=True):
+                    await supervisor.stop()
+            nursery.cancel_scope.cancel()
+        else:
+            nursery.start_soon(wal.run)
+            try:
+                yield wal
+            finally:
+                with trio.CancelScope(shield=True):
+                    await wal.aclose()
+                    if supervisor is not None:
+                        await supervisor.stop()
+    if failure is not None:
+        raise failure
+
+
+async def _start_broker(config: WalOptions, nursery: trio.Nursery) -> tuple[BrokerSupervisor, WalOptions]:
+    """Start the managed broker under `nursery`; returns its supervisor and `config` as a kafka WAL on it."""
+    # Imported here so the embedded default works without confluent-kafka installed.
+    from tempo_lite.wal.broker_command import broker_command
+    from tempo_lite.wal.broker_supervisor import BrokerSupervisor
+
+    supervisor = BrokerSupervisor(broker_command(config), config.managed)
+    address = await nursery.start(supervisor.run)
+    return supervisor, replace(config, backend="kafka", kafka_brokers=address)

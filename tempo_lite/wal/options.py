@@ -1,7 +1,7 @@
 """What opening a WAL needs, already validated for types: the backend and its settings.
 
 Built from the `storage.trace.wal` section of the configuration by `factory.wal_config`; kept apart from
-the factory so that backends (e.g. `managed.py`) can use it without importing the factory.
+the factory so that backends (e.g. `broker_command.py`) can use it without importing the factory.
 """
 
 from __future__ import annotations

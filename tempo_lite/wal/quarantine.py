@@ -4,7 +4,7 @@ A directory (`<wal.path>/quarantine`, for either WAL backend) with two files per
 `p<partition>-o<offset>.json` (partition, offset, tenant, timestamp, stage, error, when) and
 `p<partition>-o<offset>.payload` (the record's bytes, as the WAL held them). Written atomically (temp
 file, then rename; the JSON last, so a listed record always has its payload). Inspected and dropped
-with `tempo-lite wal quarantine list|show|drop` (tempo_lite/wal/quarantine_cli.py).
+with `tempo-lite wal quarantine list|show|drop` (tempo_lite/cli/wal_quarantine.py).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from tempo_lite._gen import prometheus_remote_pb2 as prom
 from tempo_lite.config import ConfigError, load_config_text
-from tempo_lite.generator.config import RemoteWriteConfig, StorageConfig
+from tempo_lite.config.generator import RemoteWriteConfig, StorageConfig
 from tempo_lite.generator.remote_write import RemoteWriter, encode_write_request
 from tempo_lite.generator.series import SeriesRegistry
 

@@ -20,7 +20,8 @@ from opentelemetry.trace import Status as OtelStatus
 from opentelemetry.trace import StatusCode as OtelStatusCode
 from test_receiver_zipkin import all_spans, attrs
 
-from tempo_lite.receivers.zipkin import decode_zipkin_v1_json, decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin import decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin_v1 import decode_zipkin_v1_json
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The managed WAL (tempo_lite/wal/managed.py): tempo-lite runs its own Kafka-protocol broker.
+"""The managed WAL (tempo_lite/wal/managed.py and the broker_*.py beside it): tempo-lite runs its own broker.
 
 Pure tests check the command the `redpanda` preset builds and the configuration errors. The rest run the
 real supervision code on tansu (its `s3://` storage on a moto server, so a SIGKILLed broker comes back
@@ -30,9 +30,9 @@ from wal_brokers import create_bucket, find_tansu, moto_server, tansu_managed
 from tempo_lite.config import load_config_text
 from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.wal import WalEntry
+from tempo_lite.wal.broker_command import PID_FILE, broker_command
 from tempo_lite.wal.factory import ManagedOptions, WalOptions, open_backend, open_wal, wal_config
 from tempo_lite.wal.kafka import KafkaWal
-from tempo_lite.wal.managed import PID_FILE, broker_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -34,7 +34,6 @@ LAYERS: dict[str, int] = {
     "tempo_lite.errors": 0,
     "tempo_lite.units": 0,
     "tempo_lite.config": 0,
-    "tempo_lite.generator.config": 0,  # part of the configuration schema (config.py embeds it)
     "tempo_lite.metrics": 0,
     "tempo_lite.roles": 0,  # which components a role set runs: configuration only
     # 1 encodings and protocols
@@ -61,10 +60,7 @@ LAYERS: dict[str, int] = {
     "tempo_lite.api": 5,
     "tempo_lite.ui": 5,
     "tempo_lite.app": 5,
-    "tempo_lite.capture": 5,
-    "tempo_lite.cli": 5,
-    "tempo_lite.client": 5,
-    "tempo_lite.commands": 5,
+    "tempo_lite.cli": 5,  # the command line: cli/commands/ (clients of the HTTP API), cli/capture/
     "tempo_lite.__main__": 5,
 }
 LAYER_NAMES = ["foundation", "encodings and protocols", "storage, WAL and transport", "components", "frontend",
@@ -73,10 +69,6 @@ LAYER_NAMES = ["foundation", "encodings and protocols", "storage, WAL and transp
 # Upward imports that are known and not yet fixed: (importer, imported). Each sits in, or can only be fixed
 # in, a file another branch is changing now. This list must only shrink.
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # config.py (frozen: WAL keys are being changed) imports generator.config, which runs the generator
-    # package's __init__ (a component). Fix: move MetricsGeneratorConfig beside config.py.
-    ("tempo_lite.config", "tempo_lite.generator"):
-        "config.py is being changed on another branch",
     # traceql/metrics.py uses querier.results' attribute-value helpers; querier/results.py is being changed
     # on another branch. Fix: move the helpers into traceql (or spantable) and import them from there.
     ("tempo_lite.traceql.metrics", "tempo_lite.querier.results"):
@@ -87,6 +79,20 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
 
 # Import cycles that are known and not yet fixed, each as the sorted tuple of its modules. Must only shrink.
 ALLOWED_CYCLES: set[tuple[str, ...]] = set()
+
+# No module over ~500 lines without a reason stated at the top: its docstring says why, naming "500 lines".
+MAX_MODULE_LINES = 500
+# Long modules other branches are splitting now (issue 13). Must only shrink; an entry stops mattering once
+# its module is short (it is not checked for staleness, so a branch that splits one needs no edit here).
+LONG_MODULES_BEING_SPLIT = {
+    "tempo_lite/spantable.py",
+    "tempo_lite/querier/search.py",
+    "tempo_lite/querier/results.py",
+    "tempo_lite/traceql/engine.py",
+    "tempo_lite/traceql/engine_context.py",
+    "tempo_lite/traceql/metrics.py",
+    "tempo_lite/wal/kafka.py",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -225,8 +231,8 @@ def test_the_import_walk_sees_function_level_and_type_checking_imports() -> None
     # app.py imports the API inside a method; api/http.py imports the query service under TYPE_CHECKING.
     assert "tempo_lite.api.app" in graph["tempo_lite.app"]
     assert "tempo_lite.frontend.service" in graph["tempo_lite.api.http"]
-    # Importing a submodule runs its packages: config.py -> generator.config -> the generator package.
-    assert "tempo_lite.generator" in graph["tempo_lite.config"]
+    # Importing a submodule runs its packages: cli/main.py -> cli.capture.command -> the cli.capture package.
+    assert "tempo_lite.cli.capture" in graph["tempo_lite.cli.main"]
 
 
 def test_no_import_cycle_between_modules() -> None:
@@ -257,3 +263,16 @@ def test_every_test_file_is_in_a_lane() -> None:
     tests = PACKAGE.parent / "tests"
     stray = sorted(p.name for p in tests.glob("test_*.py"))
     assert not stray, f"move {stray} into tests/unit/ (pure) or tests/e2e/ (see CONTRIBUTING.md)"
+
+
+def test_no_module_is_over_500_lines_without_a_reason_at_its_top() -> None:
+    long = []
+    for module, path in sorted(MODULES.items()):
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        if module.startswith("tempo_lite._gen") or rel in LONG_MODULES_BEING_SPLIT:
+            continue
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES and "500 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{rel} ({text.count(chr(10))} lines)")
+    assert not long, ("split these along their seams, or say at the top why not (naming \"500 lines\"): "
+                      + ", ".join(long))

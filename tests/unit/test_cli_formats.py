@@ -9,12 +9,12 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-from tempo_lite.capture import otlp_json
-from tempo_lite.commands.common import UsageError, parse_duration, parse_time, time_range
-from tempo_lite.commands.formats import FileFormatError, batches, decode_file
-from tempo_lite.commands.query import table
-from tempo_lite.commands.tree import render
+from tempo_lite.cli.commands.common import UsageError, parse_duration, parse_time, time_range
+from tempo_lite.cli.commands.formats import FileFormatError, batches, decode_file
+from tempo_lite.cli.commands.query import table
+from tempo_lite.cli.commands.tree import render
 from tempo_lite.receivers.jaeger_json import decode_jaeger_json
+from tempo_lite.receivers.otlp_json import encode_otlp_json
 
 TID = "5b8efff798038103d269b633813fc60c"
 
@@ -47,13 +47,13 @@ def span_count(req: ExportTraceServiceRequest) -> int:
 
 def test_otlp_json_file_decodes_to_the_same_spans_as_written() -> None:
     td = traces_data()
-    decoded = decode_file(json.dumps(otlp_json(td)).encode())
+    decoded = decode_file(json.dumps(encode_otlp_json(td)).encode())
     assert decoded.format == "OTLP/JSON"
     assert decoded.request.SerializeToString() == td.SerializeToString()
 
 
 def test_otlp_json_lines_file_decodes_every_line() -> None:
-    line = json.dumps(otlp_json(traces_data())).encode()
+    line = json.dumps(encode_otlp_json(traces_data())).encode()
     decoded = decode_file(line + b"\n\n" + line + b"\n")
     assert decoded.format == "OTLP/JSON lines" and decoded.spans == 12
 
@@ -71,13 +71,13 @@ def test_json_syntax_error_names_line_and_column() -> None:
 
 
 def test_json_lines_error_names_the_line() -> None:
-    good = json.dumps(otlp_json(traces_data())).encode()
+    good = json.dumps(encode_otlp_json(traces_data())).encode()
     with pytest.raises(FileFormatError, match=r"^line 3 column 1: invalid JSON"):
         decode_file(good + b"\n" + good + b"\n" + b"}{\n")
 
 
 def test_bad_span_id_in_otlp_json_names_the_span() -> None:
-    doc = otlp_json(traces_data())
+    doc = encode_otlp_json(traces_data())
     doc["resourceSpans"][1]["scopeSpans"][0]["spans"][2]["spanId"] = "xyz"
     with pytest.raises(FileFormatError, match=r"resourceSpans\[1\]\.scopeSpans\[0\]\.spans\[2\]\.spanId"):
         decode_file(json.dumps(doc).encode())
@@ -91,7 +91,7 @@ def test_ids_the_server_would_refuse_are_refused_before_sending() -> None:
     td = traces_data()
     td.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x01" * 8
     with pytest.raises(FileFormatError, match="trace ids must be 128 bit"):
-        decode_file(json.dumps(otlp_json(td)).encode())
+        decode_file(json.dumps(encode_otlp_json(td)).encode())
 
 
 def test_truncated_protobuf_names_the_byte_offset() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 
 import trio
+from fuzzing import examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -139,7 +140,7 @@ limit_settings = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(requests(), min_size=1, max_size=3), limits=limit_settings,
        partitions=st.sampled_from([1, 3]))
 def test_fast_path_matches_object_path(
@@ -201,7 +202,7 @@ def assert_paths_agree(
     return truncated, dropped
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(request=requests(), partitions=st.sampled_from([2, 3, 7]))
 def test_scan_sizes_and_shards_equal_the_objects(request: ExportTraceServiceRequest, partitions: int) -> None:
     try:

@@ -7,6 +7,7 @@ by the body: no element count or length is trusted beyond the bytes that carry i
 from __future__ import annotations
 
 import pytest
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_receiver_jaeger import emit_batch_message, in_memory_batch
@@ -17,7 +18,7 @@ from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.jaeger import decode_jaeger_agent_datagram, decode_jaeger_thrift_http
 from tempo_lite.receivers.thrift_reader import MAX_DEPTH
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _BATCH, _ = in_memory_batch("fuzz")
 VALID = {

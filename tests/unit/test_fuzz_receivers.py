@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -19,9 +20,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.http_ingest import decode_otlp
 from tempo_lite.receivers.otlp_json import decode_otlp_json
-from tempo_lite.receivers.zipkin import decode_zipkin_v1_json, decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin import decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin_v1 import decode_zipkin_v1_json
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TRACE, SPAN, PARENT = "0102030405060708090a0b0c0d0e0f10", "0102030405060708", "1112131415161718"
 

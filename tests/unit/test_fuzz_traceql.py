@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -10,7 +11,7 @@ from tempo_lite.traceql import Query, TraceQLError, parse, parse_attribute
 # parse() raises the recursion limit once; do it before hypothesis records the limit it restores.
 parse("{}")
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOKENS = [
     "{", "}", "(", ")", "[", "]", ",", "|", "&&", "||", "!", "=", "!=", "=~", "!~", ">", ">=", "<", "<=",
@@ -53,7 +54,7 @@ def test_arbitrary_text_parses_or_is_a_query_error(query: str) -> None:
     parses_or_refuses(query)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(query=st.one_of(huge_numbers, huge_durations))
 def test_numbers_of_thousands_of_digits_are_query_errors(query: str) -> None:
     parses_or_refuses(query)

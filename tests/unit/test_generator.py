@@ -18,15 +18,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tempo_lite import spantable
-from tempo_lite.errors import ConfigError
-from tempo_lite.generator import MetricsGenerator
-from tempo_lite.generator.config import (
+from tempo_lite.config.generator import (
     MetricsGeneratorConfig,
     ProcessorConfig,
     RegistryConfig,
     ServiceGraphsConfig,
     SpanMetricsConfig,
 )
+from tempo_lite.errors import ConfigError
+from tempo_lite.generator import MetricsGenerator
 
 NOW = 1_700_000_000.0  # wall clock seen by the generator, Unix seconds
 SERVER, CLIENT, PRODUCER, CONSUMER = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER, \

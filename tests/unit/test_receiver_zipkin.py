@@ -9,7 +9,8 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tempo_lite.errors import InvalidRequest
-from tempo_lite.receivers.zipkin import decode_zipkin_v1_json, decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin import decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin_v1 import decode_zipkin_v1_json
 
 
 def attrs(kvs) -> dict:

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 from conformance import FIXTURE_CASES, params
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
@@ -285,7 +286,7 @@ def _canonical(matches: list[TraceMatch], table: spantable.SpanTable) -> list:
     return sorted(out)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=_traces(), query=_queries(), cut=st.integers(0, 30))
 def test_live_block_and_split_forms_agree(data: TracesData, query: str, cut: int) -> None:
     parse(query)

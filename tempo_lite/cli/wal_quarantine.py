@@ -38,11 +38,11 @@ def wal_main(args: argparse.Namespace, wal_path: str) -> int:
         return 0
     if command == "show":
         key = args.records[0]
-        entries = {e.key: e for e in list_set_aside(directory)}
-        if key not in entries:
+        by_key = {e.key: e for e in list_set_aside(directory)}
+        if key not in by_key:
             print(f"tempo-lite wal quarantine: no set-aside record {key} in {directory}", file=sys.stderr)
             return 1
-        doc = asdict(entries[key])
+        doc = asdict(by_key[key])
         doc["spans"] = _as_otlp_json(payload_of(directory, key))
         print(json.dumps(doc, indent=2))
         return 0

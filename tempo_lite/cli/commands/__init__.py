@@ -1,12 +1,12 @@
 """The client commands of `tempo-lite`: query, trace, import, export. Each talks to a running server's
-HTTP API (tempo_lite.client); `register` adds them to the main parser in tempo_lite/cli.py and each
+HTTP API (tempo_lite.cli.client); `register` adds them to the main parser in tempo_lite/cli/main.py and each
 parser carries its handler as `args.run`."""
 
 from __future__ import annotations
 
 import argparse
 
-from tempo_lite.commands import query, trace, transfer
+from tempo_lite.cli.commands import query, trace, transfer
 
 NAMES = ("query", "trace", "import", "export")
 

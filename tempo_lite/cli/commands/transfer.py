@@ -16,8 +16,8 @@ from typing import IO
 
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from tempo_lite.client import ClientError
-from tempo_lite.commands.common import (
+from tempo_lite.cli.client import ClientError
+from tempo_lite.cli.commands.common import (
     EXIT_FAILURE,
     UsageError,
     add_connection,
@@ -27,6 +27,7 @@ from tempo_lite.commands.common import (
     fail,
     time_range,
 )
+from tempo_lite.receivers.otlp_json import encode_otlp_json
 
 PROGRESS_MIN_SPANS = 5000
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -120,7 +121,7 @@ def _push_with_retry(args: argparse.Namespace, request) -> None:  # noqa: ANN001
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from tempo_lite.commands.formats import FileFormatError, batches, decode_file  # the receivers' decoders
+    from tempo_lite.cli.commands.formats import FileFormatError, batches, decode_file  # the receivers' decoders
 
     if args.batch_spans < 1:
         return fail("import", UsageError("--batch-spans must be at least 1"))
@@ -162,8 +163,6 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tempo_lite.capture import otlp_json  # imports the query engine: only when needed
-
     try:
         if args.limit < 1:
             raise UsageError("--limit must be at least 1")
@@ -181,7 +180,7 @@ def run_export(args: argparse.Namespace) -> int:
             merged.resource_spans.extend(trace.resource_spans)
     except Exception as exc:  # noqa: BLE001 - fail() re-raises what it does not know
         return fail("export", exc)
-    body = json.dumps(otlp_json(merged), indent=1) + "\n"
+    body = json.dumps(encode_otlp_json(merged), indent=1) + "\n"
     if args.output == "-":
         sys.stdout.write(body)
     else:

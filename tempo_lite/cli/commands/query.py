@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from tempo_lite.commands.common import (
+from tempo_lite.cli.commands.common import (
     UsageError,
     add_connection,
     add_time_range,
@@ -17,7 +17,7 @@ from tempo_lite.commands.common import (
     fail,
     time_range,
 )
-from tempo_lite.commands.tree import fmt_duration
+from tempo_lite.cli.commands.tree import fmt_duration
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import datetime
 
-from tempo_lite.client import ClientError, TempoClient
+from tempo_lite.cli.client import ClientError, TempoClient
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the server said no, could not be reached, a file was bad, nothing found

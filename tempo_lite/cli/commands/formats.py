@@ -21,7 +21,8 @@ from tempo_lite.distributor.wire import check_ids
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.receivers.jaeger_json import decode_jaeger_json_doc, is_jaeger_json
 from tempo_lite.receivers.otlp_json import decode_otlp_json
-from tempo_lite.receivers.zipkin import decode_zipkin_v1_json, decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin import decode_zipkin_v2_json
+from tempo_lite.receivers.zipkin_v1 import decode_zipkin_v1_json
 
 
 class FileFormatError(Exception):

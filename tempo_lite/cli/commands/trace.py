@@ -9,8 +9,9 @@ import sys
 
 from google.protobuf import json_format
 
-from tempo_lite.commands.common import EXIT_FAILURE, add_connection, client, example_epilog, fail
-from tempo_lite.commands.tree import render
+from tempo_lite.cli.commands.common import EXIT_FAILURE, add_connection, client, example_epilog, fail
+from tempo_lite.cli.commands.tree import render
+from tempo_lite.receivers.otlp_json import encode_otlp_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tempo-lite trace: trace {args.trace_id} not found", file=sys.stderr)
         return EXIT_FAILURE
     if args.output == "otlp":
-        from tempo_lite.capture import otlp_json  # imports the query engine: only when needed
-
-        json.dump(otlp_json(traces), sys.stdout, indent=1)
+        json.dump(encode_otlp_json(traces), sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif args.output == "json":
         json.dump({"trace": json_format.MessageToDict(traces)}, sys.stdout, indent=1)
