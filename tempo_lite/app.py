@@ -422,10 +422,12 @@ class TempoLite:
         return None
 
     def service_states(self) -> list[tuple[str, str]]:
-        """(component, state) in start order; a managed WAL broker that is restarting makes `wal` Starting."""
+        """(component, state) in start order; a WAL whose broker is down or restarting makes `wal` Starting."""
         states = dict(self.services)
-        supervisor = getattr(getattr(self, "wal", None), "supervisor", None)
-        if states.get("wal") == "Running" and supervisor is not None and not supervisor.up:
+        wal = getattr(self, "wal", None)
+        supervisor = getattr(wal, "supervisor", None)
+        broker_down = (supervisor is not None and not supervisor.up) or not getattr(wal, "broker_up", True)
+        if states.get("wal") == "Running" and broker_down:
             states["wal"] = "Starting"
         return list(states.items())
 
