@@ -9,6 +9,7 @@ requests finish, flush every pending span into blocks, close the WAL.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -90,6 +91,7 @@ class TempoLite:
         self.distributor: Distributor
         self.livestore_local = False  # this process holds a live-store (all, live-store, block-builder, generator)
         self.remote_live: RemoteLiveStores | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []  # HTTP clients closed at exit
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
@@ -127,6 +129,9 @@ class TempoLite:
             if self.remote_live is not None:
                 with trio.CancelScope(shield=True):
                     await self.remote_live.aclose()
+            for close in self._closers:
+                with trio.CancelScope(shield=True):
+                    await close()
             for name in self.services:
                 self.services[name] = "Terminated"
 
@@ -164,7 +169,13 @@ class TempoLite:
                 max_block_bytes=cfg.block_builder.max_block_bytes,
                 block=cfg.storage.trace.block,
             )
-        if plan.query:
+        if plan.sharding:
+            from tempo_lite.frontend.sharding import sharded_frontend
+
+            check_querier_coverage(cfg, cfg.storage.trace.wal.partitions)
+            self.frontend, self.querier_pool = sharded_frontend(cfg, self.blocklist)
+            self._closers.append(self.querier_pool.aclose)
+        elif plan.query:
             self.querier = Querier(
                 self._live_source(), self.blocklist, self.store, self.cache, self.metrics,
                 concurrency=cfg.query_frontend.search.concurrent_jobs,
@@ -255,7 +266,9 @@ class TempoLite:
                     self.services["query-frontend"] = "Starting"
                 await self._start_api(nursery)
                 if plan.query:
-                    self.services["querier"] = self.services["query-frontend"] = "Running"
+                    self.services["query-frontend"] = "Running"
+                    if not plan.sharding:
+                        self.services["querier"] = "Running"
                 self.started = True
                 log.info("tempo-lite ready (%s): %s", plan.name, ", ".join(
                     f"{name}={host}:{port}" for name, (host, port) in self.listeners.addresses.items()
@@ -393,7 +406,16 @@ class TempoLite:
         if plan.live_store and not plan.all_in_one:
             register_live_routes(api, self.livestore)
         app: ASGIApp
-        if plan.query:
+        if plan.sharding:
+            from tempo_lite.frontend.sharding import forward_to_queriers
+
+            app = forward_to_queriers(cast(ASGIApp, api), self.querier_pool)
+        elif plan.query:
+            from tempo_lite.api.querier_jobs import JobRunner, register_querier_job_routes
+
+            runner = JobRunner(self.config, self.store, self.cache, self.blocklist, self.metrics)
+            self._closers.append(runner.aclose)
+            register_querier_job_routes(api, self, runner)
             app = streaming_querier_app(self, fallback=cast(ASGIApp, api))
             if isinstance(self.querier.live, LocalLive):
                 app = read_after_write(app, self.livestore.wait_consumed)
