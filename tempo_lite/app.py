@@ -9,6 +9,7 @@ requests finish, flush every pending span into blocks, close the WAL.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.frontend.remote_live import RemoteLiveStores
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.generator import MetricsGenerator
+from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore
 from tempo_lite.livestore import GROUP as LIVESTORE_GROUP
-from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.live import LiveSource, LocalLive
@@ -38,6 +39,7 @@ from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
 from tempo_lite.wal.factory import open_wal, wal_config
 from tempo_lite.wal.quarantine import quarantine_dir
+from tempo_lite.wal.ring import KafkaRing, LiveStoreMember, status_lines, writable
 
 log = logging.getLogger("tempo_lite")
 
@@ -92,6 +94,13 @@ class TempoLite:
         self.livestore_local = False  # this process holds a live-store (all, live-store, block-builder, generator)
         self.remote_live: RemoteLiveStores | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []  # HTTP clients closed at exit
+        wal_cfg = config.storage.trace.wal
+        # The partition ring (wal/ring.py): split processes on a kafka WAL.
+        self.ring: KafkaRing | None = (
+            KafkaRing(wal_cfg.kafka.brokers, wal_cfg.kafka.topic)
+            if not self.plan.all_in_one and wal_cfg.backend == "kafka" and wal_cfg.kafka.brokers else None
+        )
+        self.ring_member: LiveStoreMember | None = None
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
@@ -173,7 +182,7 @@ class TempoLite:
             from tempo_lite.frontend.sharding import sharded_frontend
 
             check_querier_coverage(cfg, cfg.storage.trace.wal.partitions)
-            self.frontend, self.querier_pool = sharded_frontend(cfg, self.blocklist)
+            self.frontend, self.querier_pool = sharded_frontend(cfg, self.blocklist, self._readable)
             self._closers.append(self.querier_pool.aclose)
         elif plan.query:
             self.querier = Querier(
@@ -220,7 +229,8 @@ class TempoLite:
         from tempo_lite.livestore.freshness import READ_AFTER_WRITE_TIMEOUT
 
         self.remote_live = RemoteLiveStores(cfg.querier.live_stores, timeout=float(cfg.querier.live_store_timeout),
-                                            wait=READ_AFTER_WRITE_TIMEOUT)
+                                            wait=READ_AFTER_WRITE_TIMEOUT, readable=self._readable,
+                                            partitions=cfg.storage.trace.wal.partitions)
         return self.remote_live
 
     async def _start(self, nursery: trio.Nursery, name: str, run: Any, *args: Any) -> None:
@@ -236,6 +246,13 @@ class TempoLite:
             # the live-store replays so it cuts its reads where that flush cut the range.
             await self.blockbuilder.recover()
         async with trio.open_nursery() as nursery:
+            if self.ring is not None:
+                if plan.wal:  # the broker answers: know the ring before writing or joining it
+                    await nursery.start(self.ring.poll)
+                else:
+                    nursery.start_soon(self.ring.poll)
+                if plan.distributor:
+                    nursery.start_soon(self._follow_ring, self.ring)
             if self.generator is not None:
                 await self._start(nursery, "metrics-generator", self.generator.run)
             if self.livestore_local:
@@ -247,6 +264,11 @@ class TempoLite:
                     await self.livestore.replayed.wait()
                 if not plan.block_builder:  # another process builds the blocks: follow its commits
                     await nursery.start(self.livestore.follow_flushes, FOLLOW_COMMITS_SECONDS)
+                if self.ring is not None and plan.live_store:
+                    self.ring_member = LiveStoreMember(self.ring, self.wal, self.livestore.partitions,
+                                                       self._ring_owner(), BLOCKBUILDER_GROUP)
+                    await self.ring_member.join()
+                    nursery.start_soon(self.ring_member.watch_drains)
                 self.services["live-store"] = "Running"
             if plan.store and (plan.block_builder or plan.compactor or plan.query):
                 await self._start(nursery, "block-list", self.blocklist.run,
@@ -303,6 +325,22 @@ class TempoLite:
             for group in groups:
                 for partition in range(self.wal.partitions):
                     await self.wal.committed(group, partition)
+
+    def _readable(self) -> frozenset[int] | None:
+        return self.ring.readable_partitions(self.config.storage.trace.wal.partitions) if self.ring else None
+
+    def _ring_owner(self) -> str:
+        server = self.config.server
+        host = server.http_listen_address if server.http_listen_address not in ("", "0.0.0.0") else socket.gethostname()
+        return f"http://{host}:{self.listeners.addresses.get('http', (host, server.http_listen_port))[1]}"
+
+    async def _follow_ring(self, ring: KafkaRing) -> None:
+        """A distributor writes to the ring's active partitions only."""
+        while True:
+            self.distributor.writable = (
+                writable(ring.ring, self.wal.partitions) if ring.loaded and ring.ring else None
+            )
+            await ring.changed.wait()
 
     async def _receivers_shutdown(self) -> None:
         await self._receivers_stopped.wait()
@@ -405,6 +443,10 @@ class TempoLite:
         api = create_api(self)
         if plan.live_store and not plan.all_in_one:
             register_live_routes(api, self.livestore)
+            if self.ring_member is not None:
+                from tempo_lite.api.ring import register_ring_routes
+
+                register_ring_routes(api, self.ring_member)
         app: ASGIApp
         if plan.sharding:
             from tempo_lite.frontend.sharding import forward_to_queriers
@@ -451,7 +493,10 @@ class TempoLite:
         broker_down = (supervisor is not None and not supervisor.up) or not getattr(wal, "broker_up", True)
         if states.get("wal") == "Running" and broker_down:
             states["wal"] = "Starting"
-        return list(states.items())
+        if self.ring_member is not None:
+            states["live-store-ring"] = "Drained" if self.ring_member.drained() else "Running"
+        ring = list(status_lines(self.ring.ring)) if self.ring is not None else []
+        return list(states.items()) + ring
 
     def refresh_gauges(self) -> None:
         if self.plan.wal:

@@ -33,9 +33,11 @@ import trio
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.block.meta import BlockMeta
 from tempo_lite.config import Config, LiveStoreInstance
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unavailable
 from tempo_lite.frontend.jobs import Job, plan_jobs
+from tempo_lite.frontend.remote_live import serving
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.results import merge_search_results
@@ -115,15 +117,22 @@ async def _run_jobs(jobs: list[Job], run: Callable[[Job], Awaitable[None]]) -> N
             nursery.start_soon(run, job)
 
 
-class ShardedSearcher:
-    """`search` split into querier jobs; the querier's `Searcher` interface for the API handlers."""
-
+class _Planner:
     def __init__(self, pool: QuerierPool, blocklist: BlockList, live_stores: Sequence[LiveStoreInstance],
-                 partitions: int) -> None:
+                 partitions: int, readable: Callable[[], frozenset[int] | None]) -> None:
         self.pool = pool
         self.blocklist = blocklist
         self.live_stores = tuple(live_stores)
         self.partitions = partitions
+        self.readable = readable  # the partition ring's readable partitions; None: no ring
+
+    def jobs(self, tenant: str, blocks: Sequence[BlockMeta]) -> list[Job]:
+        live = serving(self.live_stores, self.readable(), self.partitions)
+        return plan_jobs(tenant, live, self.partitions, blocks)
+
+
+class ShardedSearcher(_Planner):
+    """`search` split into querier jobs; the querier's `Searcher` interface for the API handlers."""
 
     async def search(self, tenant: str, request: SearchRequest) -> tuple[list[pb.TraceSearchMetadata], SearchStats]:
         params = SEARCH_PARAMS.get()
@@ -131,7 +140,7 @@ class ShardedSearcher:
             raise InvalidRequest("this query-frontend shards search over queriers for HTTP requests only: "
                                  "send gRPC streaming searches to a querier")
         blocks = [] if request.live_only else self.blocklist.blocks(tenant, request.start_ns, request.end_ns)
-        jobs = plan_jobs(tenant, self.live_stores, self.partitions, blocks)
+        jobs = self.jobs(tenant, blocks)
         answers: list[pb.SearchResponse] = []
 
         async def run(job: Job) -> None:
@@ -164,18 +173,11 @@ class ShardedSearcher:
                              "send gRPC streaming ones to a querier")
 
 
-class ShardedTraces:
+class ShardedTraces(_Planner):
     """Trace by ID split into querier jobs; the querier's `Querier.find_trace` for the frontend."""
 
-    def __init__(self, pool: QuerierPool, blocklist: BlockList, live_stores: Sequence[LiveStoreInstance],
-                 partitions: int) -> None:
-        self.pool = pool
-        self.blocklist = blocklist
-        self.live_stores = tuple(live_stores)
-        self.partitions = partitions
-
     async def find_trace(self, tenant: str, trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceLookup:
-        jobs = plan_jobs(tenant, self.live_stores, self.partitions, self.blocklist.blocks(tenant, start_ns, end_ns))
+        jobs = self.jobs(tenant, self.blocklist.blocks(tenant, start_ns, end_ns))
         result = TraceLookup(None)
         parts: list[spantable.SpanTable] = []
 
@@ -200,10 +202,12 @@ class ShardedTraces:
         return result
 
 
-def sharded_frontend(config: Config, blocklist: BlockList) -> tuple[QueryFrontend, QuerierPool]:
+def sharded_frontend(
+    config: Config, blocklist: BlockList, readable: Callable[[], frozenset[int] | None] = lambda: None,
+) -> tuple[QueryFrontend, QuerierPool]:
     """The frontend of a sharding query-frontend process, and its querier pool (closed by the caller)."""
     pool = QuerierPool(config.query_frontend.queriers, timeout=float(config.query_frontend.querier_timeout))
-    args = (pool, blocklist, config.querier.live_stores, config.storage.trace.wal.partitions)
+    args = (pool, blocklist, config.querier.live_stores, config.storage.trace.wal.partitions, readable)
     return QueryFrontend(ShardedTraces(*args), ShardedSearcher(*args)), pool
 
 

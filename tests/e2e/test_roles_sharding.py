@@ -1,6 +1,6 @@
 """Query-frontend sharding over querier processes (frontend/sharding.py), each role its own process on a tansu
-broker and a shared block directory: a distributor, two live-store+block-builder processes (partitions 0-1 and
-2-3), two queriers and one query-frontend listing them (`query_frontend.queriers`).
+broker and a shared block directory: a distributor, two live-stores (partitions 0-1 and 2-3), a block-builder,
+two queriers and one query-frontend listing them (`query_frontend.queriers`).
 
 The frontend's answers for search (blocks and live), search of recent data, trace by ID, tags, tag values and
 TraceQL metrics equal those of a querier answering alone (the single-process code over every source). One
@@ -10,6 +10,7 @@ querier); with both gone the frontend answers 503 naming each querier.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -24,6 +25,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from otlp_helpers import by_trace, encoded, normalize, sdk_spans
 from server_process import ServerProcess
 from wal_brokers import tansu_broker
+
+from tempo_lite import spantable
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +95,17 @@ def fetch(proc: ServerProcess, trace_id: bytes) -> dict:
     return normalize(TracesData.FromString(r.content))
 
 
+def live_spans(live_store: ServerProcess) -> int:
+    r = httpx.get(f"{live_store.api}/internal/live/snapshot", params={"tenant": "single-tenant", "wait": "2"},
+                  timeout=30)
+    assert r.status_code == 200, r.text
+    return spantable.from_ipc(r.content).num_spans
+
+
+def metas(blocks: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in blocks.rglob("meta.json")]
+
+
 def wait_until(check, timeout: float, what: str) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not check():
@@ -103,9 +117,10 @@ def test_frontend_shards_queries_over_queriers_with_the_single_process_answers_a
     broker: str, tmp_path: Path,
 ) -> None:
     topic = f"shard-{uuid.uuid4().hex[:8]}"
-    keep = "live_store: {complete_block_timeout: 2s, partitions: [%s]}\nblock_builder: {partitions: [%s]}"
-    live_a = role(tmp_path, broker, topic, "live-a", "live-store,block-builder", keep % ("0, 1", "0, 1"))
-    live_b = role(tmp_path, broker, topic, "live-b", "live-store,block-builder", keep % ("2, 3", "2, 3"))
+    keep = "live_store: {complete_block_timeout: 2s, partitions: [%s]}"
+    live_a = role(tmp_path, broker, topic, "live-a", "live-store", keep % "0, 1")
+    live_b = role(tmp_path, broker, topic, "live-b", "live-store", keep % "2, 3")
+    builder = role(tmp_path, broker, topic, "block-builder", "block-builder")
     live_list = f"""
 querier:
   live_stores:
@@ -117,7 +132,7 @@ querier:
     q2 = role(tmp_path, broker, topic, "querier-2", "querier", live_list)
     frontend = role(tmp_path, broker, topic, "frontend", "query-frontend",
                     live_list + f"query_frontend: {{queriers: ['{q1.api}', '{q2.api}']}}\n")
-    procs = [live_a, live_b, distributor, q1, q2, frontend]
+    procs = [live_a, live_b, builder, distributor, q1, q2, frontend]
     try:
         for proc in procs:
             proc.spawn()
@@ -126,14 +141,19 @@ querier:
         services = {line.split(":")[0] for line in httpx.get(f"{frontend.api}/api/status/services").text.splitlines()}
         assert "query-frontend" in services and "querier" not in services
 
-        # Older spans reach blocks (and leave the live-stores); newer ones stay live.
+        # Older spans reach blocks (and leave the live-stores); then the block-builder stops, so newer ones
+        # stay live and every answer stays the same while the test runs.
         sent: dict[bytes, dict] = {}
         old = sdk_spans("shard-old", traces=10)
         send(distributor, old)
         sent |= by_trace(encoded(old))
         blocks = tmp_path / "blocks"
-        wait_until(lambda: sum(1 for _ in blocks.rglob("meta.json")) >= 2, 60, "blocks of both live-stores")
-        time.sleep(3.5)  # complete_block_timeout: the live-stores let the flushed spans go
+        # Committed by the block-builder and let go by the live-stores (complete_block_timeout).
+        wait_until(lambda: live_spans(live_a) + live_spans(live_b) == 0, 60, "the old spans only in blocks")
+        builder.kill()
+        assert sum(m["total_spans"] for m in metas(blocks)) == len(old)
+        partitions = {m["source_partition"] for m in metas(blocks)}
+        assert partitions & {0, 1} and partitions & {2, 3}, "blocks of both live-stores' partitions"
         new = sdk_spans("shard-new", traces=10)
         send(distributor, new)
         sent |= by_trace(encoded(new))
