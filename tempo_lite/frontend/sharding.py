@@ -148,6 +148,9 @@ class ShardedSearcher(_Planner):
                 "POST", "/internal/querier/search", json={"job": job.to_json(), "params": dict(params)},
                 headers={"X-Scope-OrgID": tenant, "Accept": PROTOBUF},
             )
+            if response.status_code != 200:
+                raise Unavailable(f"querier {response.url} answered a search job with HTTP {response.status_code} "
+                                  "(is it a tempo-lite querier of this version?)")
             answers.append(pb.SearchResponse.FromString(response.content))
 
         await _run_jobs(jobs, run)

@@ -108,6 +108,7 @@ class KafkaRing:
         self._producer: Producer | None = None
         self._lock = trio.Lock()
         self.loaded = False  # a read has succeeded
+        self._topic_exists = False
 
     def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.brokers, "socket.connection.setup.timeout.ms": 10000,
@@ -172,7 +173,9 @@ class KafkaRing:
 
     async def read(self) -> dict[int, Entry]:
         async with self._lock:
-            await trio.to_thread.run_sync(self._ensure_topic_sync)
+            if not self._topic_exists:
+                await trio.to_thread.run_sync(self._ensure_topic_sync)
+                self._topic_exists = True
             ring = await trio.to_thread.run_sync(self._read_sync)
         if ring != self.ring:
             self.ring = ring
