@@ -9,6 +9,8 @@ requests finish, flush every pending span into blocks, close the WAL.
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -23,8 +25,8 @@ from tempo_lite.errors import ConfigError, Unavailable
 from tempo_lite.frontend.remote_live import RemoteLiveStores
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.generator import MetricsGenerator
+from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore
 from tempo_lite.livestore import GROUP as LIVESTORE_GROUP
-from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.live import LiveSource, LocalLive
@@ -37,6 +39,7 @@ from tempo_lite.storage.store import ObjectStore
 from tempo_lite.wal import WriteAheadLog
 from tempo_lite.wal.factory import open_wal, wal_config
 from tempo_lite.wal.quarantine import quarantine_dir
+from tempo_lite.wal.ring import KafkaRing, LiveStoreMember, status_lines, writable
 
 log = logging.getLogger("tempo_lite")
 
@@ -90,6 +93,14 @@ class TempoLite:
         self.distributor: Distributor
         self.livestore_local = False  # this process holds a live-store (all, live-store, block-builder, generator)
         self.remote_live: RemoteLiveStores | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []  # HTTP clients closed at exit
+        wal_cfg = config.storage.trace.wal
+        # The partition ring (wal/ring.py): split processes on a kafka WAL.
+        self.ring: KafkaRing | None = (
+            KafkaRing(wal_cfg.kafka.brokers, wal_cfg.kafka.topic)
+            if not self.plan.all_in_one and wal_cfg.backend == "kafka" and wal_cfg.kafka.brokers else None
+        )
+        self.ring_member: LiveStoreMember | None = None
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
@@ -127,6 +138,9 @@ class TempoLite:
             if self.remote_live is not None:
                 with trio.CancelScope(shield=True):
                     await self.remote_live.aclose()
+            for close in self._closers:
+                with trio.CancelScope(shield=True):
+                    await close()
             for name in self.services:
                 self.services[name] = "Terminated"
 
@@ -164,7 +178,13 @@ class TempoLite:
                 max_block_bytes=cfg.block_builder.max_block_bytes,
                 block=cfg.storage.trace.block,
             )
-        if plan.query:
+        if plan.sharding:
+            from tempo_lite.frontend.sharding import sharded_frontend
+
+            check_querier_coverage(cfg, cfg.storage.trace.wal.partitions)
+            self.frontend, self.querier_pool = sharded_frontend(cfg, self.blocklist, self._readable)
+            self._closers.append(self.querier_pool.aclose)
+        elif plan.query:
             self.querier = Querier(
                 self._live_source(), self.blocklist, self.store, self.cache, self.metrics,
                 concurrency=cfg.query_frontend.search.concurrent_jobs,
@@ -209,7 +229,8 @@ class TempoLite:
         from tempo_lite.livestore.freshness import READ_AFTER_WRITE_TIMEOUT
 
         self.remote_live = RemoteLiveStores(cfg.querier.live_stores, timeout=float(cfg.querier.live_store_timeout),
-                                            wait=READ_AFTER_WRITE_TIMEOUT)
+                                            wait=READ_AFTER_WRITE_TIMEOUT, readable=self._readable,
+                                            partitions=cfg.storage.trace.wal.partitions)
         return self.remote_live
 
     async def _start(self, nursery: trio.Nursery, name: str, run: Any, *args: Any) -> None:
@@ -225,6 +246,13 @@ class TempoLite:
             # the live-store replays so it cuts its reads where that flush cut the range.
             await self.blockbuilder.recover()
         async with trio.open_nursery() as nursery:
+            if self.ring is not None:
+                if plan.wal:  # the broker answers: know the ring before writing or joining it
+                    await nursery.start(self.ring.poll)
+                else:
+                    nursery.start_soon(self.ring.poll)
+                if plan.distributor:
+                    nursery.start_soon(self._follow_ring, self.ring)
             if self.generator is not None:
                 await self._start(nursery, "metrics-generator", self.generator.run)
             if self.livestore_local:
@@ -236,6 +264,11 @@ class TempoLite:
                     await self.livestore.replayed.wait()
                 if not plan.block_builder:  # another process builds the blocks: follow its commits
                     await nursery.start(self.livestore.follow_flushes, FOLLOW_COMMITS_SECONDS)
+                if self.ring is not None and plan.live_store:
+                    self.ring_member = LiveStoreMember(self.ring, self.wal, self.livestore.partitions,
+                                                       self._ring_owner(), BLOCKBUILDER_GROUP)
+                    await self.ring_member.join()
+                    nursery.start_soon(self.ring_member.watch_drains)
                 self.services["live-store"] = "Running"
             if plan.store and (plan.block_builder or plan.compactor or plan.query):
                 await self._start(nursery, "block-list", self.blocklist.run,
@@ -255,7 +288,9 @@ class TempoLite:
                     self.services["query-frontend"] = "Starting"
                 await self._start_api(nursery)
                 if plan.query:
-                    self.services["querier"] = self.services["query-frontend"] = "Running"
+                    self.services["query-frontend"] = "Running"
+                    if not plan.sharding:
+                        self.services["querier"] = "Running"
                 self.started = True
                 log.info("tempo-lite ready (%s): %s", plan.name, ", ".join(
                     f"{name}={host}:{port}" for name, (host, port) in self.listeners.addresses.items()
@@ -290,6 +325,22 @@ class TempoLite:
             for group in groups:
                 for partition in range(self.wal.partitions):
                     await self.wal.committed(group, partition)
+
+    def _readable(self) -> frozenset[int] | None:
+        return self.ring.readable_partitions(self.config.storage.trace.wal.partitions) if self.ring else None
+
+    def _ring_owner(self) -> str:
+        server = self.config.server
+        host = server.http_listen_address if server.http_listen_address not in ("", "0.0.0.0") else socket.gethostname()
+        return f"http://{host}:{self.listeners.addresses.get('http', (host, server.http_listen_port))[1]}"
+
+    async def _follow_ring(self, ring: KafkaRing) -> None:
+        """A distributor writes to the ring's active partitions only."""
+        while True:
+            self.distributor.writable = (
+                writable(ring.ring, self.wal.partitions) if ring.loaded and ring.ring else None
+            )
+            await ring.changed.wait()
 
     async def _receivers_shutdown(self) -> None:
         await self._receivers_stopped.wait()
@@ -392,8 +443,21 @@ class TempoLite:
         api = create_api(self)
         if plan.live_store and not plan.all_in_one:
             register_live_routes(api, self.livestore)
+            if self.ring_member is not None:
+                from tempo_lite.api.ring import register_ring_routes
+
+                register_ring_routes(api, self.ring_member)
         app: ASGIApp
-        if plan.query:
+        if plan.sharding:
+            from tempo_lite.frontend.sharding import forward_to_queriers
+
+            app = forward_to_queriers(cast(ASGIApp, api), self.querier_pool)
+        elif plan.query:
+            from tempo_lite.api.querier_jobs import JobRunner, register_querier_job_routes
+
+            runner = JobRunner(self.config, self.store, self.cache, self.blocklist, self.metrics)
+            self._closers.append(runner.aclose)
+            register_querier_job_routes(api, self, runner)
             app = streaming_querier_app(self, fallback=cast(ASGIApp, api))
             if isinstance(self.querier.live, LocalLive):
                 app = read_after_write(app, self.livestore.wait_consumed)
@@ -422,12 +486,17 @@ class TempoLite:
         return None
 
     def service_states(self) -> list[tuple[str, str]]:
-        """(component, state) in start order; a managed WAL broker that is restarting makes `wal` Starting."""
+        """(component, state) in start order; a WAL whose broker is down or restarting makes `wal` Starting."""
         states = dict(self.services)
-        supervisor = getattr(getattr(self, "wal", None), "supervisor", None)
-        if states.get("wal") == "Running" and supervisor is not None and not supervisor.up:
+        wal = getattr(self, "wal", None)
+        supervisor = getattr(wal, "supervisor", None)
+        broker_down = (supervisor is not None and not supervisor.up) or not getattr(wal, "broker_up", True)
+        if states.get("wal") == "Running" and broker_down:
             states["wal"] = "Starting"
-        return list(states.items())
+        if self.ring_member is not None:
+            states["live-store-ring"] = "Drained" if self.ring_member.drained() else "Running"
+        ring = list(status_lines(self.ring.ring)) if self.ring is not None else []
+        return list(states.items()) + ring
 
     def refresh_gauges(self) -> None:
         if self.plan.wal:

@@ -37,6 +37,9 @@ class Plan:
     compactor: bool  # compaction and retention
     query: bool  # the query API: blocks plus recent data (own live-store, or remote live-stores)
     generator: bool  # the metrics-generator (observes every partition)
+    # query-frontend without querier, `query_frontend.queriers` set: search and trace-by-ID jobs go to those
+    # querier processes (frontend/sharding.py) instead of running here.
+    sharding: bool = False
 
     @property
     def name(self) -> str:
@@ -70,6 +73,8 @@ def plan_for(config: Config, target: str | None = None) -> Plan:
         query=bool(roles & {"querier", "query-frontend"}),
         # In one process the generator is a config switch; as a role, naming it runs it.
         generator=config.metrics_generator.enabled if all_in_one else "metrics-generator" in roles,
+        sharding=(not all_in_one and "query-frontend" in roles and "querier" not in roles
+                  and bool(config.query_frontend.queriers)),
     )
     if not all_in_one:
         check_shared(config, plan)

@@ -53,11 +53,19 @@ block_builder: {{consume_cycle_duration: {cycle}}}
         return f"http://127.0.0.1:{self.otlp_port}/v1/traces"
 
     def start(self, timeout: float = 30.0) -> None:
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tempo_lite", "serve", "--config", str(self.config), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-        )
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready (see `wait_ready`)."""
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tempo_lite", "serve", "--config", str(self.config), *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

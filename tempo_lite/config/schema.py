@@ -244,6 +244,11 @@ class QueryFrontendConfig:
     search: SearchFrontendConfig = field(default_factory=SearchFrontendConfig)
     # TraceQL metrics: `end` later than now minus this is clamped (recent data is still arriving).
     query_end_cutoff: Duration = Duration(30.0)
+    # `-target=query-frontend` alone: the querier processes (base URLs) its search and trace-by-ID jobs go
+    # to; empty: the frontend runs the querier itself (docs/scaling.md, "Query-frontend sharding").
+    queriers: tuple[str, ...] = ()
+    # How long the frontend waits for one querier's answer to a job before trying the next querier.
+    querier_timeout: Duration = Duration(60.0)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,8 @@ class Distributor:
         self.trace_sizes = TraceSizeTracker(self.limits_for)
         self._limits_cache: dict[str, TenantLimits] = {}
         self.accepting = True
+        # The partitions to write to (the partition ring's active ones, wal/ring.py); None: every one.
+        self.writable: tuple[int, ...] | None = None
 
     def limits_for(self, tenant: str) -> TenantLimits:
         limits = self._limits_cache.get(tenant)
@@ -179,12 +181,18 @@ class Distributor:
                 spans -= dropped
                 if spans == 0:
                     return
+        targets = self.writable
+        if targets is not None and not targets:
+            raise Unavailable("no WAL partition is active in the partition ring: no live-store takes writes")
+        n = self.wal.partitions if targets is None else len(targets)
         if changed:
-            payloads = shard(request, self.wal.partitions)
-        elif self.wal.partitions == 1:
+            payloads = shard(request, n)
+        elif n == 1:
             payloads = {0: body}
         else:
-            payloads = wire.shard(body, scan, self.wal.partitions)
+            payloads = wire.shard(body, scan, n)
+        if targets is not None:
+            payloads = {targets[i]: payload for i, payload in payloads.items()}
         entries = [WalEntry(p, tenant, payload) for p, payload in payloads.items()]
         started = trio.current_time()
         await self.wal.append(entries)

@@ -11,6 +11,7 @@ their ETag, so an unchanged live-store costs one small round trip.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -29,9 +30,21 @@ class _Cached:
     table: spantable.SpanTable
 
 
+def serving(instances: Sequence[LiveStoreInstance], readable: frozenset[int] | None,
+            partitions: int) -> tuple[LiveStoreInstance, ...]:
+    """The live-stores that serve a partition the ring says is readable (all of them without a ring): a
+    live-store whose partitions were all drained (their data is in blocks) is not asked."""
+    if readable is None:
+        return tuple(instances)
+    return tuple(i for i in instances if readable.intersection(i.partitions or range(partitions)))
+
+
 class RemoteLiveStores:
-    def __init__(self, instances: tuple[LiveStoreInstance, ...], *, timeout: float, wait: float) -> None:
+    def __init__(self, instances: tuple[LiveStoreInstance, ...], *, timeout: float, wait: float,
+                 readable: Callable[[], frozenset[int] | None] = lambda: None, partitions: int = 0) -> None:
         self.instances = instances
+        self.readable = readable  # the partition ring's readable partitions (wal/ring.py), None: no ring
+        self.partitions = partitions
         self.timeout = timeout
         self.wait = wait  # read after write: how long each live-store may wait to consume what it holds
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout + wait))
@@ -69,7 +82,7 @@ class RemoteLiveStores:
                 found.append(table)
 
         async with trio.open_nursery() as nursery:
-            for instance in self.instances:
+            for instance in serving(self.instances, self.readable(), self.partitions):
                 nursery.start_soon(ask, instance)
         return found
 

@@ -12,18 +12,39 @@ from typing import Protocol
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite import spantable
+from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import Config
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.search import Searcher
-from tempo_lite.querier.tracebyid import Querier
+from tempo_lite.querier.search import SearchRequest, SearchStats
+from tempo_lite.querier.tracebyid import TraceLookup
+from tempo_lite.traceql.ast import AttributeRef
 
 TraceAnswer = tuple[TracesData | None, int, list[str]]  # (trace or None, inspected bytes, unreadable blocks)
+
+
+class TraceSource(Protocol):
+    """Trace by ID in one tenant: the querier's `Querier`, or the sharding frontend's `ShardedTraces`."""
+
+    async def find_trace(self, tenant: str, trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceLookup: ...
+
+
+class SearchSource(Protocol):
+    """Search and the tables tag and metrics queries read: the querier's `Searcher`, or `ShardedSearcher`."""
+
+    async def search(self, tenant: str, request: SearchRequest) -> tuple[list[pb.TraceSearchMetadata], SearchStats]:
+        ...
+
+    async def tables(
+        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
+        columns: list[str] | None = None, whole_traces: bool = False, fields: list[AttributeRef] | None = None,
+    ) -> list[spantable.SpanTable]:
+        ...
 
 
 class QueryFrontend:
     """Queries over the querier: search (`searcher`) and trace by ID across the request's tenants."""
 
-    def __init__(self, querier: Querier, searcher: Searcher) -> None:
+    def __init__(self, querier: TraceSource, searcher: SearchSource) -> None:
         self.querier = querier
         self.searcher = searcher
 

@@ -59,10 +59,11 @@ async def open_backend(config: WalOptions) -> WriteAheadLog:
 
         return await open_embedded_wal(config.path, config.partitions, config.groups, config.bytes_limit)
     if config.backend == "kafka":
-        # Imported here so the embedded default works without confluent-kafka installed.
-        from tempo_lite.wal.kafka import open_kafka_wal
+        # Imported here so the embedded default works without confluent-kafka installed. The plain
+        # backend waits out broker outages itself (kafka_outage.py); managed.py has its supervisor.
+        from tempo_lite.wal.kafka_outage import open_waiting_kafka_wal
 
-        return await open_kafka_wal(
+        return await open_waiting_kafka_wal(
             config.kafka_brokers, config.kafka_topic, config.partitions, config.groups, config.bytes_limit
         )
     if config.backend in MANAGED_BACKENDS:

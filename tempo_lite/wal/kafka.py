@@ -35,6 +35,32 @@ from tempo_lite.wal import WalEntry, WalRecord, WalStatistics, check_group, chec
 
 log = logging.getLogger(__name__)
 
+
+class _ConnectFailureThrottle(logging.Filter):
+    """While a broker is down librdkafka logs every reconnect attempt of every client (about 20 lines a
+    second here): keep one `Connect to ... failed` line per client every `interval` seconds."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "Connect to " not in text or " failed" not in text:
+            return True
+        client = text.split("]", 1)[0]  # "FAIL [rdkafka#consumer-5"
+        now = time.monotonic()
+        if now - self._last.get(client, -self.interval) < self.interval:
+            return False
+        self._last[client] = now
+        return True
+
+
+# librdkafka's own log lines (every client's), through the throttle above.
+client_log = logging.getLogger(__name__ + ".librdkafka")
+client_log.addFilter(_ConnectFailureThrottle())
+
 T = TypeVar("T")
 
 BROKER_TIMEOUT_S = 10.0
@@ -61,15 +87,23 @@ class _Delivery:
     error: KafkaError | None = None
 
 
-def _client_config(brokers: str) -> dict[str, Any]:
+ErrorCallback = Callable[[KafkaError], None]
+
+
+def _client_config(brokers: str, on_error: ErrorCallback | None = None) -> dict[str, Any]:
     # librdkafka's own log lines go to this module's logger instead of raw stderr.
-    return {"bootstrap.servers": brokers, "socket.connection.setup.timeout.ms": 10000, "logger": log}
+    config: dict[str, Any] = {"bootstrap.servers": brokers, "socket.connection.setup.timeout.ms": 10000,
+                              "logger": client_log}
+    if on_error is not None:
+        # Client-level errors (all brokers down, ...), called from poll/consume in a worker thread.
+        config["error_cb"] = on_error
+    return config
 
 
-def _consumer(brokers: str, group: str) -> Consumer:
+def _consumer(brokers: str, group: str, on_error: ErrorCallback | None = None) -> Consumer:
     return Consumer(
         {
-            **_client_config(brokers),
+            **_client_config(brokers, on_error),
             "group.id": group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -398,6 +432,11 @@ class KafkaWal:
         self._advance_low(partition)
         return self._committed[(group, partition)]
 
+    def known_end(self, partition: int) -> int:
+        """The highest end offset of `partition` this process has seen, without asking the broker."""
+        self._check_partition(partition)
+        return self._end[partition]
+
     async def end_offset(self, partition: int) -> int:
         self._check_partition(partition)
         async with self._prober_lock:
@@ -425,6 +464,20 @@ class KafkaWal:
             if fetched >= high:
                 break
         return max(high, fetched)
+
+    async def answers(self, timeout: float = 1.0) -> bool:
+        """Whether the brokers answer a metadata request naming a leader for every partition of the topic."""
+        return await self._run(self._answers_sync, timeout)
+
+    def _answers_sync(self, timeout: float) -> bool:
+        try:
+            metadata = self._producer.list_topics(self._topic, timeout=timeout)
+        except KafkaException:
+            return False
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None or len(topic.partitions) != self._partitions:
+            return False
+        return all(p.leader >= 0 for p in topic.partitions.values())
 
     async def aclose(self) -> None:
         if self._closed:
@@ -498,9 +551,10 @@ def _topic_id(admin: AdminClient, topic: str) -> str:
 
 
 def _open_sync(
-    brokers: str, topic: str, partitions: int, groups: tuple[str, ...]
+    brokers: str, topic: str, partitions: int, groups: tuple[str, ...], on_error: ErrorCallback | None = None,
+    delivery_timeout: float | None = None,
 ) -> tuple[str, AdminClient, Producer, dict[str, Consumer], Consumer, Consumer, dict[tuple[str, int], int]]:
-    admin = AdminClient(_client_config(brokers))
+    admin = AdminClient(_client_config(brokers, on_error))
     try:
         existing = _ensure_topic(admin, topic, partitions)
         identity = _topic_id(admin, topic)
@@ -512,32 +566,49 @@ def _open_sync(
         )
     producer = Producer(
         {
-            **_client_config(brokers),
+            **_client_config(brokers, on_error),
             "acks": "all",
             "enable.idempotence": True,
             # Appends arriving within 2 ms share one produce request: the broker-side group commit.
             "linger.ms": 2,
             "message.max.bytes": 16 << 20,
+            # Without it librdkafka retries an unacknowledged record for 5 minutes (its default), and the
+            # append waits as long.
+            **({"message.timeout.ms": int(delivery_timeout * 1000)} if delivery_timeout else {}),
         }
     )
-    # Connecting now (and learning the topic's leaders) saves the first append ~1 s of idempotent
-    # producer start-up, measured against tansu.
-    producer.list_topics(topic, timeout=BROKER_TIMEOUT_S)
-    group_consumers = {g: _consumer(brokers, g) for g in groups}
-    committed: dict[tuple[str, int], int] = {}
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    for group, consumer in group_consumers.items():
-        for tp in consumer.committed(tps, timeout=BROKER_TIMEOUT_S):
-            committed[(group, tp.partition)] = max(tp.offset, 0)
-    reader = _consumer(brokers, f"{topic}.tempo-lite-reader")
-    prober = _consumer(brokers, f"{topic}.tempo-lite-reader")
+    consumers: list[Consumer] = []
+    try:
+        # Connecting now (and learning the topic's leaders) saves the first append ~1 s of idempotent
+        # producer start-up, measured against tansu.
+        producer.list_topics(topic, timeout=BROKER_TIMEOUT_S)
+        group_consumers = {g: _consumer(brokers, g, on_error) for g in groups}
+        consumers += group_consumers.values()
+        committed: dict[tuple[str, int], int] = {}
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        for group, consumer in group_consumers.items():
+            for tp in consumer.committed(tps, timeout=BROKER_TIMEOUT_S):
+                committed[(group, tp.partition)] = max(tp.offset, 0)
+        reader = _consumer(brokers, f"{topic}.tempo-lite-reader", on_error)
+        consumers.append(reader)
+        prober = _consumer(brokers, f"{topic}.tempo-lite-reader", on_error)
+    except KafkaException as exc:
+        # The brokers went away half way: release what was opened (a caller may try again).
+        for consumer in consumers:
+            consumer.close()
+        raise Unavailable(f"Kafka WAL: brokers {brokers!r} stopped answering while opening topic {topic!r}: "
+                          f"{exc}") from exc
     return identity, admin, producer, group_consumers, reader, prober, committed
 
 
 async def open_kafka_wal(
-    brokers: str, topic: str, partitions: int, groups: Sequence[str], bytes_limit: int
+    brokers: str, topic: str, partitions: int, groups: Sequence[str], bytes_limit: int,
+    on_error: ErrorCallback | None = None, delivery_timeout: float | None = None,
 ) -> KafkaWal:
-    """Connect to `brokers`, create `topic` if missing, load committed offsets, start delivery polling."""
+    """Connect to `brokers`, create `topic` if missing, load committed offsets, start delivery polling.
+
+    `on_error` receives librdkafka's client-level errors (every client's; called in worker threads);
+    an append the broker has not acknowledged within `delivery_timeout` seconds fails (`Unavailable`)."""
     if not brokers:
         raise ConfigError("wal.kafka_brokers must name at least one broker for the kafka WAL backend")
     if partitions <= 0:
@@ -546,7 +617,7 @@ async def open_kafka_wal(
         raise ConfigError("wal.groups must name at least one consumer group")
     group_tuple = tuple(groups)
     identity, admin, producer, group_consumers, reader, prober, committed = await trio.to_thread.run_sync(
-        _open_sync, brokers, topic, partitions, group_tuple
+        _open_sync, brokers, topic, partitions, group_tuple, on_error, delivery_timeout
     )
     wal = KafkaWal(
         brokers, topic, identity, partitions, group_tuple, bytes_limit, admin, producer, group_consumers, reader,

@@ -107,11 +107,27 @@ def test_compose_services_run_shipped_configs_that_load_for_their_roles(service:
     assert config.storage.trace.wal.partitions == 4 and config.server.http_listen_port == 3200
     if plan.query:
         check_querier_coverage(config, config.storage.trace.wal.partitions)
+    # The compose query-frontend shards over the compose queriers.
+    assert plan.sharding == (service == "query-frontend")
+    if plan.sharding:
+        queriers = {s for s, d in _compose()["services"].items() if d.get("command", [])[-1:] == ["-target=querier"]}
+        assert config.query_frontend.queriers == tuple(f"http://{q}:3200" for q in sorted(queriers))
 
 
 def test_every_deploy_config_loads() -> None:
     names = sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "docker-compose.yaml")
     assert names == ["block-builder.yaml", "compactor.yaml", "distributor.yaml", "live-store.yaml",
-                     "metrics-generator.yaml", "querier.yaml"]
+                     "metrics-generator.yaml", "querier.yaml", "query-frontend.yaml"]
     for name in names:
         load_config(DEPLOY / name)
+
+
+def test_a_query_frontend_alone_with_queriers_shards_and_otherwise_runs_the_querier_itself() -> None:
+    queriers = "query_frontend: {queriers: ['http://q1:3200', 'http://q2:3200']}\n"
+    config = load_config_text(SHARED + QUERIER + queriers)
+    assert plan_for(config, "query-frontend").sharding
+    assert not plan_for(config, "query-frontend,querier").sharding  # names the querier: runs it
+    assert not plan_for(config, "querier").sharding
+    assert not plan_for(config).sharding  # all
+    assert not plan_for(load_config_text(SHARED + QUERIER), "query-frontend").sharding
+    assert config.query_frontend.queriers == ("http://q1:3200", "http://q2:3200")

@@ -1,0 +1,263 @@
+"""A query-frontend that shards queries over querier processes (`-target=query-frontend` with
+`query_frontend.queriers`), as Tempo's frontend does.
+
+- **Search** (`/api/search`) and **trace by ID**: split into jobs (`frontend.jobs.plan_jobs`: one per
+  live-store with the blocks of its partitions, then the other blocks in groups), each sent to a querier
+  (`POST /internal/querier/search`, `/internal/querier/trace`; api/querier_jobs.py) and combined with the
+  code one process uses: `merge_search_results` for search, `dedupe_spans` + `sort_by_trace` for a trace.
+  `ShardedSearcher` and `ShardedTraces` take the places of the querier's `Searcher` and `Querier` behind
+  the unchanged API handlers.
+- **Tags, tag values and TraceQL metrics**: forwarded whole to one querier (`forward_to_queriers`).
+- A job a querier does not answer (connection refused, timeout, 5xx) is sent to the next querier; when
+  none answers the query fails with 503 naming each querier and why. A 4xx answer (a bad query) is the
+  client's, passed through as it is.
+
+The raw search parameters reach `ShardedSearcher.search` through `SEARCH_PARAMS`, set for each HTTP request
+by `forward_to_queriers` (the parsed query cannot travel; the querier parses the same text again). Search
+over gRPC streaming is not sharded: a sharding frontend serves HTTP only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import trio
+
+from tempo_lite import spantable
+from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.block.meta import BlockMeta
+from tempo_lite.config import Config, LiveStoreInstance
+from tempo_lite.errors import InvalidRequest, TempoLiteError, Unavailable
+from tempo_lite.frontend.jobs import Job, plan_jobs
+from tempo_lite.frontend.remote_live import serving
+from tempo_lite.frontend.service import QueryFrontend
+from tempo_lite.querier.blocklist import BlockList
+from tempo_lite.querier.results import merge_search_results
+from tempo_lite.querier.search import SearchRequest, SearchStats
+from tempo_lite.querier.tracebyid import TraceLookup
+from tempo_lite.traceql.ast import AttributeRef
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
+
+FAILED_QUERIER_BACKOFF_S = 5.0
+ARROW = "application/vnd.apache.arrow.stream"
+PROTOBUF = "application/protobuf"
+SEARCH_PARAMS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "tempo_lite_search_params", default=None
+)
+# Paths answered whole by one querier (tag discovery, TraceQL metrics).
+FORWARDED = ("/api/search/tag", "/api/v2/search/tag", "/api/metrics/")
+_HOP_HEADERS = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding", b"accept-encoding"})
+
+
+class QuerierError(TempoLiteError):
+    """A querier refused a job as the client's mistake (4xx): passed through with its status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.http_status = status
+
+
+class QuerierPool:
+    """The configured querier processes; each job goes to the next one in turn, and on to the others
+    while they fail. A querier that failed is tried last for `FAILED_QUERIER_BACKOFF_S`."""
+
+    def __init__(self, urls: Sequence[str], *, timeout: float) -> None:
+        if not urls:
+            raise ValueError("a querier pool needs at least one querier")
+        self.urls = tuple(u.rstrip("/") for u in urls)
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        self._next = itertools.count()
+        self._failed_at: dict[str, float] = {}  # querier -> trio time of its last failure
+        self.retries = 0  # jobs sent again to another querier
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The first 2xx/3xx/404 answer of a querier, trying each once starting with the next in turn."""
+        start = next(self._next)
+        now = trio.current_time()
+        turn = [self.urls[(start + i) % len(self.urls)] for i in range(len(self.urls))]
+        # Queriers that failed recently go last (stable: otherwise in turn).
+        order = sorted(turn, key=lambda u: now - self._failed_at.get(u, -math.inf) < FAILED_QUERIER_BACKOFF_S)
+        problems: list[str] = []
+        for attempt, url in enumerate(order):
+            try:
+                response = await self.client.request(method, url + path, **kwargs)
+            except httpx.HTTPError as exc:
+                problems.append(f"{url} ({type(exc).__name__}: {exc})")
+            else:
+                if response.status_code < 400 or response.status_code == 404:
+                    self._failed_at.pop(url, None)
+                    return response
+                if response.status_code < 500 and response.status_code != 429:
+                    raise QuerierError(response.text, response.status_code)
+                problems.append(f"{url} (HTTP {response.status_code}: {response.text.strip()[:200]})")
+            self._failed_at[url] = trio.current_time()
+            if attempt + 1 < len(order):
+                self.retries += 1
+                log.warning("querier %s failed a job; sending it to the next querier", problems[-1])
+        raise Unavailable("no querier answered: " + "; ".join(problems))
+
+
+async def _run_jobs(jobs: list[Job], run: Callable[[Job], Awaitable[None]]) -> None:
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(run, job)
+
+
+class _Planner:
+    def __init__(self, pool: QuerierPool, blocklist: BlockList, live_stores: Sequence[LiveStoreInstance],
+                 partitions: int, readable: Callable[[], frozenset[int] | None]) -> None:
+        self.pool = pool
+        self.blocklist = blocklist
+        self.live_stores = tuple(live_stores)
+        self.partitions = partitions
+        self.readable = readable  # the partition ring's readable partitions; None: no ring
+
+    def jobs(self, tenant: str, blocks: Sequence[BlockMeta]) -> list[Job]:
+        live = serving(self.live_stores, self.readable(), self.partitions)
+        return plan_jobs(tenant, live, self.partitions, blocks)
+
+
+class ShardedSearcher(_Planner):
+    """`search` split into querier jobs; the querier's `Searcher` interface for the API handlers."""
+
+    async def search(self, tenant: str, request: SearchRequest) -> tuple[list[pb.TraceSearchMetadata], SearchStats]:
+        params = SEARCH_PARAMS.get()
+        if params is None:
+            raise InvalidRequest("this query-frontend shards search over queriers for HTTP requests only: "
+                                 "send gRPC streaming searches to a querier")
+        blocks = [] if request.live_only else self.blocklist.blocks(tenant, request.start_ns, request.end_ns)
+        jobs = self.jobs(tenant, blocks)
+        answers: list[pb.SearchResponse] = []
+
+        async def run(job: Job) -> None:
+            response = await self.pool.request(
+                "POST", "/internal/querier/search", json={"job": job.to_json(), "params": dict(params)},
+                headers={"X-Scope-OrgID": tenant, "Accept": PROTOBUF},
+            )
+            if response.status_code != 200:
+                raise Unavailable(f"querier {response.url} answered a search job with HTTP {response.status_code} "
+                                  "(is it a tempo-lite querier of this version?)")
+            answers.append(pb.SearchResponse.FromString(response.content))
+
+        await _run_jobs(jobs, run)
+        stats = SearchStats()
+        for answer in answers:
+            m = answer.metrics
+            stats.inspected_traces += m.inspectedTraces
+            stats.inspected_bytes += m.inspectedBytes
+            stats.inspected_spans += m.inspectedSpans
+            stats.total_blocks += m.totalBlocks
+            stats.completed_jobs += m.completedJobs
+            stats.total_jobs += m.totalJobs
+            stats.total_block_bytes += m.totalBlockBytes
+        # Each job answered its `limit` best (newest, with most_recent): the newest `limit` of their union
+        # are the single process's answer.
+        return merge_search_results(*(a.traces for a in answers), limit=request.limit), stats
+
+    async def tables(
+        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
+        columns: list[str] | None = None, whole_traces: bool = False, fields: list[AttributeRef] | None = None,
+    ) -> list[spantable.SpanTable]:
+        raise InvalidRequest("this query-frontend forwards tag and metrics queries to a querier over HTTP; "
+                             "send gRPC streaming ones to a querier")
+
+
+class ShardedTraces(_Planner):
+    """Trace by ID split into querier jobs; the querier's `Querier.find_trace` for the frontend."""
+
+    async def find_trace(self, tenant: str, trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceLookup:
+        jobs = self.jobs(tenant, self.blocklist.blocks(tenant, start_ns, end_ns))
+        result = TraceLookup(None)
+        parts: list[spantable.SpanTable] = []
+
+        async def run(job: Job) -> None:
+            body = {"job": job.to_json(), "id": trace_id.hex(), "start_ns": start_ns, "end_ns": end_ns}
+            response = await self.pool.request("POST", "/internal/querier/trace", json=body,
+                                               headers={"X-Scope-OrgID": tenant})
+            result.inspected_bytes += int(response.headers.get("X-Inspected-Bytes", "0"))
+            failed = response.headers.get("X-Failed-Blocks")
+            if failed:
+                result.failed_blocks += json.loads(failed)
+            if response.status_code == 200:
+                table = await trio.to_thread.run_sync(spantable.from_ipc, response.content)
+                if table.num_spans:
+                    parts.append(table)
+
+        await _run_jobs(jobs, run)
+        if len(parts) == 1:
+            result.table = parts[0]
+        elif parts:
+            result.table = spantable.sort_by_trace(spantable.dedupe_spans(spantable.concat(parts)))
+        return result
+
+
+def sharded_frontend(
+    config: Config, blocklist: BlockList, readable: Callable[[], frozenset[int] | None] = lambda: None,
+) -> tuple[QueryFrontend, QuerierPool]:
+    """The frontend of a sharding query-frontend process, and its querier pool (closed by the caller)."""
+    pool = QuerierPool(config.query_frontend.queriers, timeout=float(config.query_frontend.querier_timeout))
+    args = (pool, blocklist, config.querier.live_stores, config.storage.trace.wal.partitions, readable)
+    return QueryFrontend(ShardedTraces(*args), ShardedSearcher(*args)), pool
+
+
+def forward_to_queriers(app: ASGIApp, pool: QuerierPool) -> ASGIApp:
+    """`app` (the frontend's API) with tag and metrics queries forwarded whole to a querier, and each
+    search request's parameters made available to `ShardedSearcher` (`SEARCH_PARAMS`)."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path.startswith(FORWARDED):
+            await _forward(pool, scope, receive, send)
+            return
+        if path == "/api/search":
+            query = scope.get("query_string", b"").decode("latin-1")
+            token = SEARCH_PARAMS.set(dict(parse_qsl(query, keep_blank_values=True)))
+            try:
+                await app(scope, receive, send)
+            finally:
+                SEARCH_PARAMS.reset(token)
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+async def _forward(pool: QuerierPool, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])
+               if k.lower() not in _HOP_HEADERS]
+    path = scope.get("raw_path") or scope.get("path", "").encode()
+    query = scope.get("query_string", b"")
+    target = path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else "")
+    try:
+        response = await pool.request(scope.get("method", "GET"), target, headers=headers, content=body or None)
+        status, content = response.status_code, response.content
+        out = [(k.encode(), v.encode()) for k, v in response.headers.items()
+               if k.lower().encode() not in _HOP_HEADERS and k.lower() != "content-encoding"]
+    except TempoLiteError as exc:
+        status, content = exc.http_status, (exc.message.rstrip("\n") + "\n").encode()
+        out = [(b"content-type", b"text/plain; charset=utf-8")]
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": content})
