@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import trio
 
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
@@ -26,7 +27,6 @@ from tempo_lite.generator import MetricsGenerator
 from tempo_lite.livestore import GROUP as LIVESTORE_GROUP
 from tempo_lite.livestore import LiveStore
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.live import LiveSource, LocalLive
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
