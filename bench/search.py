@@ -111,7 +111,9 @@ async def make_blocks(root: Path, blocks: int, spans_per_block: int) -> None:
             continue
         t0 = time.perf_counter()
         table = span_table(spans_per_block, seed=1000 + i, start_ns=BASE_NS + i * 3_600_000_000_000)
-        block = encode_block(table, block_id=bid, tenant=TENANT)
+        # tl1: DuckDB below reads data.parquet directly and needs its trace_id column (tl2 leaves it to
+        # traces.parquet).
+        block = encode_block(table, block_id=bid, tenant=TENANT, format="tl1")
         await write_block(store, block)
         print(f"block {i}: {block.meta.total_spans} spans, {block.meta.size_bytes / block.meta.total_spans:.1f} "
               f"B/span, {time.perf_counter() - t0:.1f}s", flush=True)

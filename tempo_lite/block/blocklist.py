@@ -20,7 +20,7 @@ from tempo_lite.storage.store import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
-Warmer = Callable[[BlockMeta], Awaitable[bool]]  # loads a block's caches; False: no room, stop warming
+Warmer = Callable[[BlockMeta], Awaitable[bool]]  # loads a block's caches; False: no room, nothing loaded
 
 
 class BlockList:
@@ -72,8 +72,8 @@ class BlockList:
 
     async def warm(self) -> int:
         """Run the warmers for every block not warmed yet, newest first; returns blocks warmed. A block
-        that cannot be read is retried after the next poll; a warmer answering False (its cache is full)
-        stops the round."""
+        that cannot be read is retried after the next poll; a warmer answering False (its cache is full:
+        it loaded nothing) ends the round, and that block and the older ones are tried again next time."""
         pending = sorted(
             (m for blocks in self._blocks.values() for m in blocks.values()
              if (m.tenant, m.block_id) not in self._warmed),
@@ -88,10 +88,10 @@ class BlockList:
             except StorageError as exc:
                 log.warning("loading caches of block %s/%s: %s", meta.tenant, meta.block_id, exc.message)
                 continue
-            self._warmed.add((meta.tenant, meta.block_id))
-            warmed += 1
             if not all(room):
                 break
+            self._warmed.add((meta.tenant, meta.block_id))
+            warmed += 1
         return warmed
 
     async def _read_all(self) -> dict[str, dict[str, BlockMeta]]:

@@ -55,11 +55,12 @@ class Querier:
         return open_block(self.store, meta, self.cache)
 
     async def warm(self, meta: BlockMeta) -> bool:
-        """Load what trace by ID needs of a block into the cache; False once the cache is full enough."""
+        """Load what trace by ID needs of a block into the cache; False (nothing loaded) once the cache is
+        full enough."""
         if self.cache.total_bytes >= self.cache.max_bytes * _WARM_SHARE:
             return False
         await self.reader(meta).warm()
-        return self.cache.total_bytes < self.cache.max_bytes * _WARM_SHARE
+        return True
 
     def _candidates(self, tenant: str, trace_id: bytes, start_ns: int, end_ns: int) -> list[BlockReader]:
         """Blocks that may hold the trace: its ID within a block's trace-ID range, and not ruled out by
