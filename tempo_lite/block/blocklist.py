@@ -80,6 +80,7 @@ class BlockList:
             key=lambda m: m.end_unix_nano, reverse=True,
         )
         warmed = 0
+        started = trio.current_time()
         for meta in pending:
             if not self.warmers:
                 break
@@ -92,6 +93,8 @@ class BlockList:
                 break
             self._warmed.add((meta.tenant, meta.block_id))
             warmed += 1
+        if warmed:
+            log.info("loaded the caches of %d block(s) in %.2fs", warmed, trio.current_time() - started)
         return warmed
 
     async def _read_all(self) -> dict[str, dict[str, BlockMeta]]:
