@@ -31,10 +31,10 @@ import trio  # noqa: E402
 from payloads import BASE_NS, span_table  # noqa: E402
 
 from tempo_lite import spantable  # noqa: E402
+from tempo_lite.block.blocklist import BlockList  # noqa: E402
 from tempo_lite.block.meta import block_id_for  # noqa: E402
 from tempo_lite.block.writer import encode_block, write_block  # noqa: E402
 from tempo_lite.metrics import Metrics  # noqa: E402
-from tempo_lite.querier.blocklist import BlockList  # noqa: E402
 from tempo_lite.querier.results import hex_trace_id  # noqa: E402
 from tempo_lite.querier.search import Searcher, SearchRequest, parse_search_query  # noqa: E402
 from tempo_lite.querier.tracebyid import Querier  # noqa: E402
@@ -111,7 +111,9 @@ async def make_blocks(root: Path, blocks: int, spans_per_block: int) -> None:
             continue
         t0 = time.perf_counter()
         table = span_table(spans_per_block, seed=1000 + i, start_ns=BASE_NS + i * 3_600_000_000_000)
-        block = encode_block(table, block_id=bid, tenant=TENANT)
+        # tl1: DuckDB below reads data.parquet directly and needs its trace_id column (tl2 leaves it to
+        # traces.parquet).
+        block = encode_block(table, block_id=bid, tenant=TENANT, format="tl1")
         await write_block(store, block)
         print(f"block {i}: {block.meta.total_spans} spans, {block.meta.size_bytes / block.meta.total_spans:.1f} "
               f"B/span, {time.perf_counter() - t0:.1f}s", flush=True)

@@ -25,10 +25,10 @@ import trio  # noqa: E402
 from payloads import BASE_NS, span_table  # noqa: E402
 
 from tempo_lite import spantable  # noqa: E402
+from tempo_lite.block.blocklist import BlockList  # noqa: E402
 from tempo_lite.block.meta import block_id_for  # noqa: E402
 from tempo_lite.block.writer import encode_block, write_block  # noqa: E402
 from tempo_lite.metrics import Metrics  # noqa: E402
-from tempo_lite.querier.blocklist import BlockList  # noqa: E402
 from tempo_lite.querier.search import Searcher, SearchRequest, parse_search_query  # noqa: E402
 from tempo_lite.querier.tracebyid import Querier  # noqa: E402
 from tempo_lite.storage.backends import open_store  # noqa: E402

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import trio
 
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
 from tempo_lite.config import Config, split_endpoint
@@ -28,7 +29,6 @@ from tempo_lite.generator import MetricsGenerator
 from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore
 from tempo_lite.livestore import GROUP as LIVESTORE_GROUP
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.live import LiveSource, LocalLive
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier

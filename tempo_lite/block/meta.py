@@ -8,12 +8,20 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+from tempo_lite.block.paths import (  # noqa: F401 - file names re-exported for code that imported them here
+    BLOOM,
+    COMPACTED_META,
+    DATA,
+    META,
+    RESOURCES,
+    TRACES,
+)
 from tempo_lite.errors import TempoLiteError
 
-FORMAT_VERSION = "tl1"
-META = "meta.json"
-COMPACTED_META = "meta.compacted.json"
-DATA, RESOURCES, TRACES, BLOOM = "data.parquet", "resources.parquet", "traces.parquet", "bloom"
+# Block format versions this tempo-lite reads (docs/block-format.md), oldest first; new blocks are written
+# in FORMAT_VERSION. `block.versions` maps each to its reader and writer layout.
+FORMATS = ("tl1", "tl2")
+FORMAT_VERSION = "tl2"
 
 # Namespace for deterministic block IDs: replaying the same WAL range names the same block.
 _BLOCK_NAMESPACE = uuid.UUID("8f3c7a52-4c1e-4a8e-9b7d-2f0e6c9d1a35")
@@ -82,8 +90,12 @@ class BlockMeta:
     @classmethod
     def from_json(cls, data: bytes) -> BlockMeta:
         raw = json.loads(data)
-        if raw.get("format") != FORMAT_VERSION:
-            raise ValueError(f"unsupported block format {raw.get('format')!r}")
+        if not isinstance(raw, dict):
+            raise ValueError("meta.json is not a JSON object")
+        if raw.get("format") not in FORMATS:
+            # A newer format must not be misread: refuse it, naming what this version reads.
+            raise ValueError(f"unsupported block format {raw.get('format')!r} (this tempo-lite reads "
+                             f"{', '.join(FORMATS)})")
         raw["row_groups"] = [RowGroupRange(**rg) for rg in raw.get("row_groups", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})

@@ -12,8 +12,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tempo_lite import spantable
+from tempo_lite.block import paths
 from tempo_lite.block.bloom import BloomFilter
-from tempo_lite.block.meta import BLOOM, DATA, META, RESOURCES, TRACES, BlockMeta, RowGroupRange
+from tempo_lite.block.meta import FORMAT_VERSION, BlockMeta, RowGroupRange
+from tempo_lite.block.versions import version
 from tempo_lite.storage.store import ObjectStore
 from tempo_lite.traceql.engine_summary import trace_summaries
 
@@ -135,8 +137,11 @@ def encode_block(
     source: tuple[int, int, int] = (-1, -1, -1),
     source_wal: str = "",
     source_digest: str = "",
+    format: str = FORMAT_VERSION,
 ) -> EncodedBlock:
-    """Sort, number nested sets, choose dedicated columns and encode. CPU-bound: run in a thread."""
+    """Sort, number nested sets, choose dedicated columns and encode in block format `format` (default:
+    the current one; `block.versions`). CPU-bound: run in a thread."""
+    layout = version(format)
     table = spantable.dedupe_spans(spantable.concat([table]))
     table = spantable.with_nested_sets(spantable.sort_by_trace(table))
     strings = spantable.choose_dedicated_keys(table, max_dedicated_columns)
@@ -144,7 +149,8 @@ def encode_block(
     catalogue = attribute_keys(table)
     table = _dedupe_resources(spantable.dedicate(table, {**{k: spantable.STRING for k in strings}, **typed}))
     spans = table.spans
-    data = _parquet_bytes(spans, row_group_spans)
+    # tl2 rebuilds trace_id from traces.parquet (same order, span counts): the column is not stored.
+    data = _parquet_bytes(spans if layout.trace_id_in_data else spans.drop_columns(["trace_id"]), row_group_spans)
     traces = trace_table(spans)
     ids = spans.column("trace_id").combine_chunks()
     row_groups = []
@@ -154,10 +160,10 @@ def encode_block(
     trace_ids = np.frombuffer(traces.column("trace_id").combine_chunks().buffers()[1], dtype=np.uint8)
     trace_ids = trace_ids[: traces.num_rows * 16].reshape(-1, 16)
     files = {
-        DATA: data,
-        RESOURCES: _parquet_bytes(table.resources, 100_000),
-        TRACES: _parquet_bytes(traces, 100_000, TRACE_NO_DICTIONARY, TRACE_BYTE_STREAM_SPLIT),
-        BLOOM: BloomFilter.build(trace_ids, bloom_false_positive).to_bytes(),
+        paths.DATA: data,
+        paths.RESOURCES: _parquet_bytes(table.resources, 100_000),
+        paths.TRACES: _parquet_bytes(traces, 100_000, TRACE_NO_DICTIONARY, TRACE_BYTE_STREAM_SPLIT),
+        paths.BLOOM: BloomFilter.build(trace_ids, bloom_false_positive).to_bytes(),
     }
     meta = BlockMeta(
         block_id=block_id,
@@ -177,13 +183,14 @@ def encode_block(
         source_digest=source_digest,
         created_unix=time.time(),
         attribute_keys=catalogue,
+        format=layout.name,
     )
     return EncodedBlock(meta, files)
 
 
 async def write_block(store: ObjectStore, block: EncodedBlock) -> None:
     """Write every file, then `meta.json`: a crash before the last write leaves an invisible block."""
-    prefix = f"{block.meta.tenant}/{block.meta.block_id}"
+    tenant, block_id = block.meta.tenant, block.meta.block_id
     for name, content in block.files.items():
-        await store.write(f"{prefix}/{name}", content)
-    await store.write(f"{prefix}/{META}", block.meta.to_json())
+        await store.write(paths.block_file(tenant, block_id, name), content)
+    await store.write(paths.block_file(tenant, block_id, paths.META), block.meta.to_json())

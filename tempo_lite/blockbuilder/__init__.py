@@ -19,14 +19,15 @@ from collections.abc import Callable
 import trio
 
 from tempo_lite import spantable
-from tempo_lite.block.meta import COMPACTED_META, META, BlockConflict, BlockMeta, block_id_for, source_of
+from tempo_lite.block import paths
+from tempo_lite.block.blocklist import BlockList
+from tempo_lite.block.meta import BlockConflict, BlockMeta, block_id_for, source_of
 from tempo_lite.block.writer import EncodedBlock, encode_block, write_block
 from tempo_lite.config import BlockConfig
 from tempo_lite.errors import StorageError
 from tempo_lite.faults import fault_point
 from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.storage.retry import with_backoff
 from tempo_lite.storage.store import ObjectNotFound, ObjectStore
 from tempo_lite.wal import WriteAheadLog
@@ -95,7 +96,7 @@ class BlockBuilder:
         end offset, so the replayed range is exactly the one those blocks hold and they are reused.
         One read per tenant and partition (the ranges start at the committed offsets).
         """
-        tenants = await with_backoff(lambda: self.store.list(""), what="listing tenants", base=self.retry_base,
+        tenants = await with_backoff(lambda: self.store.list(paths.ROOT), what="listing tenants", base=self.retry_base,
                                      cap=self.retry_cap)
         cuts: dict[int, int] = {}
         for partition in self.livestore.partitions:
@@ -124,8 +125,8 @@ class BlockBuilder:
 
     async def _existing(self, tenant: str, block_id: str) -> BlockMeta | None:
         """The meta of a block already stored under this ID (live or marked compacted), else None."""
-        for name in (META, COMPACTED_META):
-            path = f"{tenant}/{block_id}/{name}"
+        for name in (paths.META, paths.COMPACTED_META):
+            path = paths.block_file(tenant, block_id, name)
 
             async def read(path: str = path) -> bytes | None:
                 try:

@@ -17,13 +17,14 @@ from collections.abc import Callable
 import trio
 
 from tempo_lite import spantable
-from tempo_lite.block.meta import COMPACTED_META, META, BlockMeta, compacted_block_id
-from tempo_lite.block.reader import BlockReader
+from tempo_lite.block import paths
+from tempo_lite.block.blocklist import BlockList
+from tempo_lite.block.meta import BlockMeta, compacted_block_id
+from tempo_lite.block.reader import open_block
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.config import BlockConfig, CompactionConfig
 from tempo_lite.errors import StorageError
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectNotFound, ObjectStore
 
@@ -105,7 +106,7 @@ class Compactor:
 
     async def compact(self, inputs: list[BlockMeta]) -> BlockMeta:
         tenant = inputs[0].tenant
-        tables = [await BlockReader(self.store, m, self.cache).read_all() for m in inputs]
+        tables = [await open_block(self.store, m, self.cache).read_all() for m in inputs]
         merged = spantable.concat(tables)
         block = await trio.to_thread.run_sync(
             lambda: encode_block(
@@ -132,9 +133,8 @@ class Compactor:
 
     async def mark_compacted(self, meta: BlockMeta) -> None:
         marked = dataclasses.replace(meta, compacted_unix=self.wall_clock())
-        prefix = f"{meta.tenant}/{meta.block_id}"
-        await self.store.write(f"{prefix}/{COMPACTED_META}", marked.to_json())
-        await self.store.delete(f"{prefix}/{META}")
+        await self.store.write(paths.block_file(meta.tenant, meta.block_id, paths.COMPACTED_META), marked.to_json())
+        await self.store.delete(paths.block_file(meta.tenant, meta.block_id, paths.META))
         self.blocklist.remove(meta.tenant, meta.block_id)
 
     async def apply_retention(self, tenant: str) -> int:
@@ -150,9 +150,9 @@ class Compactor:
         """Delete blocks marked compacted longer ago than the grace period."""
         deleted = 0
         cutoff = self.wall_clock() - self.config.compacted_block_retention
-        for tenant in await self.store.list(""):
-            for block_id in await self.store.list(tenant):
-                path = f"{tenant}/{block_id}/{COMPACTED_META}"
+        for tenant in await self.store.list(paths.ROOT):
+            for block_id in await self.store.list(paths.tenant_dir(tenant)):
+                path = paths.block_file(tenant, block_id, paths.COMPACTED_META)
                 try:
                     raw = await self.store.read(path)
                 except ObjectNotFound:
@@ -162,7 +162,7 @@ class Compactor:
                 except ValueError:
                     continue
                 if marked.compacted_unix and marked.compacted_unix < cutoff:
-                    await self.store.delete(f"{tenant}/{block_id}")
+                    await self.store.delete(paths.block_dir(tenant, block_id))
                     self.metrics.blocks_deleted.inc()
                     deleted += 1
         return deleted

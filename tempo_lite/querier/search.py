@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import trio
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.block.meta import DATA, TRACES, BlockMeta
+from tempo_lite.block.meta import BlockMeta
+from tempo_lite.block.paths import DATA, TRACES
 from tempo_lite.block.reader import Footer
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.querier import pushdown
@@ -231,19 +231,13 @@ class Searcher:
 
     async def block_traces(self, meta: BlockMeta) -> BlockTraces:
         """A block's trace table (IDs, start and end times, span rows), read once and cached."""
-        store, cache = self.querier.store, self.querier.cache
-        path = f"{meta.tenant}/{meta.block_id}/{TRACES}"
+        reader = self.querier.reader(meta)
 
         async def load() -> BlockTraces:
-            data = await store.read(path)
-
-            def decode() -> BlockTraces:
-                return BlockTraces.from_table(pq.read_table(pa.BufferReader(data)), meta.total_spans)
-
-            return await trio.to_thread.run_sync(decode)
+            return BlockTraces.from_table(await reader.trace_table(), meta.total_spans)
 
         try:
-            return await cache.get_or_load(f"{store.name}:{path}#traces", load, lambda t: t.nbytes)
+            return await self.querier.cache.get_or_load(reader.cache_key(f"{TRACES}#traces"), load, lambda t: t.nbytes)
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
             raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading {TRACES}: {exc}") from exc
 
@@ -258,19 +252,14 @@ class Searcher:
         if span_keys is not None:
             return frozenset(k for k, types in span_keys.items() if k not in meta.dedicated_columns or len(types) > 1)
         reader = self.querier.reader(meta)
-        footer = await reader.footer_info()
 
-        def read() -> frozenset[str]:
-            with reader.open_data() as f:
-                keys = pq.ParquetFile(f, metadata=footer.metadata).read(columns=["attrs.list.element.key"])
-            reader.count_native_read(footer, None, ["attrs.list.element.key"])
+        async def read() -> frozenset[str]:
+            keys = await reader.read_columns(None, ["attrs.list.element.key"])
             flat = pc.list_flatten(keys.column("attrs"))
             return frozenset(pc.unique(pc.struct_field(flat, "key")).to_pylist()) if len(flat) else frozenset()
 
-        key = f"{self.querier.store.name}:{reader.prefix}/{DATA}#generic-keys"
-        return await self.querier.cache.get_or_load(
-            key, lambda: trio.to_thread.run_sync(read), lambda k: 64 + sum(len(x) + 50 for x in k)
-        )
+        key = reader.cache_key(f"{DATA}#generic-keys")
+        return await self.querier.cache.get_or_load(key, read, lambda k: 64 + sum(len(x) + 50 for x in k))
 
     async def _read_groups(
         self, meta: BlockMeta, groups: list[int], columns: list[str], stats: SearchStats

@@ -16,11 +16,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.metrics import run_query_instant, run_query_range
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.config import Config
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.storage.cache import ByteCache

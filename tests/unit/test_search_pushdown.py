@@ -14,10 +14,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite import spantable
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier import pushdown
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.results import hex_trace_id, merge_search_results
 from tempo_lite.querier.search import Searcher, SearchRequest, matcher_for, parse_search_query
 from tempo_lite.querier.tracebyid import Querier
