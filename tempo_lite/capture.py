@@ -34,6 +34,7 @@ import yaml
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import Config, load_config_text
 from tempo_lite.errors import InvalidRequest
@@ -536,7 +537,7 @@ async def export_traces(tl: Any, traces: Sequence[TraceSummary], path: str) -> i
     for t in sorted(traces, key=lambda s: s.start_ns):
         found, _, _ = await tl.frontend.find_trace([QUERY_TENANT], bytes.fromhex(t.trace_id))
         if found is not None:
-            merged.resource_spans.extend(found.resource_spans)
+            merged.MergeFromString(spantable.encode_traces_data(found))
     body = json.dumps(otlp_json(merged), indent=1).encode() + b"\n"
     await trio.Path(path).write_bytes(body)
     return sum(len(ss.spans) for rs in merged.resource_spans for ss in rs.scope_spans)

@@ -1,5 +1,6 @@
 """A trace (OTLP `TracesData`) as the JSON document Tempo's trace-by-ID answers carry, built by direct
-field access (pure).
+field access (pure). `table_json` takes the span table trace by ID finds: its OTLP bytes
+(`spantable.encode_traces_data`, also the protobuf answer) parsed by upb in C, then rendered here.
 
 The result is exactly `json_format.MessageToDict(trace)`: proto3 JSON names, fields in field-number
 order, 64-bit integers as strings, `bytes` (IDs) as base64, enums by name, default values left out. The
@@ -15,7 +16,8 @@ import base64
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-from tempo_lite.querier.results import key_values_json
+from tempo_lite.spantable import SpanTable, encode_traces_data
+from tempo_lite.spantable.otlp_json import key_values_json
 
 _b64 = base64.b64encode
 
@@ -127,3 +129,8 @@ def trace_json(trace: TracesData) -> dict:
             b["schemaUrl"] = rs.schema_url
         batches.append(b)
     return {"resourceSpans": batches} if batches else {}
+
+
+def table_json(table: SpanTable) -> dict:
+    """The span rows' trace as `trace_json` renders it."""
+    return trace_json(TracesData.FromString(encode_traces_data(table)))
