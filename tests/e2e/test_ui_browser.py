@@ -532,3 +532,23 @@ def test_tenant_field_sends_x_scope_orgid_when_multitenancy_is_on(browser, tmp_p
         ctx.close()
     finally:
         srv.terminate()
+
+
+def test_base64_to_hex_agrees_with_atob(page, server) -> None:
+    srv, _, _ = server
+    page.goto(f"{srv.api}/ui/search")
+    page.wait_for_selector(".cm-content")
+    bad = page.evaluate("""async () => {
+      const { b64ToHex } = await import('/ui/static/js/api.js');
+      const slow = (b64) => [...atob(b64)].map(c => c.charCodeAt(0).toString(16).padStart(2, '0')).join('');
+      const bad = [];
+      for (let n = 0; n <= 40; n++) {
+        for (let k = 0; k < 20; k++) {
+          const bytes = Uint8Array.from({ length: n }, () => Math.floor(Math.random() * 256));
+          const b64 = btoa(String.fromCharCode(...bytes));
+          for (const form of [b64, b64.replace(/=+$/, '')]) if (b64ToHex(form) !== slow(b64)) bad.push(form);
+        }
+      }
+      return bad;
+    }""")
+    assert bad == []
