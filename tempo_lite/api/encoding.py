@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from tempo_lite._gen import tempopb_pb2
 from tempo_lite.errors import InvalidRequest
-from tempo_lite.querier.trace_json import table_json
+from tempo_lite.querier.trace_json import trace_json
 from tempo_lite.spantable import SpanTable, encode_traces_data
 
 PROTOBUF = "application/protobuf"
@@ -56,7 +56,7 @@ def trace_v1(trace: SpanTable, content_type: str) -> bytes:
     """`/api/traces/<id>`: protobuf `tempopb.Trace` (wire-identical to TracesData) or JSON with `batches`."""
     if content_type == PROTOBUF:
         return encode_traces_data(trace)
-    doc = table_json(trace)
+    doc = trace_json(trace)
     return json.dumps({"batches": doc.get("resourceSpans", [])}, separators=(",", ":")).encode()
 
 
@@ -73,7 +73,7 @@ def trace_v2(trace: SpanTable | None, inspected_bytes: int, content_type: str, *
         return msg.SerializeToString()
     doc: dict = {}
     if trace is not None:
-        doc["trace"] = table_json(trace)
+        doc["trace"] = trace_json(trace)
     if inspected_bytes:
         doc["metrics"] = {"inspectedBytes": str(inspected_bytes)}
     if partial_message:

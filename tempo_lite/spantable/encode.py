@@ -307,23 +307,31 @@ def _rows(part: Part) -> list[bytes]:
     return [blob[e - k:e] for e, k in zip(ends, lengths.tolist(), strict=True)]
 
 
+def resource_groups(table: SpanTable) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """How the rows group into `ResourceSpans`: the resource rows used, in order of first appearance; the
+    span rows in group order (None when the table is in that order already); the span count of each group."""
+    resource_index = _numbers(table.spans.column("resource_index"), "int64")
+    used, first, inverse = np.unique(resource_index, return_index=True, return_inverse=True)
+    by_first = np.argsort(first, kind="stable")
+    rank = np.empty(len(used), np.int64)
+    rank[by_first] = np.arange(len(used))
+    span_group = rank[inverse.reshape(-1)]
+    order = np.argsort(span_group, kind="stable") if np.any(span_group[1:] < span_group[:-1]) else None
+    return used[by_first], order, np.bincount(span_group, minlength=len(used))
+
+
 def encode_traces_data(table: SpanTable) -> bytes:
     """The span rows as a serialized OTLP `TracesData` (one `ResourceSpans` per resource row used)."""
     n = table.num_spans
     if n == 0:
         return b""
-    resource_index = _numbers(table.spans.column("resource_index"), "int64")
-    used, first, inverse = np.unique(resource_index, return_index=True, return_inverse=True)
-    by_first = np.argsort(first, kind="stable")  # groups in order of first appearance
-    rank = np.empty(len(used), np.int64)
-    rank[by_first] = np.arange(len(used))
-    span_group = rank[inverse.reshape(-1)]
+    resources, order, counts = resource_groups(table)
     spans = _spans(table)
-    if np.any(span_group[1:] < span_group[:-1]):
-        spans = _take_rows(spans, np.argsort(span_group, kind="stable"))
-    groups = _rows(_regroup(spans, np.bincount(span_group, minlength=len(used))))
+    if order is not None:
+        spans = _take_rows(spans, order)
+    groups = _rows(_regroup(spans, counts))
 
-    r = table.resources.take(pa.array(used[by_first]))
+    r = table.resources.take(pa.array(resources))
     g = r.num_rows
     always = np.ones(g, bool)
     resource = _embedded(b"\x0a", [_attributes(r.column("attrs"), b"\x0a"),
