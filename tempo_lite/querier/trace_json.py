@@ -169,7 +169,7 @@ def _span_dicts(spans: pa.Table, dedicated: dict[str, str]) -> list[dict]:
         as_json = _DEDICATED_JSON[dedicated_type(spans.schema.field(name).type)]
         for row, v in enumerate(spans.column(name).to_pylist()):
             if v is not None:
-                attrs[row] = [*attrs[row], {"key": key, "value": as_json(v)}]
+                attrs[row] = [*attrs[row], {"key": key, "value": as_json(v)} if key else {"value": as_json(v)}]
     trace_ids: dict[bytes, str] = {}
     out = []
     columns = zip(

@@ -10,6 +10,7 @@ import pyarrow as pa
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from otlp_reference import to_traces_data
 from otlp_strategies import traces, varied
@@ -62,6 +63,12 @@ def test_trace_json_of_varied_tables_is_the_decoded_message_as_json_format_write
               spantable.concat([table, table])):
         assert json.dumps(trace_json(t)) == _as_message_json(t)
     assert trace_json(spantable.empty_span_table()) == {}
+    empty_key = TracesData()
+    empty_key.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, attributes=[KeyValue(value=AnyValue(string_value=""))])
+    t = spantable.flatten_bytes(empty_key.SerializeToString())
+    t = spantable.dedicate(t, [""])  # a dedicated column for the empty key
+    assert t.dedicated == {"": "span."} and json.dumps(trace_json(t)) == _as_message_json(t)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
