@@ -1,10 +1,12 @@
 """Benchmark: a 10,000-span trace in the built-in UI, end to end, in Debian's chromium.
 
-    PYTHONPATH=. .venv/bin/python bench/ui_big_trace.py [--loads 7] [--requests 15]
+    PYTHONPATH=. .venv/bin/python bench/ui_big_trace.py [--loads 7] [--requests 15] [--no-encoder]
 
 Starts a real `tempo-lite serve`, sends one trace of 10,000 spans (a root, 99 groups of 100 leaves, three
 attributes a span, an event on every tenth) over OTLP/HTTP, then:
 - the trace-by-ID call alone (`/api/v2/traces/<id>`, JSON and protobuf): p50/min latency and body size;
+- in process: the span table -> protobuf bytes step alone, `spantable.encode_traces_data` against the
+  message-building encoder it replaced (tests/otlp_reference.py: `to_traces_data` + `SerializeToString`);
 - `/ui/trace/<id>` loaded `--loads` times in chromium (Playwright, `--no-sandbox`): time from navigation
   start to the first waterfall row (a MutationObserver in the page notes `performance.now()`), and of that
   when the page sent the trace request and when its response finished arriving (Resource Timing), so the
@@ -87,10 +89,30 @@ def p50_min(values: list[float]) -> str:
     return f"p50 {statistics.median(values):7.1f} ms   min {min(values):7.1f} ms"
 
 
+def encoder_alone(req: ExportTraceServiceRequest, runs: int = 7) -> None:
+    """The span table -> OTLP bytes step alone, in process, new and old encoder back to back."""
+    from otlp_reference import to_traces_data
+
+    from tempo_lite import spantable
+
+    table = spantable.flatten_bytes(req.SerializeToString())
+    table = spantable.dedicate(table, spantable.choose_dedicated_keys(table))  # as a block holds it
+    for name, encode in (("spantable.encode_traces_data", spantable.encode_traces_data),
+                         ("old to_traces_data + SerializeToString", lambda t: to_traces_data(t).SerializeToString())):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            encode(table)
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"in process: {name:40s} {p50_min(times)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loads", type=int, default=7)
     parser.add_argument("--requests", type=int, default=15)
+    parser.add_argument("--no-encoder", action="store_true", help="skip the in-process encoder timing "
+                        "(for a run from a checkout older than spantable.encode_traces_data)")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,6 +120,8 @@ def main() -> None:
         server.start(timeout=60)
         try:
             req, trace_id = big_trace_request()
+            if not args.no_encoder:
+                encoder_alone(req)
             r = httpx.post(server.otlp, content=req.SerializeToString(),
                            headers={"Content-Type": "application/x-protobuf"}, timeout=60)
             r.raise_for_status()

@@ -10,11 +10,11 @@ import binascii
 import json
 
 from google.protobuf import json_format
-from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite._gen import tempopb_pb2
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.querier.trace_json import trace_json
+from tempo_lite.spantable import SpanTable, encode_traces_data
 
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
@@ -52,19 +52,19 @@ def message_json(message) -> bytes:  # noqa: ANN001 - any protobuf message
     return json.dumps(json_format.MessageToDict(message), separators=(",", ":")).encode()
 
 
-def trace_v1(trace: TracesData, content_type: str) -> bytes:
+def trace_v1(trace: SpanTable, content_type: str) -> bytes:
     """`/api/traces/<id>`: protobuf `tempopb.Trace` (wire-identical to TracesData) or JSON with `batches`."""
     if content_type == PROTOBUF:
-        return trace.SerializeToString()
+        return encode_traces_data(trace)
     doc = trace_json(trace)
     return json.dumps({"batches": doc.get("resourceSpans", [])}, separators=(",", ":")).encode()
 
 
-def trace_v2(trace: TracesData | None, inspected_bytes: int, content_type: str, *, partial_message: str = "") -> bytes:
+def trace_v2(trace: SpanTable | None, inspected_bytes: int, content_type: str, *, partial_message: str = "") -> bytes:
     """`/api/v2/traces/<id>`: `TraceByIDResponse`."""
     if content_type == PROTOBUF:
         msg = tempopb_pb2.TraceByIDResponse(
-            trace=trace.SerializeToString() if trace is not None else b"",
+            trace=encode_traces_data(trace) if trace is not None else b"",
             metrics=tempopb_pb2.TraceByIDMetrics(inspectedBytes=inspected_bytes),
         )
         if partial_message:

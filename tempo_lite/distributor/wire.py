@@ -20,9 +20,9 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.spantable.protowire import F, length_delimited, mirror_classes
 
 _ZERO_SPAN_ID = b"\x00" * 8
 _TRACE_ID_PREFIX = b"\x0a\x10"  # field 1, length-delimited, 16 bytes
@@ -33,32 +33,13 @@ _SPAN_ID_HEAD = itemgetter(slice(18, 20))
 _SPAN_ID = itemgetter(slice(20, 28))
 
 
-def _raw_request_class() -> type:
-    """`ExportTraceServiceRequest` with the same field numbers, spans/resource/scope left as raw bytes."""
-    F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="tempo_lite/distributor_raw_otlp.proto", package="tempo_lite.distributor_raw", syntax="proto3"
-    )
-    messages: dict[str, list[tuple[str, int, int, str]]] = {
-        "Request": [("resource_spans", 1, F.TYPE_MESSAGE, "*ResourceSpans")],
-        "ResourceSpans": [("resource", 1, F.TYPE_BYTES, ""), ("scope_spans", 2, F.TYPE_MESSAGE, "*ScopeSpans"),
-                          ("schema_url", 3, F.TYPE_BYTES, "")],
-        "ScopeSpans": [("scope", 1, F.TYPE_BYTES, ""), ("spans", 2, F.TYPE_BYTES, "*"),
-                       ("schema_url", 3, F.TYPE_BYTES, "")],
-    }
-    for name, fields in messages.items():
-        m = fdp.message_type.add(name=name)
-        for fname, number, typ, spec in fields:
-            f = m.field.add(name=fname, number=number, type=typ,
-                            label=F.LABEL_REPEATED if spec.startswith("*") else F.LABEL_OPTIONAL)
-            if typ == F.TYPE_MESSAGE:
-                f.type_name = ".tempo_lite.distributor_raw." + spec.lstrip("*")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tempo_lite.distributor_raw.Request"))
-
-
-_RawRequest = _raw_request_class()
+_B, _M, _X64 = F.TYPE_BYTES, F.TYPE_MESSAGE, F.TYPE_FIXED64
+# `ExportTraceServiceRequest` with the same field numbers, spans/resource/scope left as raw bytes.
+_RawRequest = mirror_classes("tempo_lite.distributor_raw", {
+    "Request": [("resource_spans", 1, _M, "*ResourceSpans")],
+    "ResourceSpans": [("resource", 1, _B, ""), ("scope_spans", 2, _M, "*ScopeSpans"), ("schema_url", 3, _B, "")],
+    "ScopeSpans": [("scope", 1, _B, ""), ("spans", 2, _B, "*"), ("schema_url", 3, _B, "")],
+})["Request"]
 
 # What later stages hold (docs/reliability.md): times are int64 nanoseconds in the span table and
 # Parquet, and the metrics-generator turns durations into float64 seconds exactly only below 2^53 ns.
@@ -66,38 +47,16 @@ MAX_UNIX_NANO = (1 << 63) - 1
 MAX_DURATION_NANO = (1 << 53) - 1
 
 
-def _times_classes() -> tuple[type, type, type]:
-    """Mirrors that read times from *concatenated* encodings: parsing all spans joined as one message
-    appends every span's start and end (fields 7, 8) to repeated fields, in span order, in one C call."""
-    F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="tempo_lite/distributor_times_otlp.proto", package="tempo_lite.distributor_times", syntax="proto3"
-    )
-    messages: dict[str, list[tuple[str, int, int, str]]] = {
-        "SpanTimes": [("start_time_unix_nano", 7, F.TYPE_FIXED64, "*"), ("end_time_unix_nano", 8, F.TYPE_FIXED64, "*"),
-                      ("events", 11, F.TYPE_BYTES, "*")],
-        "EventTimes": [("time_unix_nano", 1, F.TYPE_FIXED64, "*")],
-        "Span": [("start_time_unix_nano", 7, F.TYPE_FIXED64, ""), ("end_time_unix_nano", 8, F.TYPE_FIXED64, ""),
-                 ("events", 11, F.TYPE_MESSAGE, "*Event")],
-        "Event": [("time_unix_nano", 1, F.TYPE_FIXED64, "")],
-    }
-    for name, fields in messages.items():
-        m = fdp.message_type.add(name=name)
-        for fname, number, typ, spec in fields:
-            f = m.field.add(name=fname, number=number, type=typ,
-                            label=F.LABEL_REPEATED if spec.startswith("*") else F.LABEL_OPTIONAL)
-            if typ == F.TYPE_MESSAGE:
-                f.type_name = ".tempo_lite.distributor_times." + spec.lstrip("*")
-            elif spec == "*" and typ == F.TYPE_FIXED64:
-                f.options.packed = False
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    get = pool.FindMessageTypeByName
-    return tuple(message_factory.GetMessageClass(get(f"tempo_lite.distributor_times.{n}"))
-                 for n in ("SpanTimes", "EventTimes", "Span"))  # type: ignore[return-value]
-
-
-_SpanTimes, _EventTimes, _SpanWithTimes = _times_classes()
+# Mirrors that read times from *concatenated* encodings: parsing all spans joined as one message
+# appends every span's start and end (fields 7, 8) to repeated fields, in span order, in one C call.
+_times = mirror_classes("tempo_lite.distributor_times", {
+    "SpanTimes": [("start_time_unix_nano", 7, _X64, "*"), ("end_time_unix_nano", 8, _X64, "*"),
+                  ("events", 11, _B, "*")],
+    "EventTimes": [("time_unix_nano", 1, _X64, "*")],
+    "Span": [("start_time_unix_nano", 7, _X64, ""), ("end_time_unix_nano", 8, _X64, ""), ("events", 11, _M, "*Event")],
+    "Event": [("time_unix_nano", 1, _X64, "")],
+})
+_SpanTimes, _EventTimes, _SpanWithTimes = _times["SpanTimes"], _times["EventTimes"], _times["Span"]
 
 
 @dataclass(frozen=True)
@@ -258,19 +217,6 @@ def time_problem(span: Any) -> str:
     return ""
 
 
-def _field(tag: int, payload: bytes) -> bytes:
-    """One length-delimited field (tag byte for field numbers 1-15)."""
-    n = len(payload)
-    if n < 0x80:
-        return bytes((tag, n)) + payload
-    head = bytearray((tag,))
-    while n >= 0x80:
-        head.append((n & 0x7F) | 0x80)
-        n >>= 7
-    head.append(n)
-    return bytes(head) + payload
-
-
 def shard(canonical: bytes, scanned: SpanScan, partitions: int) -> dict[int, bytes]:
     """The same `TracesData` bytes per partition as `distributor.shard` on the parsed request.
 
@@ -282,18 +228,18 @@ def shard(canonical: bytes, scanned: SpanScan, partitions: int) -> dict[int, byt
     trace_ids = scanned.trace_ids
     k = 0
     for rs in scanned.raw.resource_spans:
-        resource = _field(0x0A, rs.resource)
-        rs_schema = _field(0x1A, rs.schema_url) if rs.schema_url else b""
+        resource = length_delimited(0x0A, rs.resource)
+        rs_schema = length_delimited(0x1A, rs.schema_url) if rs.schema_url else b""
         for ss in rs.scope_spans:
             by_partition: dict[int, list[bytes]] = {}
             for span in ss.spans:
-                by_partition.setdefault(zlib.crc32(trace_ids[k]) % partitions, []).append(_field(0x12, span))
+                by_partition.setdefault(zlib.crc32(trace_ids[k]) % partitions, []).append(length_delimited(0x12, span))
                 k += 1
             if not by_partition:
                 continue
-            scope = _field(0x0A, ss.scope)
-            ss_schema = _field(0x1A, ss.schema_url) if ss.schema_url else b""
+            scope = length_delimited(0x0A, ss.scope)
+            ss_schema = length_delimited(0x1A, ss.schema_url) if ss.schema_url else b""
             for p, spans in by_partition.items():
-                scope_spans = _field(0x12, b"".join((scope, *spans, ss_schema)))
-                out.setdefault(p, []).append(_field(0x0A, b"".join((resource, scope_spans, rs_schema))))
+                scope_spans = length_delimited(0x12, b"".join((scope, *spans, ss_schema)))
+                out.setdefault(p, []).append(length_delimited(0x0A, b"".join((resource, scope_spans, rs_schema))))
     return {p: b"".join(parts) for p, parts in out.items()}

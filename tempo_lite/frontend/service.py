@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
-
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import Config
@@ -19,7 +17,9 @@ from tempo_lite.querier.search import SearchRequest, SearchStats
 from tempo_lite.querier.tracebyid import TraceLookup
 from tempo_lite.traceql.ast import AttributeRef
 
-TraceAnswer = tuple[TracesData | None, int, list[str]]  # (trace or None, inspected bytes, unreadable blocks)
+# (the trace's span rows or None, inspected bytes, unreadable blocks); `api/encoding.py` writes the answer
+# from the rows (`spantable.encode_traces_data`), no OTLP message objects in between.
+TraceAnswer = tuple[spantable.SpanTable | None, int, list[str]]
 
 
 class TraceSource(Protocol):
@@ -64,7 +64,7 @@ class QueryFrontend:
         if not tables:
             return None, inspected, failed
         table = spantable.concat(tables) if len(tables) > 1 else tables[0]
-        return spantable.to_traces_data(table), inspected, failed
+        return table, inspected, failed
 
 
 class QueryService(Protocol):

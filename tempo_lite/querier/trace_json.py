@@ -1,23 +1,30 @@
-"""A trace (OTLP `TracesData`) as the JSON document Tempo's trace-by-ID answers carry, built by direct
-field access (pure).
+"""A trace's span rows as the JSON document Tempo's trace-by-ID answers carry (pure).
 
-The result is exactly `json_format.MessageToDict(trace)`: proto3 JSON names, fields in field-number
-order, 64-bit integers as strings, `bytes` (IDs) as base64, enums by name, default values left out. The
-generic converter reflects over every field of every span and took about a second for a 10,000-span
-trace; this takes a tenth of that. Resource and scope (one per batch, and carrying fields this module
-need not track) still go through `json_format`.
+The document is exactly `json_format.MessageToDict` of the OTLP message the protobuf answer carries
+(`spantable.encode_traces_data`): proto3 JSON names, fields in field-number order, 64-bit integers as
+strings, `bytes` (IDs) as base64, enums by name (numbers when newer than our generated code), default
+values left out. The generic converter reflects over every field of every span and took about a second
+for a 10,000-span trace; walking the parsed message by hand (the version before this one) took a
+quarter of that; this reads the table's columns and builds the dicts directly (a third less again; tests:
+examples and a hypothesis property against `MessageToDict`).
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
+import math
+from itertools import pairwise
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf import json_format
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
 
-from tempo_lite.querier.results import key_values_json
-
-_b64 = base64.b64encode
+from tempo_lite.spantable import BOOL, DOUBLE, INT, STRING, SpanTable, dedicated_type, encode_traces_data
+from tempo_lite.spantable.encode import resource_groups
+from tempo_lite.spantable.otlp_json import any_value_json
 
 
 def _enum(enum_type, value: int):  # noqa: ANN001, ANN202 - a protobuf enum wrapper; name or number
@@ -31,99 +38,184 @@ _KIND = {k: _enum(Span.SpanKind, k) for k in Span.SpanKind.values()}
 _CODE = {c: _enum(Status.StatusCode, c) for c in Status.StatusCode.values()}
 
 
-def _event_json(e: Span.Event) -> dict:
-    out: dict = {}
-    if e.time_unix_nano:
-        out["timeUnixNano"] = str(e.time_unix_nano)
-    if e.name:
-        out["name"] = e.name
-    if e.attributes:
-        out["attributes"] = key_values_json(e.attributes)
-    if e.dropped_attributes_count:
-        out["droppedAttributesCount"] = e.dropped_attributes_count
-    return out
-
-
-def _link_json(link: Span.Link) -> dict:
-    out: dict = {}
-    if link.trace_id:
-        out["traceId"] = _b64(link.trace_id).decode()
-    if link.span_id:
-        out["spanId"] = _b64(link.span_id).decode()
-    if link.trace_state:
-        out["traceState"] = link.trace_state
-    if link.attributes:
-        out["attributes"] = key_values_json(link.attributes)
-    if link.dropped_attributes_count:
-        out["droppedAttributesCount"] = link.dropped_attributes_count
-    if link.flags:
-        out["flags"] = link.flags
-    return out
-
-
-def _span_json(s: Span) -> dict:
-    out: dict = {}
-    if s.trace_id:
-        out["traceId"] = _b64(s.trace_id).decode()
-    if s.span_id:
-        out["spanId"] = _b64(s.span_id).decode()
-    if s.trace_state:
-        out["traceState"] = s.trace_state
-    if s.parent_span_id:
-        out["parentSpanId"] = _b64(s.parent_span_id).decode()
-    if s.name:
-        out["name"] = s.name
-    if s.kind:
-        out["kind"] = _KIND.get(s.kind, s.kind)
-    if s.start_time_unix_nano:
-        out["startTimeUnixNano"] = str(s.start_time_unix_nano)
-    if s.end_time_unix_nano:
-        out["endTimeUnixNano"] = str(s.end_time_unix_nano)
-    if s.attributes:
-        out["attributes"] = key_values_json(s.attributes)
-    if s.dropped_attributes_count:
-        out["droppedAttributesCount"] = s.dropped_attributes_count
-    if s.events:
-        out["events"] = [_event_json(e) for e in s.events]
-    if s.dropped_events_count:
-        out["droppedEventsCount"] = s.dropped_events_count
-    if s.links:
-        out["links"] = [_link_json(link) for link in s.links]
-    if s.dropped_links_count:
-        out["droppedLinksCount"] = s.dropped_links_count
-    if s.HasField("status"):
-        st = s.status
-        status: dict = {}
-        if st.message:
-            status["message"] = st.message
-        if st.code:
-            status["code"] = _CODE.get(st.code, st.code)
-        out["status"] = status
-    if s.flags:
-        out["flags"] = s.flags
-    return out
-
-
-def trace_json(trace: TracesData) -> dict:
-    """`json_format.MessageToDict(trace)`, the same dict."""
+def trace_json(table: SpanTable) -> dict:
+    """`json_format.MessageToDict` of the message `spantable.encode_traces_data` writes for the span rows
+    (the same dict, keys in the same order), read from the table's columns: no protobuf object per span
+    or attribute. Only each group's resource and scope (a handful) go through a message."""
+    if table.num_spans == 0:
+        return {}
+    _, order, counts = resource_groups(table)
+    spans = table.spans if order is None else table.spans.take(pa.array(order))
+    firsts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=firsts[1:])
+    skeleton = TracesData.FromString(encode_traces_data(SpanTable(spans.take(pa.array(firsts)), table.resources)))
+    docs = _span_dicts(spans, table.dedicated)
     batches = []
-    for rs in trace.resource_spans:
-        b: dict = {}
-        if rs.HasField("resource"):
-            b["resource"] = json_format.MessageToDict(rs.resource)
-        scopes = []
-        for ss in rs.scope_spans:
-            sd: dict = {}
-            if ss.HasField("scope"):
-                sd["scope"] = json_format.MessageToDict(ss.scope)
-            if ss.spans:
-                sd["spans"] = [_span_json(s) for s in ss.spans]
-            if ss.schema_url:
-                sd["schemaUrl"] = ss.schema_url
-            scopes.append(sd)
-        if scopes:
-            b["scopeSpans"] = scopes
+    for rs, first, count in zip(skeleton.resource_spans, firsts.tolist(), counts.tolist(), strict=True):
+        ss = rs.scope_spans[0]
+        sd: dict = {"scope": json_format.MessageToDict(ss.scope), "spans": docs[first:first + count]}
+        if ss.schema_url:
+            sd["schemaUrl"] = ss.schema_url
+        b: dict = {"resource": json_format.MessageToDict(rs.resource), "scopeSpans": [sd]}
         if rs.schema_url:
             b["schemaUrl"] = rs.schema_url
         batches.append(b)
-    return {"resourceSpans": batches} if batches else {}
+    return {"resourceSpans": batches}
+
+
+def _base64(value: bytes | None) -> str:
+    return binascii.b2a_base64(value, newline=False).decode() if value else ""
+
+
+def _double(d: float) -> float | str:
+    return d if math.isfinite(d) else ("NaN" if d != d else ("Infinity" if d > 0 else "-Infinity"))
+
+
+def _column(table: pa.Table | pa.StructArray, name: str) -> list:
+    if isinstance(table, pa.Table):
+        return table.column(name).to_pylist()
+    return pc.struct_field(table, name).to_pylist()
+
+
+def _lists(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, list[int]]:
+    """A list column's values and the offset of each row's first value (plus the end)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    counts = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return pc.list_flatten(column), offsets.tolist()
+
+
+def _key_values(attrs: pa.StructArray) -> list[dict]:
+    """The JSON of each KeyValue an ATTR struct stands for (what the encoder writes for it)."""
+    out = []
+    columns = [_column(attrs, f) for f in ("key", "type", "str", "int", "dbl", "bool", "raw")]
+    for key, typ, s, i, d, b, raw in zip(*columns, strict=True):
+        if typ == STRING:
+            value = {"stringValue": s} if s is not None else {}
+        elif typ == INT:
+            value = {"intValue": str(i)} if i is not None else {}
+        elif typ == DOUBLE:
+            value = {"doubleValue": _double(d)} if d is not None else {}
+        elif typ == BOOL:
+            value = {"boolValue": b} if b is not None else {}
+        else:  # BYTES, ARRAY, KVLIST: the serialized AnyValue
+            value = any_value_json(AnyValue.FromString(raw)) if raw else {}
+        out.append({"key": key, "value": value} if key else {"value": value})
+    return out
+
+
+def _attribute_lists(column: pa.ChunkedArray | pa.Array) -> list[list[dict]]:
+    values, offsets = _lists(column)
+    items = _key_values(values)
+    return [items[a:b] for a, b in pairwise(offsets)]
+
+
+_DEDICATED_JSON = {STRING: lambda v: {"stringValue": v}, INT: lambda v: {"intValue": str(v)},
+                   DOUBLE: lambda v: {"doubleValue": _double(v)}, BOOL: lambda v: {"boolValue": v}}
+
+
+def _events(column: pa.ChunkedArray) -> list[list[dict]]:
+    events, offsets = _lists(column)
+    attrs = _attribute_lists(pc.struct_field(events, "attrs"))
+    out = []
+    for t, name, a, dropped in zip(_column(events, "time_unix_nano"), _column(events, "name"), attrs,
+                                   _column(events, "dropped_attributes_count"), strict=True):
+        e: dict = {}
+        if t:
+            e["timeUnixNano"] = str(t % 2**64)
+        if name:
+            e["name"] = name
+        if a:
+            e["attributes"] = a
+        if dropped:
+            e["droppedAttributesCount"] = dropped
+        out.append(e)
+    return [out[a:b] for a, b in pairwise(offsets)]
+
+
+def _links(column: pa.ChunkedArray) -> list[list[dict]]:
+    links, offsets = _lists(column)
+    attrs = _attribute_lists(pc.struct_field(links, "attrs"))
+    out = []
+    for tid, sid, state, a, dropped, flags in zip(
+            _column(links, "trace_id"), _column(links, "span_id"), _column(links, "trace_state"), attrs,
+            _column(links, "dropped_attributes_count"), _column(links, "flags"), strict=True):
+        lk: dict = {}
+        if tid:
+            lk["traceId"] = _base64(tid)
+        if sid:
+            lk["spanId"] = _base64(sid)
+        if state:
+            lk["traceState"] = state
+        if a:
+            lk["attributes"] = a
+        if dropped:
+            lk["droppedAttributesCount"] = dropped
+        if flags:
+            lk["flags"] = flags
+        out.append(lk)
+    return [out[a:b] for a, b in pairwise(offsets)]
+
+
+def _span_dicts(spans: pa.Table, dedicated: dict[str, str]) -> list[dict]:
+    start = spans.column("start_unix_nano").fill_null(0).to_numpy().astype(np.int64).view(np.uint64)
+    end = start + spans.column("duration_nano").fill_null(0).to_numpy().astype(np.int64).view(np.uint64)
+    attrs = _attribute_lists(spans.column("attrs"))
+    for key, name in dedicated.items():
+        if name not in spans.column_names:
+            continue
+        as_json = _DEDICATED_JSON[dedicated_type(spans.schema.field(name).type)]
+        for row, v in enumerate(spans.column(name).to_pylist()):
+            if v is not None:
+                attrs[row] = [*attrs[row], {"key": key, "value": as_json(v)} if key else {"value": as_json(v)}]
+    trace_ids: dict[bytes, str] = {}
+    out = []
+    columns = zip(
+        _column(spans, "trace_id"), _column(spans, "span_id"), _column(spans, "trace_state"),
+        _column(spans, "parent_span_id"), _column(spans, "name"), _column(spans, "kind"), start.tolist(),
+        end.tolist(), attrs, _column(spans, "dropped_attributes_count"), _events(spans.column("events")),
+        _column(spans, "dropped_events_count"), _links(spans.column("links")),
+        _column(spans, "dropped_links_count"), _column(spans, "status_message"), _column(spans, "status_code"),
+        _column(spans, "flags"), strict=True)
+    for tid, sid, state, pid, name, kind, t0, t1, a, da, events, de, links, dl, message, code, flags in columns:
+        s: dict = {}
+        if tid:
+            s["traceId"] = trace_ids.get(tid) or trace_ids.setdefault(tid, _base64(tid))
+        if sid:
+            s["spanId"] = _base64(sid)
+        if state:
+            s["traceState"] = state
+        if pid:
+            s["parentSpanId"] = _base64(pid)
+        if name:
+            s["name"] = name
+        if kind:
+            s["kind"] = _KIND.get(kind, kind)
+        if t0:
+            s["startTimeUnixNano"] = str(t0)
+        if t1:
+            s["endTimeUnixNano"] = str(t1)
+        if a:
+            s["attributes"] = a
+        if da:
+            s["droppedAttributesCount"] = da
+        if events:
+            s["events"] = events
+        if de:
+            s["droppedEventsCount"] = de
+        if links:
+            s["links"] = links
+        if dl:
+            s["droppedLinksCount"] = dl
+        status: dict = {}
+        if message:
+            status["message"] = message
+        if code:
+            status["code"] = _CODE.get(code, code)
+        s["status"] = status
+        if flags:
+            s["flags"] = flags
+        out.append(s)
+    return out

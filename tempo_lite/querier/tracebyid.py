@@ -110,7 +110,7 @@ class Querier:
                     nursery.start_soon(from_block, reader)
         if len(parts) == 1:
             # One source (the common case): block rows are already sorted and de-duplicated, and
-            # `to_traces_data` reads dedicated columns directly, so skip folding them back.
+            # `encode_traces_data` reads dedicated columns directly, so skip folding them back.
             only = parts[0]
             result.table = only if only.dedicated else spantable.sort_by_trace(spantable.dedupe_spans(only))
         elif parts:

@@ -334,17 +334,93 @@ def test_services_view_draws_the_service_graph_and_red_charts(page, server) -> N
     srv, _, _ = server
     page.goto(f"{srv.api}/ui/services")
     page.wait_for_selector(".service-graph")
+    assert "from the metrics-generator" in page.inner_text(".graph-source")
     nodes = set(page.eval_on_selector_all(".service-graph .node", "ns => ns.map(n => n.dataset.service)"))
-    assert {"frontend", "checkout", "inventory", "payment"} <= nodes
-    labels = page.eval_on_selector_all(".service-graph .edge-label", "ls => ls.map(l => l.textContent)")
-    assert len(labels) >= 3  # frontend->checkout, checkout->inventory, checkout->payment
-    assert any(re.search(r" [1-9]\d*% err", label) for label in labels)  # checkout -> payment failed
+    assert {"frontend", "checkout", "inventory", "payment"} <= nodes  # user -> frontend once unpaired halves expire
+    labels = edge_labels(page)
+    assert {("frontend", "checkout"), ("checkout", "inventory"), ("checkout", "payment")} <= set(labels)
+    # request rate (from two scrapes: none yet), error rate, p90 latency on every edge
+    assert all(re.fullmatch(r"– req/s · \d+% err · p90 \S+", label) for label in labels.values()), labels
+    assert re.search(r" [1-9]\d*% err", labels[("checkout", "payment")])  # a third of the payments failed
+    node = page.text_content(".service-graph .node[data-service=payment] .node-stats") or ""
+    assert re.fullmatch(r"– req/s · [1-9]\d*% err · p90 \S+", node), node
+    assert page.locator(".services-table tr[data-service=payment] td").nth(2).inner_text().endswith("%")
     page.click(".service-graph .node[data-service=payment]")
     page.wait_for_url("**/ui/services/payment")
     page.wait_for_selector(".red-grid .chart canvas")
     wait_until(lambda: page.locator(".red-grid .chart:has(canvas, .empty, .error)").count() == 3)
     assert page.locator(".red-grid .chart canvas").count() == 3
-    shot(page, "services")
+    shot(page, "services-red")
+
+
+def edge_labels(pg) -> dict[tuple[str, str], str]:  # noqa: ANN001
+    return {(d["client"], d["server"]): d["text"] for d in pg.eval_on_selector_all(
+        ".service-graph .edge-label",
+        "ls => ls.map(l => ({client: l.dataset.client, server: l.dataset.server, text: l.textContent}))")}
+
+
+def test_services_view_shows_request_rates_from_the_generator_counters(browser, tmp_path) -> None:  # noqa: ANN001
+    srv = ServerProcess(tmp_path, cycle="1h", extra="metrics_generator: {enabled: true}")
+    srv.start()
+    try:
+        send_shop_traces(srv.otlp, checkouts=8, fail_every=3, spread_s=240)  # the RED charts' last minutes
+        metrics = lambda: httpx.get(srv.api + "/metrics").text  # noqa: E731
+        wait_until(lambda: 'traces_service_graph_request_total{client="checkout"' in metrics(), timeout=30)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+        pg = ctx.new_page()
+        pg.goto(f"{srv.api}/ui/services")
+        pg.wait_for_selector(".service-graph .edge-label")
+        assert edge_labels(pg)[("checkout", "payment")].startswith("– req/s")  # one scrape: no rate yet
+        sent = send_shop_traces(srv.otlp, checkouts=6, fail_every=2)  # while the page is open
+        assert len(sent.error_ids) == 3
+
+        def rated() -> bool:
+            text = edge_labels(pg).get(("checkout", "payment"), "")
+            return bool(re.match(r"\d+(\.\d+)? req/(s|min)", text)) and not text.startswith("0 req/s")
+        wait_until(rated, timeout=40)
+        rate = float(edge_labels(pg)[("checkout", "payment")].split()[0])
+        assert rate > 0
+        # the node's request rate in is the sum of its incoming edges
+        node = pg.text_content(".service-graph .node[data-service=payment] .node-stats") or ""
+        assert re.match(r"\d+(\.\d+)? req/(s|min) · \d+% err · p90 ", node), node
+        assert re.search(r"request rates over the last \d+ s", pg.inner_text(".graph-source"))
+        # another service's page keeps the scrapes: the rates are there at once
+        pg.click(".service-graph .node[data-service=payment]")
+        pg.wait_for_url("**/ui/services/payment")
+        pg.wait_for_selector(".service-graph .edge-label")
+        assert re.match(r"\d+(\.\d+)? req/(s|min) ", edge_labels(pg)[("checkout", "payment")])
+        wait_until(lambda: pg.locator(".red-grid .chart:has(canvas, .empty, .error)").count() == 3)
+        shot(pg, "services")
+        ctx.close()
+    finally:
+        srv.terminate()
+
+
+def test_service_graph_figures_in_the_page(page, server) -> None:
+    srv, _, _ = server
+    page.goto(f"{srv.api}/ui/services")
+    page.wait_for_selector(".service-graph")
+    got = page.evaluate("""async () => {
+      const m = await import('/ui/static/js/services.js');
+      const e = (client, server, requests, failed) => ({client, server, requests, failed});
+      const before = [e('a', 'b', 10, 1), e('b', 'c', 50, 0)];
+      const now = [e('a', 'b', 40, 4), e('b', 'c', 5, 0), e('c', 'd', 7, 7)];
+      const rated = m.withRates(now, before, 10).map(e => e.rate);
+      const span = (id, parentId, service, kind, error, ms) =>
+        ({id, parentId, service, kind, error, durationNs: ms * 1e6});
+      const spans = [span('1', '', 'web', 'server', false, 100), span('2', '1', 'web', 'client', false, 80),
+                     span('3', '2', 'api', 'server', true, 70), span('4', '', 'job', 'internal', false, 5)];
+      const trace = {spans, byId: new Map(spans.map(s => [s.id, s]))};
+      const edges = m.graphFromTraces([trace, trace], 60);
+      return {rated, edges: edges.map(e => [e.client, e.server, e.requests, e.failed, e.rate, e.p90]),
+              node: m.nodeStats(edges, 'api'), text: m.statsText(m.nodeStats(edges, 'api')),
+              rates: [0, 0.5, 2 / 60, 2 / 3600, 250, null].map(m.fmtRate)};
+    }""")
+    assert got["rated"] == [3, 0.5, 0.7]  # b->c went down: the counter restarted, its value is the increase
+    assert got["edges"] == [["user", "web", 2, 0, 2 / 60, 0.1], ["web", "api", 2, 2, 2 / 60, 0.07]]
+    assert got["node"] == {"requests": 2, "failed": 2, "rate": 2 / 60, "p90": 0.07}
+    assert got["text"] == "2.0 req/min · 100% err · p90 70.0ms"
+    assert got["rates"] == ["0 req/s", "30.0 req/min", "2.0 req/min", "2.0 req/h", "250 req/s", "– req/s"]
 
 
 def test_live_view_lists_the_newest_traces_and_updates(page, server) -> None:
@@ -448,9 +524,31 @@ def test_tenant_field_sends_x_scope_orgid_when_multitenancy_is_on(browser, tmp_p
         # no metrics-generator on this server: the service graph comes from team-a's recent traces
         pg.goto(f"{srv.api}/ui/services")
         pg.wait_for_selector(".service-graph")
-        assert "from the 3 most recent traces" in pg.inner_text(".services-view")
-        labels = pg.eval_on_selector_all(".service-graph .edge-label", "ls => ls.map(l => l.textContent)")
-        assert [label.split(" · ")[0] for label in labels] == ["2 req"] * 3  # frontend->checkout->inventory, payment
+        assert "from the 3 most recent traces of the last hour: rates over the 1 h" in pg.inner_text(".services-view")
+        labels = edge_labels(pg)  # user->frontend->checkout->inventory, payment: 2 requests in the hour each
+        assert {edge: label.split(" · ")[0] for edge, label in labels.items()} == {
+            ("user", "frontend"): "2.0 req/h", ("frontend", "checkout"): "2.0 req/h",
+            ("checkout", "inventory"): "2.0 req/h", ("checkout", "payment"): "2.0 req/h"}
         ctx.close()
     finally:
         srv.terminate()
+
+
+def test_base64_to_hex_agrees_with_atob(page, server) -> None:
+    srv, _, _ = server
+    page.goto(f"{srv.api}/ui/search")
+    page.wait_for_selector(".cm-content")
+    bad = page.evaluate("""async () => {
+      const { b64ToHex } = await import('/ui/static/js/api.js');
+      const slow = (b64) => [...atob(b64)].map(c => c.charCodeAt(0).toString(16).padStart(2, '0')).join('');
+      const bad = [];
+      for (let n = 0; n <= 40; n++) {
+        for (let k = 0; k < 20; k++) {
+          const bytes = Uint8Array.from({ length: n }, () => Math.floor(Math.random() * 256));
+          const b64 = btoa(String.fromCharCode(...bytes));
+          for (const form of [b64, b64.replace(/=+$/, '')]) if (b64ToHex(form) !== slow(b64)) bad.push(form);
+        }
+      }
+      return bad;
+    }""")
+    assert bad == []

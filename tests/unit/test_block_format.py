@@ -80,7 +80,7 @@ async def test_round_trip_through_a_local_store(tmp_path: Path, fmt: str) -> Non
     for trace_id in found:
         table = await reader.find_trace(trace_id)
         assert table is not None and set(table.spans.column("trace_id").to_pylist()) == {trace_id}
-        rebuilt.MergeFrom(spantable.to_traces_data(table))
+        rebuilt.MergeFromString(spantable.encode_traces_data(table))
     assert normalize(rebuilt) == normalize(data)
     assert await reader.find_trace(b"\xee" * 16) is None
     everything = await reader.read_all(["trace_id", "nested_set_left"])
@@ -332,5 +332,5 @@ async def test_identical_resources_are_stored_once_and_spans_still_point_at_thei
     for trace_id in {sp.trace_id for rs in both for ss in rs.scope_spans for sp in ss.spans}:
         found = await reader.find_trace(trace_id)
         assert found is not None
-        rebuilt.MergeFrom(spantable.to_traces_data(found))
+        rebuilt.MergeFromString(spantable.encode_traces_data(found))
     assert normalize(rebuilt) == normalize(TracesData(resource_spans=both))

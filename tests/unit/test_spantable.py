@@ -1,4 +1,4 @@
-"""The span table: OTLP -> Arrow -> OTLP round trips, the fast KeyValue decoder, dedicated columns,
+"""The span table: OTLP -> Arrow -> OTLP bytes round trips, the fast KeyValue decoder, dedicated columns,
 nested sets and de-duplication."""
 
 from __future__ import annotations
@@ -11,6 +11,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, TracesDa
 from otlp_helpers import encoded, normalize, sdk_spans
 
 from tempo_lite import spantable
+from tempo_lite.spantable.decode import _decode_key_values
+from tempo_lite.spantable.ops import nested_sets
+from tempo_lite.spantable.protowire import varint
+from tempo_lite.spantable.schema import SPAN_KIND_CLIENT, SPAN_KIND_SERVER
+
+
+def _otlp(table: spantable.SpanTable) -> TracesData:
+    return TracesData.FromString(spantable.encode_traces_data(table))
 
 
 def _kv(key: str, **value: object) -> KeyValue:
@@ -63,16 +71,16 @@ def test_round_trip_keeps_every_otlp_field_and_attribute_type(extra: int) -> Non
         kept = [kv for kv in root.attributes if kv.HasField("value") and kv.key]
         del root.attributes[:]
         root.attributes.extend(kept + [_kv(f"extra.{i}", string_value="v" * i) for i in range(extra)])
-        assert spantable._decode_key_values([kv.SerializeToString() for kv in root.attributes]) is not None
+        assert _decode_key_values([kv.SerializeToString() for kv in root.attributes]) is not None
     table = spantable.flatten_bytes(data.SerializeToString())
     assert table.num_spans == 3
-    assert normalize(spantable.to_traces_data(table)) == normalize(data)
+    assert normalize(_otlp(table)) == normalize(data)
 
 
 def test_round_trip_of_real_sdk_spans() -> None:
     request = encoded(sdk_spans(traces=3))
     table = spantable.flatten_bytes(request.SerializeToString())
-    assert normalize(spantable.to_traces_data(table)) == normalize(request)
+    assert normalize(_otlp(table)) == normalize(request)
 
 
 def test_flatten_of_messages_equals_flatten_of_bytes() -> None:
@@ -95,7 +103,7 @@ def test_typed_attribute_columns() -> None:
 
 
 def _field(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + spantable._varint_bytes(len(body)) + body
+    return bytes([tag]) + varint(len(body)) + body
 
 
 def _traces_with_raw_attribute(raw_kv: bytes, normal: int = 0) -> bytes:
@@ -143,8 +151,8 @@ def test_dedicate_moves_only_string_values_and_undedicate_restores_them() -> Non
     assert "s" not in keys and "i" in keys
     back = spantable.undedicate(moved)
     assert back.dedicated == {} and "span.s" not in back.spans.column_names
-    assert normalize(spantable.to_traces_data(back)) == normalize(_every_field())
-    assert normalize(spantable.to_traces_data(moved)) == normalize(_every_field())
+    assert normalize(_otlp(back)) == normalize(_every_field())
+    assert normalize(_otlp(moved)) == normalize(_every_field())
 
 
 def test_choose_dedicated_keys_prefers_well_known_then_frequent_string_keys() -> None:
@@ -162,7 +170,7 @@ def _ids(*names: str) -> list[bytes]:
 def test_nested_sets_of_a_simple_tree() -> None:
     spans = _ids("a", "b", "c", "d")
     parents = _ids("", "a", "b", "a")
-    left, right, parent = spantable.nested_sets(spans, parents, [2, 1, 1, 3])
+    left, right, parent = nested_sets(spans, parents, [2, 1, 1, 3])
     assert (left, right, parent) == ([1, 2, 3, 6], [8, 5, 4, 7], [-1, 1, 2, 1])
 
 
@@ -171,8 +179,8 @@ def test_nested_sets_zipkin_shared_client_server_ids() -> None:
     # whose parent is that ID hangs under the server span.
     spans = _ids("root", "rpc", "rpc", "work")
     parents = _ids("", "root", "root", "rpc")
-    kinds = [spantable.SPAN_KIND_SERVER, spantable.SPAN_KIND_CLIENT, spantable.SPAN_KIND_SERVER, 1]
-    left, right, parent = spantable.nested_sets(spans, parents, kinds)
+    kinds = [SPAN_KIND_SERVER, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, 1]
+    left, right, parent = nested_sets(spans, parents, kinds)
     assert parent[1] == left[0] and parent[2] == left[1] and parent[3] == left[2]
     assert left[0] < left[1] < left[2] < left[3] < right[3] < right[2] < right[1] < right[0]
 
@@ -180,7 +188,7 @@ def test_nested_sets_zipkin_shared_client_server_ids() -> None:
 def test_nested_sets_disconnected_spans_and_several_roots() -> None:
     spans = _ids("r1", "r2", "lost", "x")
     parents = _ids("", "", "missing", "r2")
-    left, right, parent = spantable.nested_sets(spans, parents, [2, 2, 1, 1])
+    left, right, parent = nested_sets(spans, parents, [2, 2, 1, 1])
     assert (left[2], right[2], parent[2]) == (0, 0, 0)
     assert parent[0] == parent[1] == -1 and parent[3] == left[1]
 
@@ -231,9 +239,9 @@ def test_typed_dedicated_columns_keep_types_and_round_trip() -> None:
     assert moved.spans.column("span.zero").null_count == moved.num_spans
     keys = [a["key"] for a in moved.spans.column("attrs")[0].as_py()]
     assert not {"s", "i", "d", "b"} & set(keys) and "zero" in keys
-    assert normalize(spantable.to_traces_data(moved)) == normalize(_every_field())
+    assert normalize(_otlp(moved)) == normalize(_every_field())
     back = spantable.undedicate(moved)
-    assert back.dedicated == {} and normalize(spantable.to_traces_data(back)) == normalize(_every_field())
+    assert back.dedicated == {} and normalize(_otlp(back)) == normalize(_every_field())
 
 
 def test_typed_dedicated_keys_are_the_frequent_non_string_keys_by_their_main_type() -> None:

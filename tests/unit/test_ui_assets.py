@@ -8,7 +8,7 @@ import html
 import json
 import re
 
-from tempo_lite.ui import CSP, load_assets, shell
+from tempo_lite.ui import CSP, load_assets, shell, static_imports
 
 
 def test_every_imported_module_and_linked_file_is_shipped() -> None:
@@ -57,3 +57,18 @@ def test_shell_carries_server_facts_escaped_and_scripts_are_same_origin_only() -
     assert attr is not None
     assert json.loads(html.unescape(attr.group(1).decode())) == {"multitenancy": True, "generator": False}
     assert "script-src 'self'" in CSP and "unsafe-eval" not in CSP and "object-src 'none'" in CSP
+
+
+def test_each_view_preloads_exactly_its_static_imports() -> None:
+    assets = load_assets()
+    search = static_imports(assets, "js/search.js")
+    assert {"js/traceql.js", "vendor/codemirror.js", "js/timerange.js", "js/search_request.js"} <= set(search)
+    assert "js/trace.js" not in search and "vendor/uplot.js" not in search  # the scatter's library loads later
+    assert {"js/model.js", "js/otlp_proto.js"} <= set(static_imports(assets, "js/trace.js"))
+    fake = {"js/a.js": b'import { x } from "./b.js";\nimport "../vendor/c.js";\nconst v = () => import("./d.js");\n',
+            "js/b.js": b'import {\n  y,\n} from "./a.js";\n', "vendor/c.js": b"", "js/d.js": b""}
+    assert sorted(static_imports(fake, "js/a.js")) == ["js/a.js", "js/b.js", "vendor/c.js"]
+    page = shell(b"<html><head></head><body></body></html>", multitenancy=False, generator=False,
+                 preload=["js/b.js", "vendor/c.js"])
+    assert b'<link rel="modulepreload" href="/ui/static/js/b.js">\n' \
+           b'<link rel="modulepreload" href="/ui/static/vendor/c.js">\n</head>' in page

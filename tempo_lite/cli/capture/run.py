@@ -20,6 +20,7 @@ from typing import Any
 import trio
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from tempo_lite import spantable
 from tempo_lite.cli.capture.assertions import Assertion
 from tempo_lite.cli.capture.environment import (
     QUERY_TENANT,
@@ -72,7 +73,7 @@ async def export_traces(tl: Any, traces: Sequence[TraceSummary], path: str) -> i
     for t in sorted(traces, key=lambda s: s.start_ns):
         found, _, _ = await tl.frontend.find_trace([QUERY_TENANT], bytes.fromhex(t.trace_id))
         if found is not None:
-            merged.resource_spans.extend(found.resource_spans)
+            merged.MergeFromString(spantable.encode_traces_data(found))
     body = json.dumps(encode_otlp_json(merged), indent=1).encode() + b"\n"
     await trio.Path(path).write_bytes(body)
     return sum(len(ss.spans) for rs in merged.resource_spans for ss in rs.scope_spans)

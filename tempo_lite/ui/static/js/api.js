@@ -87,9 +87,32 @@ export function valueText(v) {
 }
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const B64 = new Int8Array(128).fill(-1);
+for (const [i, c] of [..."ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"].entries()) B64[c.charCodeAt(0)] = i;
 
+// Base64 (standard alphabet, padded or not) to hex, straight from the characters: no binary string in
+// between (IDs of a 10,000-span trace are tens of thousands of calls). Anything else goes through atob.
 export function b64ToHex(b64) {
   if (!b64) return "";
+  let out = "";
+  let acc = 0;
+  let bits = 0;
+  for (let i = 0; i < b64.length; i++) {
+    const c = b64.charCodeAt(i);
+    if (c === 61) break; // "="
+    const v = c < 128 ? B64[c] : -1;
+    if (v < 0) return atobHex(b64);
+    acc = ((acc << 6) | v) & 0xffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += HEX[(acc >> bits) & 0xff];
+    }
+  }
+  return out;
+}
+
+function atobHex(b64) {
   const bin = atob(b64);
   let out = "";
   for (let i = 0; i < bin.length; i++) out += HEX[bin.charCodeAt(i)];

@@ -1,6 +1,7 @@
 // Router: every view has its own address under /ui/; links marked data-nav navigate without a reload.
 import { server, setTenant, tenant } from "./api.js";
 import { clear, errorBox, h } from "./dom.js";
+import { sendEarly } from "./search_request.js";
 
 const views = {
   search: () => import("./search.js"),
@@ -46,6 +47,7 @@ async function route() {
     main.append(errorBox(`no view named ${name}`));
     return;
   }
+  if (name === "search") sendEarly(params); // in parallel with loading the view's modules
   try {
     const mod = await load();
     if (mine !== generation) return;

@@ -14,13 +14,18 @@ function big(v) {
   try { return BigInt(v || 0); } catch (_) { return 0n; }
 }
 
+const NONE = Object.freeze([]);
+
+// A KeyValue list of the document as it is ({key, value} already): shared, not copied (nothing changes it).
 export function attrsOf(list) {
-  return (list || []).map((kv) => ({ key: kv.key, value: kv.value }));
+  return list || NONE;
 }
 
 export function buildTrace(doc) {
   const resourceSpans = (doc && doc.trace && doc.trace.resourceSpans) || [];
   const spans = [];
+  let lastTraceB64 = null; // every span of a trace has the same trace ID: convert it once
+  let lastTraceHex = "";
   for (const rs of resourceSpans) {
     const resAttrs = attrsOf(rs.resource && rs.resource.attributes);
     const svcAttr = resAttrs.find((a) => a.key === "service.name");
@@ -33,7 +38,7 @@ export function buildTrace(doc) {
         spans.push({
           id: b64ToHex(s.spanId),
           parentId: s.parentSpanId ? b64ToHex(s.parentSpanId) : "",
-          traceId: b64ToHex(s.traceId),
+          traceId: s.traceId === lastTraceB64 ? lastTraceHex : (lastTraceHex = b64ToHex(lastTraceB64 = s.traceId)),
           name: s.name || "",
           service,
           kind: kindName(s.kind),

@@ -1,9 +1,9 @@
 // Search view: TraceQL editor (highlighting, autocomplete), a simple form that writes TraceQL, time range,
 // a duration-over-time scatter and the results table with matched spansets.
 import { api, valueText } from "./api.js";
-import { scatter } from "./chart.js";
 import { clear, errorBox, fmtDuration, fmtTime, h, link, serviceColor } from "./dom.js";
-import { rangeFromParams, rangeParams, resolve, timeRangePicker } from "./timerange.js";
+import { searchRequest, takeEarly } from "./search_request.js";
+import { rangeFromParams, rangeParams, timeRangePicker } from "./timerange.js";
 import { createEditor } from "./traceql.js";
 
 export const title = "Search";
@@ -108,17 +108,18 @@ export async function render(main, { params, setAddress }) {
     setAddress(`/ui/search?${qs}`, { replace: first });
     first = false;
     if (abort) abort.abort();
-    abort = new AbortController();
-    const { start, end } = resolve(range);
+    const mine = abort = new AbortController();
+    const req = searchRequest(q, range, limit);
     clear(results).append(h("p", { class: "muted" }, "Searching…"));
     let doc;
     try {
-      doc = await api.search({ q, start, end, limit, spss: 3 }, { signal: abort.signal });
+      doc = await (takeEarly(req) || api.search(req.params, { signal: mine.signal }));
     } catch (err) {
       if (err.name === "AbortError") return;
       clear(results).append(errorBox(err.message));
       return;
     }
+    if (mine.signal.aborted) return; // a newer search is on its way
     if (chart) { chart.dispose(); chart = null; }
     chart = showResults(results, doc.traces || [], doc.metrics || {});
   }
@@ -145,11 +146,16 @@ function showResults(box, traces, metrics) {
   }
   const plot = h("div", { class: "scatter", "aria-label": "Trace duration over time; click a dot to open the trace" });
   box.append(plot);
-  const chart = scatter(plot, traces.map((t) => ({ t: Number(BigInt(t.startTimeUnixNano || 0) / 1000000n) / 1000,
-    v: t.durationMs || 0, id: t.traceID, error: hasErrors(t) })), {
-    yFormat: (v) => fmtDuration(v * 1e6),
-    onClick: (p) => { history.pushState(null, "", `/ui/trace/${p.id}`); dispatchEvent(new PopStateEvent("popstate")); },
-  });
+  // The chart library loads after the results are on screen: the page is usable before it.
+  const chart = { plot: null, disposed: false, dispose() { this.disposed = true; if (this.plot) this.plot.dispose(); } };
+  import("./chart.js").then(({ scatter }) => {
+    if (chart.disposed) return;
+    chart.plot = scatter(plot, traces.map((t) => ({ t: Number(BigInt(t.startTimeUnixNano || 0) / 1000000n) / 1000,
+      v: t.durationMs || 0, id: t.traceID, error: hasErrors(t) })), {
+      yFormat: (v) => fmtDuration(v * 1e6),
+      onClick: (p) => { history.pushState(null, "", `/ui/trace/${p.id}`); dispatchEvent(new PopStateEvent("popstate")); },
+    });
+  }).catch((err) => { if (!chart.disposed) plot.append(errorBox(`chart: ${err.message}`)); });
   const rows = traces.map((t) => {
     const sets = t.spanSets || (t.spanSet ? [t.spanSet] : []);
     const matched = sets.reduce((n, s) => n + (s.matched || 0), 0);
