@@ -21,6 +21,7 @@ from tempo_lite import spantable
 from tempo_lite.api.encoding import parse_trace_id
 from tempo_lite.api.http import respond
 from tempo_lite.api.search import run_search
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import META, BlockMeta
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import InvalidRequest
@@ -28,7 +29,6 @@ from tempo_lite.frontend.jobs import Job
 from tempo_lite.frontend.remote_live import RemoteLiveStores
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.livestore.freshness import READ_AFTER_WRITE_TIMEOUT
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.search import Searcher
 from tempo_lite.querier.tracebyid import Querier
 

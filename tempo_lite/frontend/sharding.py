@@ -33,13 +33,13 @@ import trio
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import BlockMeta
 from tempo_lite.config import Config, LiveStoreInstance
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unavailable
 from tempo_lite.frontend.jobs import Job, plan_jobs
 from tempo_lite.frontend.remote_live import serving
 from tempo_lite.frontend.service import QueryFrontend
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.querier.results import merge_search_results
 from tempo_lite.querier.search import SearchRequest, SearchStats
 from tempo_lite.querier.tracebyid import TraceLookup

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import META, BlockConflict, BlockMeta
 from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.config import BlockConfig
 from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore, decode_records
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.storage.store import ObjectStore, memory_store
 from tempo_lite.wal import WalEntry, WriteAheadLog
 from tempo_lite.wal.factory import WalOptions, open_wal

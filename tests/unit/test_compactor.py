@@ -12,13 +12,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite import spantable
+from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import COMPACTED_META, META, BlockMeta, compacted_block_id
 from tempo_lite.block.reader import BlockReader
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.compactor import Compactor, plan_compactions
 from tempo_lite.config import BlockConfig, CompactionConfig
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.blocklist import BlockList
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectStore, memory_store
 from tempo_lite.units import ByteSize, Duration

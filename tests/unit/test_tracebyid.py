@@ -85,7 +85,7 @@ async def test_a_trace_split_over_tl1_and_tl2_blocks_and_the_live_store_is_merge
     assert found.failed_blocks == [] and found.inspected_bytes > 0
     assert _span_ids(found.table) == list(range(12))  # 0-5, 4-9 and 9-11, each span once, in start order
     assert found.table is not None and set(found.table.spans.column("trace_id").to_pylist()) == {TRACE}
-    data = spantable.to_traces_data(found.table)
+    data = TracesData.FromString(spantable.encode_traces_data(found.table))
     assert sum(len(ss.spans) for rs in data.resource_spans for ss in rs.scope_spans) == 12
 
 
@@ -95,7 +95,8 @@ async def test_a_trace_in_one_block_comes_back_whole_with_its_attributes(tmp_pat
     querier = await _querier(store)
     found = await querier.find_trace("t", TRACE)
     assert _span_ids(found.table) == list(range(30))  # straddles two row groups
-    data = spantable.to_traces_data(found.table)  # type: ignore[arg-type]
+    assert found.table is not None
+    data = TracesData.FromString(spantable.encode_traces_data(found.table))
     span = data.resource_spans[0].scope_spans[0].spans[0]
     assert span.trace_id == TRACE and span.attributes[0].value.string_value == "GET"
     missing = await querier.find_trace("t", b"\xee" * 16)
