@@ -58,7 +58,9 @@ def setup_logging(config: Config) -> None:
 
 async def serve(config: Config, target: str | None = None) -> None:
     from tempo_lite.app import TempoLite
+    from tempo_lite.livestore import allocator
 
+    allocator.tune()  # before any worker thread: freed buffers leave the process (docs/reliability.md)
     tl = TempoLite(config, target)
     async with trio.open_nursery() as nursery:
 

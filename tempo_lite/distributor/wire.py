@@ -33,7 +33,7 @@ _SPAN_ID_HEAD = itemgetter(slice(18, 20))
 _SPAN_ID = itemgetter(slice(20, 28))
 
 
-def _raw_request_class() -> type:
+def _raw_request_class() -> Any:
     """`ExportTraceServiceRequest` with the same field numbers, spans/resource/scope left as raw bytes."""
     F = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(
@@ -66,7 +66,7 @@ MAX_UNIX_NANO = (1 << 63) - 1
 MAX_DURATION_NANO = (1 << 53) - 1
 
 
-def _times_classes() -> tuple[type, type, type]:
+def _times_classes() -> tuple[Any, Any, Any]:
     """Mirrors that read times from *concatenated* encodings: parsing all spans joined as one message
     appends every span's start and end (fields 7, 8) to repeated fields, in span order, in one C call."""
     F = descriptor_pb2.FieldDescriptorProto
@@ -94,7 +94,7 @@ def _times_classes() -> tuple[type, type, type]:
     pool.Add(fdp)
     get = pool.FindMessageTypeByName
     return tuple(message_factory.GetMessageClass(get(f"tempo_lite.distributor_times.{n}"))
-                 for n in ("SpanTimes", "EventTimes", "Span"))  # type: ignore[return-value]
+                 for n in ("SpanTimes", "EventTimes", "Span"))
 
 
 _SpanTimes, _EventTimes, _SpanWithTimes = _times_classes()
