@@ -184,6 +184,8 @@ class TempoLite:
             self.distributor = Distributor(
                 cfg, self.wal, self.metrics,
                 is_saturated=lambda: (local_saturation and self.livestore.saturated) or self._wal_saturated(),
+                # Only an all-in-one process's live-store consumes every partition this distributor writes.
+                on_appended=self.livestore.note_appended if local_saturation and plan.all_in_one else None,
             )
 
     def _consumed_partitions(self) -> tuple[int, ...]:
