@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import trio
 
 from tempo_lite import spantable
-from tempo_lite.livestore import allocator
 from tempo_lite.livestore.decode import (
     DIGEST_MODULUS,
     decode_isolating,
@@ -289,7 +288,6 @@ class LiveStore:
             self.version += 1
             self._views.clear()
             self.metrics.livestore_bytes.set(self.nbytes)
-            allocator.trim()  # the small objects of the dropped tables leave glibc's arenas too
         return freed
 
     def range_digest(self, partition: int, from_offset: int, end: int) -> str:

@@ -64,11 +64,3 @@ def tune() -> Tuning:
         pa.set_memory_pool(pa.system_memory_pool())
     return Tuning(glibc, pa.default_memory_pool().backend_name)
 
-
-def trim() -> None:
-    """Return the free pages inside glibc's arenas to the system (after a large batch of frees)."""
-    if platform.libc_ver()[0] == "glibc":
-        try:
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
