@@ -5,12 +5,14 @@
 The server runs with the default live-store and block-builder settings (only the ingestion rate limit
 is raised out of the way). Prints acknowledged spans/s, the server's peak RSS (psutil, every 50 ms),
 the peak of `tempo_live_store_bytes`, how many requests got 503 and the longest run of seconds in
-which every answer was a 503.
+which every answer was a 503, with the server's idle RSS and the machine's load average (the figures
+move with the load: on 2 shared cores, a loaded machine acknowledges fewer spans/s).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -39,6 +41,9 @@ def main() -> None:
         server = ServerProcess(Path(tmp), cycle="30s", extra=EXTRA)  # 30 s: the shipped default
         server.start(timeout=60)
         proc = psutil.Process(server.proc.pid)
+        time.sleep(1.0)
+        idle_rss = proc.memory_info().rss
+        load_before = os.getloadavg()[0]
         peak_rss = [0]
         peak_live = [0.0]
         outcomes: list[tuple[float, int]] = []
@@ -84,6 +89,7 @@ def main() -> None:
         done.set()
         for t in threads[:2]:
             t.join()
+        load_after = os.getloadavg()[0]
         server.terminate(timeout=120)
     ok = sum(1 for _, s in outcomes if s == 200)
     refused = sum(1 for _, s in outcomes if s == 503)
@@ -100,8 +106,9 @@ def main() -> None:
           f"{ok * args.spans_per_request / args.seconds:,.0f} spans/s acknowledged, {ok} requests ok, "
           f"{refused} answered 503, longest all-503 streak {longest:.1f}s, other statuses "
           f"{sorted({s for _, s in outcomes} - {200, 503})}")
-    print(f"  server peak RSS {peak_rss[0] / 2**20:.0f} MiB; "
-          f"peak tempo_live_store_bytes {peak_live[0] / 2**20:.0f} MiB")
+    print(f"  server peak RSS {peak_rss[0] / 2**20:.0f} MiB (idle {idle_rss / 2**20:.0f} MiB); "
+          f"peak tempo_live_store_bytes {peak_live[0] / 2**20:.0f} MiB; "
+          f"load average {load_before:.1f} -> {load_after:.1f}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ SHUTDOWN_FLUSH_SECONDS = 25.0  # under the usual 30 s grace period; what is not 
 # long after the last refusal, unless a write succeeds first. A window, not a latch, so a node that a load
 # balancer stopped sending writes to is tried again instead of staying out for good.
 WRITE_REFUSAL_READY_WINDOW_SECONDS = 30.0
+# Request bytes in flight across the ingest listeners: at most live_store.max_bytes / this (16 MiB of the
+# default 512 MiB; a request alone is always admitted). tempo_lite/distributor/inflight.py.
+INFLIGHT_FRACTION = 32
 
 
 @dataclass
@@ -201,6 +204,8 @@ class TempoLite:
             self.distributor = Distributor(
                 cfg, self.wal, self.metrics,
                 is_saturated=lambda: (local_saturation and self.livestore.saturated) or self._wal_saturated(),
+                # Only an all-in-one process's live-store consumes every partition this distributor writes.
+                on_appended=self.livestore.note_appended if local_saturation and plan.all_in_one else None,
             )
 
     def _consumed_partitions(self) -> tuple[int, ...]:
@@ -364,41 +369,50 @@ class TempoLite:
         self.listeners.addresses[name] = bound
 
     async def _start_receivers(self, nursery: trio.Nursery) -> None:
+        from tempo_lite.distributor.inflight import InflightBytes, bound_request_bytes
         from tempo_lite.receivers.http_ingest import decode_limiter, jaeger_http_app, otlp_http_app, zipkin_http_app
 
         receivers = self.config.distributor.receivers
         max_bytes = self.config.distributor.max_request_bytes
         threads = decode_limiter()  # one pool of decoding threads for every ingest listener
+        # One bound on request bytes in flight for every ingest listener (docs/reliability.md, "Memory").
+        budget = InflightBytes(max(1, self.config.live_store.max_bytes // INFLIGHT_FRACTION))
+        refused = self.metrics.requests_refused.labels("Unavailable")
         push = self._push
+
+        async def serve(name: str, app: ASGIApp, endpoint: str, where: str) -> None:
+            bounded = bound_request_bytes(app, budget, on_refused=refused.inc)
+            await self._serve(nursery, name, bounded, endpoint, where, graceful=True)
         if receivers.otlp and receivers.otlp.protocols.http:
             app = otlp_http_app(push, max_request_bytes=max_bytes, limiter=threads)
-            await self._serve(nursery, "otlp_http", app,
+            await serve("otlp_http", app,
                               receivers.otlp.protocols.http.endpoint or "127.0.0.1:4318",
-                              "distributor.receivers.otlp.protocols.http.endpoint", graceful=True)
+                              "distributor.receivers.otlp.protocols.http.endpoint")
         if receivers.otlp and receivers.otlp.protocols.grpc:
             from tempo_lite.receivers.otlp_grpc import otlp_grpc_app
 
-            await self._serve(nursery, "otlp_grpc", otlp_grpc_app(push, max_message_bytes=max_bytes),
+            app = otlp_grpc_app(push, max_message_bytes=max_bytes, limiter=threads)
+            await serve("otlp_grpc", app,
                               receivers.otlp.protocols.grpc.endpoint or "127.0.0.1:4317",
-                              "distributor.receivers.otlp.protocols.grpc.endpoint", graceful=True)
+                              "distributor.receivers.otlp.protocols.grpc.endpoint")
         if receivers.zipkin:
             app = zipkin_http_app(push, max_request_bytes=max_bytes, limiter=threads)
-            await self._serve(nursery, "zipkin", app,
+            await serve("zipkin", app,
                               receivers.zipkin.endpoint or "127.0.0.1:9411",
-                              "distributor.receivers.zipkin.endpoint", graceful=True)
+                              "distributor.receivers.zipkin.endpoint")
         if receivers.jaeger:
             protocols = receivers.jaeger.protocols
             if protocols.grpc:
                 from tempo_lite.receivers.jaeger_grpc import jaeger_grpc_app
 
-                await self._serve(nursery, "jaeger_grpc", jaeger_grpc_app(push, max_message_bytes=max_bytes),
+                await serve("jaeger_grpc", jaeger_grpc_app(push, max_message_bytes=max_bytes),
                                   protocols.grpc.endpoint or "127.0.0.1:14250",
-                                  "distributor.receivers.jaeger.protocols.grpc.endpoint", graceful=True)
+                                  "distributor.receivers.jaeger.protocols.grpc.endpoint")
             if protocols.thrift_http:
                 app = jaeger_http_app(push, max_request_bytes=max_bytes, limiter=threads)
-                await self._serve(nursery, "jaeger_thrift_http", app,
+                await serve("jaeger_thrift_http", app,
                                   protocols.thrift_http.endpoint or "127.0.0.1:14268",
-                                  "distributor.receivers.jaeger.protocols.thrift_http.endpoint", graceful=True)
+                                  "distributor.receivers.jaeger.protocols.thrift_http.endpoint")
             for name, proto, compact, default in (
                 ("jaeger_thrift_compact", protocols.thrift_compact, True, "127.0.0.1:6831"),
                 ("jaeger_thrift_binary", protocols.thrift_binary, False, "127.0.0.1:6832"),

@@ -24,7 +24,9 @@ from tempo_lite.roles import ROLES, plan_for
 
 async def serve(config: Config, target: str | None = None) -> None:
     from tempo_lite.app import TempoLite
+    from tempo_lite.livestore import allocator
 
+    allocator.tune()  # before any worker thread: freed buffers leave the process (docs/reliability.md)
     tl = TempoLite(config, target)
     async with trio.open_nursery() as nursery:
 

@@ -95,12 +95,14 @@ class Distributor:
         metrics: Metrics,
         *,
         is_saturated: Callable[[], bool] = lambda: False,
+        on_appended: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.wal = wal
         self.metrics = metrics
         self.is_saturated = is_saturated
+        self.on_appended = on_appended  # told the payload bytes of each append (the live-store's backlog)
         self.clock = clock
         self.rate_limiter = IngestionRateLimiter(self.limits_for)
         self.trace_sizes = TraceSizeTracker(self.limits_for)
@@ -196,6 +198,8 @@ class Distributor:
         entries = [WalEntry(p, tenant, payload) for p, payload in payloads.items()]
         started = trio.current_time()
         await self.wal.append(entries)
+        if self.on_appended is not None:
+            self.on_appended(sum(len(e.payload) for e in entries))
         self.metrics.wal_append_seconds.observe(trio.current_time() - started)
         self.metrics.spans_received.labels(tenant).inc(spans)
         self.metrics.bytes_received.labels(tenant).inc(size)

@@ -7,7 +7,6 @@ replays the WAL from the block-builder's committed offset: exactly what is not y
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,15 +17,34 @@ import pyarrow.compute as pc
 import trio
 
 from tempo_lite import spantable
-from tempo_lite.distributor.tenant import tenant_id_problem
+from tempo_lite.livestore.decode import (
+    DIGEST_MODULUS,
+    decode_isolating,
+    decode_records,
+    range_digest_hex,
+    record_digest,
+    unbuildable,
+)
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalRecord, WriteAheadLog
 from tempo_lite.wal.quarantine import set_aside as keep_record
+
+__all__ = [
+    "BLOCKBUILDER_GROUP", "DIGEST_MODULUS", "GROUP", "LiveStore", "Segment", "decode_isolating", "decode_records",
+    "range_digest_hex", "record_digest", "unbuildable",
+]
 
 log = logging.getLogger(__name__)
 
 GROUP = "livestore"
 BLOCKBUILDER_GROUP = "blockbuilder"
+# Memory (docs/reliability.md): flush early once max_bytes / PRESSURE_FRACTION is in use. 1/4 kept the
+# live-store at ~145 MiB of the default 512 MiB and peak RSS at 514-595 MiB; 1/8 at ~80 MiB and 458 MiB.
+PRESSURE_FRACTION = 8
+# Span-table bytes per OTLP payload byte (bench/payloads.py, 1,000-span requests: 631 KB from 373 KB).
+DECODED_BYTES_PER_PAYLOAD_BYTE = 1.7
+MAX_BATCH_BYTES = 8 << 20
+MIN_BATCH_BYTES = 256 << 10
 
 
 @dataclass
@@ -48,84 +66,6 @@ class _TenantView:
     table: spantable.SpanTable = field(default_factory=spantable.empty_span_table)
 
 
-DIGEST_MODULUS = 1 << 64
-
-
-def record_digest(record: WalRecord) -> int:
-    """A record's 64-bit fingerprint; a range's digest is the sum of its records' (mod 2^64), so it does
-    not depend on how the range was cut into read batches."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{record.partition}/{record.offset}/{record.tenant}/".encode())
-    h.update(record.payload)
-    return int.from_bytes(h.digest(), "big")
-
-
-def range_digest_hex(digest: int) -> str:
-    return f"{digest % DIGEST_MODULUS:016x}"
-
-
-def decode_records(records: list[WalRecord]) -> dict[str, spantable.SpanTable]:
-    """WAL records -> one span table per tenant (CPU-bound; run in a thread)."""
-    by_tenant: dict[str, list[bytes]] = {}
-    for r in records:
-        by_tenant.setdefault(r.tenant, []).append(r.payload)
-    return {t: spantable.flatten_payloads(payloads) for t, payloads in by_tenant.items()}
-
-
-MAX_UNIX_NANO = (1 << 63) - 1
-MAX_DURATION_NANO = (1 << 53) - 1  # the distributor's bound (distributor.wire): what the generator handles
-
-
-def unbuildable(table: spantable.SpanTable) -> str | None:
-    """Why later stages (block-builder, generator, trace by ID) cannot take this table, else None.
-
-    The distributor refuses such spans at the door; records already in the WAL (written before that
-    rule, or by another writer) are checked again here.
-    """
-    spans = table.spans
-    if spans.num_rows == 0:
-        return None
-    start, duration = spans.column("start_unix_nano"), spans.column("duration_nano")
-    if pc.any(pc.less(start, 0)).as_py():
-        return "a span's start_time_unix_nano is not below 2^63"
-    if pc.any(pc.greater(duration, MAX_DURATION_NANO)).as_py():
-        return "a span's duration is not below 2^53 ns"
-    if pc.any(pc.greater(start, pc.subtract(pa.scalar(MAX_UNIX_NANO), pc.max_element_wise(duration, 0)))).as_py():
-        return "a span's end_time_unix_nano is not below 2^63"
-    return None
-
-
-def decode_isolating(records: list[WalRecord]) -> tuple[dict[str, spantable.SpanTable], list[tuple[WalRecord, str]]]:
-    """`decode_records`, setting aside the records that fail to decode or are `unbuildable`.
-
-    The whole batch is decoded at once; only when that fails is each record decoded alone. A record
-    whose tenant ID cannot name a directory (written before the distributor checked) is set aside too:
-    its blocks could never be written.
-    """
-    poison: list[tuple[WalRecord, str]] = []
-    if any(tenant_id_problem(r.tenant) for r in records):
-        poison = [(r, f"{tenant_id_problem(r.tenant)}") for r in records if tenant_id_problem(r.tenant)]
-        records = [r for r in records if not tenant_id_problem(r.tenant)]
-    try:
-        tables = decode_records(records)
-        if not any(unbuildable(t) for t in tables.values()):
-            return tables, poison
-    except Exception:  # noqa: BLE001 - any decode failure: find the records to blame below
-        pass
-    good: dict[str, list[spantable.SpanTable]] = {}
-    for r in records:
-        try:
-            table = spantable.flatten_payloads([r.payload])
-            problem = unbuildable(table)
-        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the record is poison
-            problem = f"cannot decode: {type(exc).__name__}: {exc}"
-        if problem:
-            poison.append((r, problem))
-        else:
-            good.setdefault(r.tenant, []).append(table)
-    return {t: spantable.concat(ts) for t, ts in good.items()}, poison
-
-
 class LiveStore:
     def __init__(
         self,
@@ -136,7 +76,7 @@ class LiveStore:
         complete_block_timeout: float,
         clock: Callable[[], float] = trio.current_time,
         batch_records: int = 256,
-        batch_bytes: int = 8 << 20,
+        batch_bytes: int | None = None,
         on_batch: Callable[[str, spantable.SpanTable], None] | None = None,
         quarantine: Path | None = None,
         partitions: tuple[int, ...] | None = None,
@@ -148,7 +88,9 @@ class LiveStore:
         self.complete_block_timeout = complete_block_timeout
         self.clock = clock
         self.batch_records = batch_records
-        self.batch_bytes = batch_bytes
+        # WAL payload decoded per batch: its transient (payloads, parsed messages, Arrow) is several times
+        # the bytes, so it scales with the bound (8 MiB at the default 512 MiB).
+        self.batch_bytes = batch_bytes or min(MAX_BATCH_BYTES, max(MIN_BATCH_BYTES, max_bytes // 64))
         self.on_batch = on_batch  # the metrics-generator, when enabled
         self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
         # The partitions consumed (a `live-store` role may take a subset; docs/scaling.md).
@@ -162,6 +104,8 @@ class LiveStore:
         # already wrote (set by BlockBuilder.recover, cleared once that range is committed).
         self.cuts: dict[int, int] = {}
         self.nbytes = 0
+        # Payload bytes appended to the WAL (by this process's distributor) and not yet decoded here.
+        self.backlog_bytes = 0
         self.version = 0
         self._views: dict[str, _TenantView] = {}
         self.decode_limiter = trio.CapacityLimiter(1)
@@ -212,6 +156,7 @@ class LiveStore:
             if self.on_batch is not None:
                 bad = {id(r) for r, _ in poison}
                 await self._observe(tables, [r for r in records if id(r) not in bad])
+            self.backlog_bytes = max(0, self.backlog_bytes - sum(len(r.payload) for r in records))
             digest = sum(record_digest(r) for r in records) % DIGEST_MODULUS
             self.add_segment(partition, records[0].offset, records[-1].offset + 1, tables, digest)
             if self.group is not None:
@@ -314,23 +259,36 @@ class LiveStore:
 
     @property
     def under_pressure(self) -> bool:
-        """Half of `max_bytes` in use: flush now, in smaller blocks, and free flushed segments at once."""
-        return self.nbytes >= self.max_bytes // 4
+        """An eighth of `max_bytes` in use (PRESSURE_FRACTION): flush now, in smaller blocks, and free
+        flushed segments at once (docs/reliability.md, "Memory under sustained ingest")."""
+        return self.nbytes >= self.max_bytes // PRESSURE_FRACTION
 
     def release_flushed(self) -> None:
         """Drop every flushed segment now (their blocks are in the block list) instead of after the
         recent window: what keeps memory under `max_bytes` while ingest runs at full speed."""
+        self._drop_segments(lambda s: s.flushed_at is None)
+
+    def _drop_segments(self, keep: Callable[[Segment], bool]) -> int:
+        """Forget every segment `keep` refuses; returns the bytes freed.
+
+        Cached per-tenant views are dropped with them: a view concatenates the segments' tables, so a
+        stale one would keep the dropped tables alive until the next query rebuilt it (queries already
+        running hold their own reference and free it when they finish).
+        """
         dropped = False
+        freed = 0
         for p, segs in self.segments.items():
-            keep = [s for s in segs if s.flushed_at is None]
-            if len(keep) != len(segs):
-                self.nbytes -= sum(s.nbytes for s in segs) - sum(s.nbytes for s in keep)
-                self.segments[p] = keep
+            kept = [s for s in segs if keep(s)]
+            if len(kept) != len(segs):
+                freed += sum(s.nbytes for s in segs) - sum(s.nbytes for s in kept)
+                self.segments[p] = kept
                 dropped = True
         if dropped:
+            self.nbytes -= freed
             self.version += 1
-            self._views.clear()  # a snapshot would keep the dropped tables alive
+            self._views.clear()
             self.metrics.livestore_bytes.set(self.nbytes)
+        return freed
 
     def range_digest(self, partition: int, from_offset: int, end: int) -> str:
         """The digest of the unflushed records in [from_offset, end) (see `record_digest`)."""
@@ -349,19 +307,10 @@ class LiveStore:
             if seg.end_offset <= end_offset and seg.flushed_at is None:
                 seg.flushed_at = now
 
-    def expire(self) -> None:
-        """Drop flushed segments older than the recent window."""
+    def expire(self) -> int:
+        """Drop flushed segments older than the recent window; returns the bytes freed."""
         cutoff = self.clock() - self.complete_block_timeout
-        dropped = False
-        for p, segs in self.segments.items():
-            keep = [s for s in segs if s.flushed_at is None or s.flushed_at > cutoff]
-            if len(keep) != len(segs):
-                self.nbytes -= sum(s.nbytes for s in segs) - sum(s.nbytes for s in keep)
-                self.segments[p] = keep
-                dropped = True
-        if dropped:
-            self.version += 1
-            self.metrics.livestore_bytes.set(self.nbytes)
+        return self._drop_segments(lambda s: s.flushed_at is None or s.flushed_at > cutoff)
 
     async def follow_flushes(self, interval: float, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """When another process builds the blocks: mark what its committed offsets cover as flushed, so it
@@ -379,7 +328,13 @@ class LiveStore:
 
     @property
     def saturated(self) -> bool:
-        return self.nbytes >= self.max_bytes
+        """`max_bytes` held, counting what is acknowledged but not yet decoded: under full-speed ingest the
+        WAL runs ahead of the decoder, and without the backlog the tables overshot to twice `max_bytes`."""
+        return self.nbytes + int(self.backlog_bytes * DECODED_BYTES_PER_PAYLOAD_BYTE) >= self.max_bytes
+
+    def note_appended(self, payload_bytes: int) -> None:
+        """The distributor appended this many payload bytes to partitions this live-store consumes."""
+        self.backlog_bytes += payload_bytes
 
     # --- queries -----------------------------------------------------------------------------
 
