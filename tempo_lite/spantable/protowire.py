@@ -9,6 +9,7 @@ wrapper object per submessage. The span table's decoder and the distributor's wi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -21,10 +22,11 @@ _SCALAR_PACKABLE = {F.TYPE_UINT32, F.TYPE_INT32, F.TYPE_UINT64, F.TYPE_INT64, F.
                     F.TYPE_SINT32, F.TYPE_SINT64}
 
 
-def mirror_classes(package: str, messages: Mapping[str, Sequence[MirrorField]]) -> dict[str, type]:
+def mirror_classes(package: str, messages: Mapping[str, Sequence[MirrorField]]) -> dict[str, Any]:
     """Message classes for a proto3 mirror schema in its own descriptor pool, by message name.
 
-    Repeated scalars are declared unpacked (OTLP writes them one occurrence each); upb parses both forms."""
+    Repeated scalars are declared unpacked (OTLP writes them one occurrence each); upb parses both forms.
+    Typed `Any`: the classes are made at run time, so no stub can describe their fields."""
     fdp = descriptor_pb2.FileDescriptorProto(name=f"{package.replace('.', '/')}.proto", package=package,
                                              syntax="proto3")
     for name, fields in messages.items():
