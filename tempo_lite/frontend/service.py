@@ -1,8 +1,8 @@
 """What the query API and the CLI ask of a running tempo-lite: `QueryService`, the narrow interface they
-depend on (so `api/`, `ui/` and `capture` never import `app.py`), and `QueryFrontend`, the frontend's
+depend on (so `api/`, `ui/` and `capture` never import `app/`), and `QueryFrontend`, the frontend's
 query object: searches through the querier's `Searcher` and answers trace-by-ID over several tenants.
 
-`TempoLite` (app.py) implements `QueryService`; the API handlers take one and nothing wider.
+`TempoLite` (app/) implements `QueryService`; the API handlers take one and nothing wider.
 """
 
 from __future__ import annotations

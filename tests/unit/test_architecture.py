@@ -11,7 +11,7 @@ Layers, lowest first; a module may import its own layer and the layers below it,
 2. storage, WAL and transport: object store, WAL, the block format, the HTTP/gRPC servers
 3. components: distributor and receivers, live-store, block-builder, compactor, generator, querier
 4. frontend: query parameters, sharding and combining, the query service the API depends on
-5. api and cli: HTTP/gRPC routes and encodings, the UI, the process wiring (app.py), the command line
+5. api and cli: HTTP/gRPC routes and encodings, the UI, the process wiring (app/), the command line
 
 Violations that live in files other branches are changing now are listed in `ALLOWED_UPWARD` with the
 reason; the list must only shrink (a test fails when an entry no longer occurs, so fixed ones are removed).

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import trio
 
+from tempo_lite.app.ingest import start_ingest_listeners
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
@@ -369,72 +370,16 @@ class TempoLite:
         self.listeners.addresses[name] = bound
 
     async def _start_receivers(self, nursery: trio.Nursery) -> None:
-        from tempo_lite.distributor.inflight import InflightBytes, bound_request_bytes
-        from tempo_lite.receivers.http_ingest import decode_limiter, jaeger_http_app, otlp_http_app, zipkin_http_app
+        budget = max(1, self.config.live_store.max_bytes // INFLIGHT_FRACTION)
 
-        receivers = self.config.distributor.receivers
-        max_bytes = self.config.distributor.max_request_bytes
-        threads = decode_limiter()  # one pool of decoding threads for every ingest listener
-        # One bound on request bytes in flight for every ingest listener (docs/reliability.md, "Memory").
-        budget = InflightBytes(max(1, self.config.live_store.max_bytes // INFLIGHT_FRACTION))
-        refused = self.metrics.requests_refused.labels("Unavailable")
-        push = self._push
+        async def serve_http(name: str, app: ASGIApp, endpoint: str, where: str) -> None:
+            await self._serve(nursery, name, app, endpoint, where, graceful=True)
 
-        async def serve(name: str, app: ASGIApp, endpoint: str, where: str) -> None:
-            bounded = bound_request_bytes(app, budget, on_refused=refused.inc)
-            await self._serve(nursery, name, bounded, endpoint, where, graceful=True)
-        if receivers.otlp and receivers.otlp.protocols.http:
-            app = otlp_http_app(push, max_request_bytes=max_bytes, limiter=threads)
-            await serve("otlp_http", app,
-                              receivers.otlp.protocols.http.endpoint or "127.0.0.1:4318",
-                              "distributor.receivers.otlp.protocols.http.endpoint")
-        if receivers.otlp and receivers.otlp.protocols.grpc:
-            from tempo_lite.receivers.otlp_grpc import otlp_grpc_app
-
-            app = otlp_grpc_app(push, max_message_bytes=max_bytes, limiter=threads)
-            await serve("otlp_grpc", app,
-                              receivers.otlp.protocols.grpc.endpoint or "127.0.0.1:4317",
-                              "distributor.receivers.otlp.protocols.grpc.endpoint")
-        if receivers.zipkin:
-            app = zipkin_http_app(push, max_request_bytes=max_bytes, limiter=threads)
-            await serve("zipkin", app,
-                              receivers.zipkin.endpoint or "127.0.0.1:9411",
-                              "distributor.receivers.zipkin.endpoint")
-        if receivers.jaeger:
-            protocols = receivers.jaeger.protocols
-            if protocols.grpc:
-                from tempo_lite.receivers.jaeger_grpc import jaeger_grpc_app
-
-                await serve("jaeger_grpc", jaeger_grpc_app(push, max_message_bytes=max_bytes),
-                                  protocols.grpc.endpoint or "127.0.0.1:14250",
-                                  "distributor.receivers.jaeger.protocols.grpc.endpoint")
-            if protocols.thrift_http:
-                app = jaeger_http_app(push, max_request_bytes=max_bytes, limiter=threads)
-                await serve("jaeger_thrift_http", app,
-                                  protocols.thrift_http.endpoint or "127.0.0.1:14268",
-                                  "distributor.receivers.jaeger.protocols.thrift_http.endpoint")
-            for name, proto, compact, default in (
-                ("jaeger_thrift_compact", protocols.thrift_compact, True, "127.0.0.1:6831"),
-                ("jaeger_thrift_binary", protocols.thrift_binary, False, "127.0.0.1:6832"),
-            ):
-                if proto is None:
-                    continue
-                from tempo_lite.receivers.jaeger_udp import serve_jaeger_udp
-
-                host, port = split_endpoint(proto.endpoint or default, f"distributor.receivers.jaeger.protocols.{name}")
-
-                async def udp_push(request: Any) -> None:
-                    await push(None, request, request.ByteSize())
-
-                scope = trio.CancelScope()
-                self._udp_scopes.append(scope)
-
-                async def serve_udp(h: str, p: int, c: bool, scope: trio.CancelScope, task_status: Any) -> None:
-                    with scope:
-                        await serve_jaeger_udp(h, p, c, udp_push, limiter=threads, task_status=task_status)
-
-                bound = await nursery.start(serve_udp, host, port, compact, scope)
-                self.listeners.addresses[name] = bound
+        await start_ingest_listeners(
+            nursery, self.config.distributor, self._push, serve_http,
+            inflight_bytes=budget, on_refused=self.metrics.requests_refused.labels("Unavailable").inc,
+            udp_scopes=self._udp_scopes, addresses=self.listeners.addresses,
+        )
 
     async def _push(self, tenant_header: str | None, request: Any, size: int) -> None:
         """The distributor's push, remembering whether writes are being refused as unavailable (for /ready)."""
