@@ -19,9 +19,9 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time_range
-from tempo_lite.querier.results import (
-    LegacySearch,
-    merge_search_results,
+from tempo_lite.querier.results import LegacySearch, merge_search_results
+from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
+from tempo_lite.querier.tags import (
     merge_tag_names,
     merge_tag_values,
     search_tags_response,
@@ -32,7 +32,6 @@ from tempo_lite.querier.results import (
     tag_values_v2,
     tag_values_v2_response,
 )
-from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
 from tempo_lite.traceql import parse_attribute, parse_lenient_filter
 from tempo_lite.traceql.ast import Attribute, Scope
 from tempo_lite.traceql.engine import referenced_fields

@@ -49,6 +49,7 @@ from tempo_lite.traceql.ast import (
 from tempo_lite.traceql.engine import evaluate
 from tempo_lite.traceql.engine_context import SpanContext, uses_nested_sets
 from tempo_lite.traceql.engine_values import _broadcast_slot, group_codes
+from tempo_lite.traceql.tag_names import tag_names
 
 SECOND = 1_000_000_000
 TypedValue = tuple[str, object]
@@ -442,8 +443,6 @@ class MetricsEvaluator:
             self._acc(lab).exemplars.append(ex)
 
     def _observe_compare(self, ctx: SpanContext, rows: np.ndarray, interval: np.ndarray, starts: np.ndarray) -> None:
-        from tempo_lite.querier.results import tag_names
-
         m = self.m
         assert m.compare_filter is not None
         t = self.buckets.count
