@@ -40,6 +40,8 @@ from tempo_lite.traceql.ast import (
     Query,
     Scope,
     SpansetFilter,
+    Static,
+    StaticType,
     TraceQLError,
     render,
 )
@@ -70,6 +72,7 @@ __all__ = [
 
 _VALUE_OPS = (MetricsOp.MIN_OVER_TIME, MetricsOp.MAX_OVER_TIME, MetricsOp.SUM_OVER_TIME, MetricsOp.AVG_OVER_TIME)
 _HIST_OPS = (MetricsOp.QUANTILE_OVER_TIME, MetricsOp.HISTOGRAM_OVER_TIME)
+_TRUE = Static(StaticType.BOOL, True)
 # Trace-level fields: a table must hold the whole trace to give them (trace:id is per trace too).
 _TRACE_FIELDS = TRACE_DEPENDENT | {Intrinsic.TRACE_ID}
 
@@ -151,7 +154,15 @@ def _measure(ctx: SpanContext, m: MetricsAggregate, rows: np.ndarray | None) -> 
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values in first-seen order, index of each row's value): a hash pass, not a sort."""
+    """(distinct values, index of each row's value) without sorting the rows: a counting pass for small
+    non-negative ints (series keys of a few by() values), else a hash pass."""
+    if values.dtype.kind in "iu" and len(values):
+        hi = int(values.max())
+        if int(values.min()) >= 0 and hi < max(1 << 16, 2 * len(values)):
+            present = np.flatnonzero(np.bincount(values, minlength=hi + 1))
+            lookup = np.zeros(hi + 1, dtype=np.int64)
+            lookup[present] = np.arange(len(present))
+            return present.astype(values.dtype), lookup[values]
     enc = pc.dictionary_encode(pa.array(values))
     return enc.dictionary.to_numpy(zero_copy_only=False), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -180,6 +191,8 @@ class _Acc:
 def matched_rows(query: Query, table: SpanTable, ctx: SpanContext | None = None) -> np.ndarray:
     """Rows of `table` in some spanset the pipeline yields (each row once), sorted."""
     stages = query.pipeline.stages
+    if len(stages) == 1 and isinstance(stages[0], SpansetFilter) and stages[0].expr == _TRUE:
+        return np.arange(table.num_spans)  # `{ }`
     if len(stages) == 1 and isinstance(stages[0], SpansetFilter) and not uses_nested_sets(stages[0].expr):
         ctx = ctx or SpanContext(table)
         return np.flatnonzero(ctx.filter_mask(stages[0].expr))

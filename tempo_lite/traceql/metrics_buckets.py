@@ -65,17 +65,25 @@ def log2_bucketize(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.int64)
     out = np.full(len(v), np.nan)
     ok = v >= 2
-    x = (v[ok] - 1).astype(np.uint64)
+    x = v[ok] - 1
+    # 2^(k-1) <= x < 2^k: frexp's exponent, exact while x converts to float exactly (below 2^53).
+    _, k = np.frexp(x.astype(np.float64))
+    big = x >= 1 << 53
+    if big.any():
+        k[big] = _exponent_exact(x[big].astype(np.uint64))
+    out[ok] = np.ldexp(1.0, np.minimum(k, 63))
+    return out
+
+
+def _exponent_exact(x: np.ndarray) -> np.ndarray:
+    """k with 2^(k-1) <= x < 2^k for large x (float log2 can be off by one near powers of two)."""
     k = np.floor(np.log2(x.astype(np.float64))).astype(np.int64) + 1
     k = np.clip(k, 1, 63)
-    # float log2 can be off by one near powers of two: fix so that 2^(k-1) <= x < 2^k.
     one = np.uint64(1)
     too_high = np.left_shift(one, (k - 1).astype(np.uint64)) > x
     k = k - too_high
     too_low = (k < 64) & (np.left_shift(one, np.minimum(k, 63).astype(np.uint64)) <= x)
-    k = k + too_low
-    out[ok] = np.ldexp(1.0, k)
-    return out
+    return k + too_low
 
 
 def log2_quantile(p: float, maxes: np.ndarray, counts: np.ndarray) -> np.ndarray:

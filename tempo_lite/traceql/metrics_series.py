@@ -46,14 +46,26 @@ def label_sort_key(labels: Labels) -> tuple:
 
 
 def spread_pick(interval: np.ndarray, limit: int, intervals: int) -> np.ndarray:
-    """Indices of up to `limit` items spread over time: <= ceil(limit/intervals) per interval, earliest first."""
+    """Indices of up to `limit` items spread over time: <= ceil(limit/intervals) per interval, earliest first.
+
+    Only the first `per` items of each interval can be chosen, and they usually all lie in a short prefix:
+    prefixes of growing length are tried until one holds them (checked with interval counts), and just
+    that prefix is sorted (a stable radix sort: intervals are small non-negative ints).
+    """
     if limit <= 0 or not len(interval):
         return np.zeros(0, dtype=np.int64)
     per = max(1, math.ceil(limit / max(intervals, 1)))
-    order = np.argsort(interval, kind="stable")
-    sorted_iv = interval[order]
-    first = np.searchsorted(sorted_iv, sorted_iv, side="left")
-    rank = np.arange(len(order)) - first
+    iv = np.asarray(interval, dtype=np.int64)
+    wanted = np.minimum(np.bincount(iv), per)
+    size = 4096
+    while size < len(iv) and np.any(np.bincount(iv[:size], minlength=len(wanted)) < wanted):
+        size *= 4
+    iv = iv[:size]
+    counts = np.bincount(iv, minlength=len(wanted))
+    run_start = np.cumsum(counts) - counts
+    order = np.argsort(iv.astype(np.uint16) if len(counts) <= 1 << 16 else iv, kind="stable")
+    sorted_iv = iv[order]
+    rank = np.arange(len(order)) - run_start[sorted_iv]
     ok = rank < per
     cand, cand_rank, cand_iv = order[ok], rank[ok], sorted_iv[ok]
     chosen = np.lexsort((cand_iv, cand_rank))[:limit]
