@@ -116,7 +116,7 @@ _NO_VALUES = frozenset({Intrinsic.DURATION, Intrinsic.TRACE_DURATION})
 V1_VIRTUAL_VALUES = {"status.code": ["unset", "ok", "error"], "error": ["true"]}
 
 
-def _typed_strings(c: Col) -> set[tuple[str, str]]:
+def typed_values(c: Col) -> set[tuple[str, str]]:
     """Distinct (type, value-as-string) pairs of a column, arrays contributing their elements."""
     out: set[tuple[str, str]] = set()
     cols = [c, *c.alts]
@@ -126,15 +126,15 @@ def _typed_strings(c: Col) -> set[tuple[str, str]]:
             if not isinstance(v, (pa.Array, pa.ChunkedArray)):
                 continue
             for x in pc.unique(v.drop_null()).to_pylist():
-                out.add(_typed_string(slot, x))
+                out.add(typed_value(slot, x))
         if col.arr is not None:
             for slot, v in col.arr.slots.items():
                 for x in pc.unique(v.drop_null()).to_pylist():
-                    out.add(_typed_string(slot, x))
+                    out.add(typed_value(slot, x))
     return out
 
 
-def _typed_string(slot: str, x: Any) -> tuple[str, str]:
+def typed_value(slot: str, x: Any) -> tuple[str, str]:
     if slot == "str":
         return ("string", str(x))
     if slot == "int":
@@ -174,16 +174,22 @@ def _same_tag_value(ref: Attribute | Intrinsic, q: SpansetFilter | None) -> tupl
     return None
 
 
-def tag_values_v2(table: SpanTable, ref: Attribute | Intrinsic, q: SpansetFilter | None = None) -> set[tuple[str, str]]:
-    """Distinct typed values of `ref` on the spans matching `q` (all spans without `q`)."""
+def constant_tag_values(ref: Attribute | Intrinsic, q: SpansetFilter | None) -> set[tuple[str, str]] | None:
+    """The answer when it does not depend on the spans (keyword intrinsics, durations, `q` fixing the tag)."""
     if isinstance(ref, Intrinsic):
         if ref in _KEYWORD_VALUES:
             return {("keyword", v) for v in _KEYWORD_VALUES[ref]}
         if ref in _NO_VALUES:
             return set()
     same = _same_tag_value(ref, q)
-    if same is not None:
-        return {same}
+    return None if same is None else {same}
+
+
+def tag_values_v2(table: SpanTable, ref: Attribute | Intrinsic, q: SpansetFilter | None = None) -> set[tuple[str, str]]:
+    """Distinct typed values of `ref` on the spans matching `q` (all spans without `q`)."""
+    fixed = constant_tag_values(ref, q)
+    if fixed is not None:
+        return fixed
     if table.num_spans == 0:
         return set()
     ctx = SpanContext(table)
@@ -199,9 +205,9 @@ def tag_values_v2(table: SpanTable, ref: Attribute | Intrinsic, q: SpansetFilter
         owner = np.repeat(np.arange(table.num_spans), lens)
         flat_rows = np.flatnonzero(mask[owner])
         full = ctx.sub_attr(level, ref.name) if isinstance(ref, Attribute) else ctx.sub_intrinsic(ref)
-        return _typed_strings(full.take(flat_rows))
+        return typed_values(full.take(flat_rows))
     value = ctx.span_value(ref)
-    return _typed_strings(value if len(rows) == table.num_spans else value.take(rows))
+    return typed_values(value if len(rows) == table.num_spans else value.take(rows))
 
 
 def tag_values_v1(table: SpanTable, tag: str, q: SpansetFilter | None = None) -> set[str]:
@@ -233,6 +239,8 @@ def tag_values_v2_response(values: Iterable[tuple[str, str]], limit: int = 0) ->
 __all__ = [
     "ATTRIBUTE_SCOPES",
     "INTRINSIC_TAGS",
+    "V1_VIRTUAL_VALUES",
+    "constant_tag_values",
     "merge_tag_names",
     "merge_tag_values",
     "search_tags_response",
@@ -242,4 +250,6 @@ __all__ = [
     "tag_values_v1",
     "tag_values_v2",
     "tag_values_v2_response",
+    "typed_value",
+    "typed_values",
 ]

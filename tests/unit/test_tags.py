@@ -69,3 +69,55 @@ def test_tag_names_v1_and_v2() -> None:
     assert filtered["span"] == {"child2"} and filtered["resource"] == {"service.name"}
     with pytest.raises(ValueError):
         tags.search_tags_response(names, "bogus")
+
+
+# --- over a querier's sources (querier/tag_source.py) ------------------------------------------------
+
+VALUE_REFS = [
+    "span.http.method", "span.http.status_code", "resource.service.name", ".http.method", ".service.name", "name",
+    "status", "kind", "duration", "event.level", "event:name", "span:statusMessage", "span.no.such",
+    "resource.no.such",
+]
+FILTERS = [None, "{ status = error }", '{ resource.service.name = "svc-1" }', '{ span.http.method = "POST" }',
+           "{ span.http.method = `GET` && kind = server }"]
+
+
+async def _sources(tmp_path):  # noqa: ANN001, ANN202
+    from test_metrics_sources import TENANT, _data, _forms, _tempo
+
+    data = _data(traces=60)
+    whole = spantable.flatten(data.resource_spans)
+    for name, (live, blocks) in _forms(data).items():
+        yield name, TENANT, whole, await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+
+
+async def test_tag_values_from_catalogues_dictionaries_and_slices_equal_evaluating_every_span(tmp_path) -> None:  # noqa: ANN001
+    from tempo_lite.querier.search import SearchStats
+    from tempo_lite.querier.tag_source import TagSource
+
+    async for name, tenant, whole, tl in _sources(tmp_path):
+        source = TagSource(tl.frontend.searcher, chunk_rows=40)
+        for tag in VALUE_REFS:
+            ref = parse_attribute(tag)
+            for text in FILTERS:
+                q = parse_lenient_filter(text) if text else None
+                want = tags.tag_values_v2(whole, ref, q)
+                got = await source.values(tenant, 0, 0, ref, q, SearchStats())
+                assert got == want, (name, tag, text)
+                if text is None and tag in ("span.http.method", "resource.service.name", "name"):
+                    assert want, f"{tag}: no values, the comparison would prove nothing"
+                    # again, from the per-block cache
+                    assert await source.values(tenant, 0, 0, ref, q, SearchStats()) == want
+
+
+async def test_tag_names_from_catalogues_and_slices_equal_evaluating_every_span(tmp_path) -> None:  # noqa: ANN001
+    from tempo_lite.querier.search import SearchStats
+    from tempo_lite.querier.tag_source import TagSource
+
+    async for name, tenant, whole, tl in _sources(tmp_path):
+        source = TagSource(tl.frontend.searcher, chunk_rows=40)
+        for text in (None, "{ status = error }", '{ resource.service.name = "svc-1" }'):
+            q = parse_lenient_filter(text) if text else None
+            want = tags.tag_names(whole, q)
+            assert want["span"] and want["resource"]
+            assert await source.names(tenant, 0, 0, q, SearchStats()) == want, (name, text)
