@@ -92,10 +92,12 @@ async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> t
     async def consume(table: SpanTable) -> None:
         await trio.to_thread.run_sync(observe, table)
 
+    source = MetricsSource(tl.frontend.searcher, read)
     for tenant in tenants:
-        source = MetricsSource(tl.frontend.searcher, read)
         await source.stream(tenant, buckets.start_ns, buckets.end_ns, stats, consume)
     results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]
+    for result in results:
+        await source.resolve(result, stats)
     tl.metrics.query_seconds.labels("metrics").observe(time.perf_counter() - started)
     if stats.failed_blocks and len(stats.failed_blocks) >= stats.total_blocks:
         raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")

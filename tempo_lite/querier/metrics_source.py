@@ -33,12 +33,13 @@ from tempo_lite.block.meta import BlockMeta
 from tempo_lite.errors import StorageError
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.search import BlockTraces, Searcher, SearchStats, unique_trace_ids
-from tempo_lite.traceql.ast import Attribute, AttributeRef, MetricsOp, Query
-from tempo_lite.traceql.metrics import metrics_fields, needs_whole_traces
+from tempo_lite.traceql.ast import Attribute, AttributeRef, Intrinsic, MetricsOp, Query, Scope
+from tempo_lite.traceql.metrics import EXEMPLAR_REF, Series, metrics_fields, needs_whole_traces
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 131_072
+_REF_SHIFT = 40
 # What whole-trace evaluation reads besides the query's fields: trace summaries, structure, dedupe keys.
 _WHOLE_TRACE_COLUMNS = frozenset(pushdown.RESULT_COLUMNS) | frozenset(pushdown.NESTED_SET_COLUMNS) | {"kind"}
 _NESTED_LISTS = ("attrs", "events", "links")
@@ -74,6 +75,12 @@ def with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
         empty = pa.ListArray.from_arrays(offsets, pa.array([], typ.value_type))
         spans = spans.append_column(pa.field(name, typ), empty)
     return spantable.SpanTable(spans, table.resources, dict(table.dedicated))
+
+
+def _uses_resources(ref: AttributeRef) -> bool:
+    if isinstance(ref, Attribute):
+        return ref.scope in (Scope.NONE, Scope.RESOURCE, Scope.INSTRUMENTATION)
+    return ref in (Intrinsic.INSTRUMENTATION_NAME, Intrinsic.INSTRUMENTATION_VERSION)
 
 
 def _split_ids(id_lists: list[pa.Array]) -> pa.Array:
@@ -118,6 +125,8 @@ class MetricsSource:
         self.querier = searcher.querier
         self.read = read
         self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
+        # Blocks streamed so far, numbered for exemplar references: (number << 40) | row in the block.
+        self._numbered: list[tuple[BlockMeta, BlockTraces]] = []
 
     async def stream(self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, consume: Consume) -> None:
         live = await self.querier.live.snapshot(tenant)
@@ -176,12 +185,14 @@ class MetricsSource:
         if cols is None:
             return None
         wanted = set(cols) | {"start_unix_nano"}
+        if not any(_uses_resources(f) for f in fields):
+            wanted.discard("resource_index")
         if self.read.whole_traces:
             wanted |= _WHOLE_TRACE_COLUMNS
-        if self.read.ids:
-            wanted.add("span_id")
         if trace_ids:
             wanted.add("trace_id")
+            if self.read.ids:
+                wanted.add("span_id")  # else exemplars get IDs afterwards, from their row (`resolve`)
         return sorted(wanted)
 
     async def _block(
@@ -190,6 +201,7 @@ class MetricsSource:
     ) -> None:
         reader = self.querier.reader(meta)
         whole = self.read.whole_traces
+        self._numbered.append((meta, info))
         try:
             footer = await reader.footer_info()
             row_trace = info.row_trace
@@ -227,26 +239,56 @@ class MetricsSource:
                         cut = int(np.searchsorted(rows, info.first_row[last]))
                         carry = (spans.slice(cut), rows[cut:])
                         spans, rows = spans.slice(0, cut), rows[:cut]
-                await send.send(self._slice(spans, rows, row_trace, info, is_split, split, resources, dedicated))
+                await send.send(self._slice(spans, rows, row_trace, is_split, split, resources, dedicated))
             stats.inspected_traces += len(info.ids)
             stats.completed_jobs += 1
         except StorageError as exc:
             self._failed(stats, exc)
 
     def _slice(
-        self, spans: pa.Table, rows: np.ndarray | None, row_trace: np.ndarray | None, info: BlockTraces,
+        self, spans: pa.Table, rows: np.ndarray | None, row_trace: np.ndarray | None,
         is_split: np.ndarray | None, split: pa.Array, resources: pa.Table, dedicated: dict[str, str],
     ) -> spantable.SpanTable:
-        """One slice as a span table: split traces' rows dropped, trace IDs from the trace table if needed."""
+        """One slice as a span table: split traces' rows dropped; without span IDs, each row's reference for
+        exemplars (block number and row)."""
         if rows is not None and row_trace is not None:
-            traces = row_trace[rows]
             if is_split is not None:
-                keep = ~is_split[traces]
+                keep = ~is_split[row_trace[rows]]
                 if not keep.all():
-                    spans, traces = spans.filter(pa.array(keep)), traces[keep]
-            if self.read.ids and "trace_id" not in spans.column_names:
-                spans = spans.append_column("trace_id", info.ids.take(pa.array(traces)))
+                    spans, rows = spans.filter(pa.array(keep)), rows[keep]
+            if self.read.ids and "span_id" not in spans.column_names:
+                ref = (len(self._numbered) - 1) << _REF_SHIFT
+                spans = spans.append_column(EXEMPLAR_REF, pa.array(rows.astype(np.int64) + ref))
             table = spantable.SpanTable(spans, resources, dict(dedicated))
         else:
             table = _drop_traces(spantable.SpanTable(spans, resources, dict(dedicated)), split)
         return with_empty_lists(table) if self.read.fields is not None else table
+
+    async def resolve(self, series: list[Series], stats: SearchStats) -> None:
+        """Trace and span IDs for exemplars that carry a row reference: the span IDs of just the row groups
+        holding them, trace IDs from the trace tables."""
+        wanted = [e for s in series for e in s.exemplars if e.ref >= 0]
+        by_block: dict[int, list[int]] = {}
+        for e in wanted:
+            by_block.setdefault(e.ref >> _REF_SHIFT, []).append(e.ref & ((1 << _REF_SHIFT) - 1))
+        found: dict[int, tuple[bytes, bytes]] = {}
+        for number, file_rows in by_block.items():
+            meta, info = self._numbered[number]
+            reader = self.querier.reader(meta)
+            try:
+                footer = await reader.footer_info()
+                rows = np.unique(np.asarray(file_rows, dtype=np.int64))
+                groups = np.unique(np.searchsorted(footer.group_first, rows, side="right") - 1).tolist()
+                span_ids = (await reader.read_columns(groups, ["span_id"])).column("span_id")
+            except StorageError as exc:
+                self._failed(stats, exc)
+                continue
+            at = np.searchsorted(_file_rows(footer.group_first, groups), rows)
+            assert info.row_trace is not None  # references are only given with the trace table's row index
+            trace_ids = info.ids.take(pa.array(info.row_trace[rows])).to_pylist()
+            for row, i, tid in zip(rows.tolist(), at.tolist(), trace_ids, strict=True):
+                found[(number << _REF_SHIFT) | row] = (tid, span_ids[i].as_py())
+        for e in wanted:
+            ids = found.get(e.ref)
+            if ids is not None:
+                e.with_ids(*ids)

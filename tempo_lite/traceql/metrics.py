@@ -51,6 +51,7 @@ from tempo_lite.traceql.engine_values import _broadcast_slot, group_codes
 from tempo_lite.traceql.metrics_buckets import SECOND, TimeBuckets, log2_bucketize, log2_quantile
 from tempo_lite.traceql.metrics_compare import COMPARE_INTRINSICS, CompareCounts
 from tempo_lite.traceql.metrics_series import (
+    EXEMPLAR_REF,
     Exemplar,
     Label,
     Labels,
@@ -65,9 +66,9 @@ from tempo_lite.traceql.metrics_series import (
 )
 
 __all__ = [
-    "COMPARE_INTRINSICS", "Exemplar", "Label", "Labels", "MetricsEvaluator", "Series", "TimeBuckets", "TypedValue",
-    "apply_second_stage", "evaluate_metrics", "label_sort_key", "log2_bucketize", "log2_quantile", "matched_rows",
-    "metrics_fields", "needs_whole_traces",
+    "COMPARE_INTRINSICS", "EXEMPLAR_REF", "Exemplar", "Label", "Labels", "MetricsEvaluator", "Series", "TimeBuckets",
+    "TypedValue", "apply_second_stage", "evaluate_metrics", "label_sort_key", "log2_bucketize", "log2_quantile",
+    "matched_rows", "metrics_fields", "needs_whole_traces",
 ]
 
 _VALUE_OPS = (MetricsOp.MIN_OVER_TIME, MetricsOp.MAX_OVER_TIME, MetricsOp.SUM_OVER_TIME, MetricsOp.AVG_OVER_TIME)
@@ -358,19 +359,24 @@ class MetricsEvaluator:
         if not len(pick):
             return
         sel = rows[pick]
-        trace_ids = ctx.spans.column("trace_id").take(pa.array(sel)).to_pylist()
-        span_ids = ctx.spans.column("span_id").take(pa.array(sel)).to_pylist()
+        spans = ctx.spans
+        refs: list[int] | None = None
+        if "span_id" in spans.column_names:
+            trace_ids = spans.column("trace_id").take(pa.array(sel)).to_pylist()
+            span_ids = spans.column("span_id").take(pa.array(sel)).to_pylist()
+        else:  # IDs are looked up later by the table's source, for the exemplars kept
+            refs = spans.column(EXEMPLAR_REF).take(pa.array(sel)).to_pylist()
         values = measure.value[pick] if measure is not None else np.full(len(sel), np.nan)
         buckets = measure.bucket[pick] if measure is not None and measure.bucket is not None else None
         touched: set[Labels] = set()
         for j, i in enumerate(pick.tolist()):
             lab = labels[int(series_idx[i])]
-            ex_labels: list[Label] = [
-                ("trace:id", ("str", trace_ids[j].hex().lstrip("0") or "0")),
-                ("span:id", ("str", span_ids[j].hex())),
-            ]
-            ex_labels += [x for x in lab if x[0] != "__name__"]
+            ex_labels: list[Label] = [x for x in lab if x[0] != "__name__"]
             ex = Exemplar(ex_labels, float(values[j]), int(starts[i]) // 1_000_000, int(interval[i]))
+            if refs is None:
+                ex.with_ids(trace_ids[j], span_ids[j])
+            else:
+                ex.ref = refs[j]
             if buckets is not None:
                 ex.labels.append(("__bucket", ("float", float(buckets[j]))))
             self._acc(lab).exemplars.append(ex)

@@ -11,6 +11,7 @@ import numpy as np
 
 from tempo_lite.traceql.ast import BottomK, MetricsFilter, Op, SecondStage, TopK
 
+EXEMPLAR_REF = "__exemplar_ref"
 TypedValue = tuple[str, object]
 Label = tuple[str, TypedValue]
 Labels = tuple[Label, ...]
@@ -22,6 +23,16 @@ class Exemplar:
     value: float
     timestamp_ms: int
     interval: int
+    # A table without span IDs gives each row a reference instead (`EXEMPLAR_REF` column): the labels then
+    # lack `trace:id` and `span:id` until `with_ids` adds them (the caller looks the reference up).
+    ref: int = -1
+
+    def with_ids(self, trace_id: bytes, span_id: bytes) -> None:
+        self.labels[:0] = [
+            ("trace:id", ("str", trace_id.hex().lstrip("0") or "0")),
+            ("span:id", ("str", span_id.hex())),
+        ]
+        self.ref = -1
 
 
 @dataclass
