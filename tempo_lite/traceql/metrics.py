@@ -48,7 +48,7 @@ from tempo_lite.traceql.ast import (
 from tempo_lite.traceql.engine import evaluate, referenced_fields
 from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, SpanContext, uses_nested_sets
 from tempo_lite.traceql.engine_values import _broadcast_slot, group_codes
-from tempo_lite.traceql.metrics_buckets import SECOND, TimeBuckets, log2_bucketize, log2_quantile
+from tempo_lite.traceql.metrics_buckets import SECOND, TimeBuckets, log2_bucketize, log2_exponent, log2_quantile
 from tempo_lite.traceql.metrics_compare import COMPARE_INTRINSICS, CompareCounts
 from tempo_lite.traceql.metrics_series import (
     EXEMPLAR_REF,
@@ -102,10 +102,24 @@ def needs_whole_traces(query: Query) -> bool:
 
 @dataclass
 class _Measure:
-    """Per span row: the measured float (NaN if none) and, for quantile/histogram, its log2 bucket."""
+    """Per span row: the measured float (NaN if none) and, for quantile/histogram, its log2 bucket as a
+    code: k for 2^k ns reported in seconds (durations), 64 + k for 2^k (ints), -1 for none."""
 
     value: np.ndarray
     bucket: np.ndarray | None
+
+    def take(self, idx: np.ndarray) -> _Measure:
+        return _Measure(self.value[idx], None if self.bucket is None else self.bucket[idx])
+
+
+_INT_BUCKETS = 64
+
+
+def bucket_values(codes: np.ndarray) -> np.ndarray:
+    """The bucket maximum of each code (as `log2_bucketize`, divided by 1e9 for durations)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    ints = codes >= _INT_BUCKETS
+    return np.where(ints, np.ldexp(1.0, codes - _INT_BUCKETS * ints), np.ldexp(1.0, codes) / SECOND)
 
 
 def _numeric(ctx: SpanContext, attr: AttributeRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,15 +156,15 @@ def _measure(ctx: SpanContext, m: MetricsAggregate, rows: np.ndarray | None) -> 
         ns = np.asarray(ctx.spans.column("duration_nano").to_numpy(), dtype=np.int64)
         if rows is not None:
             ns = ns[rows]
-        bucket = log2_bucketize(ns) / SECOND if m.op in _HIST_OPS else None
-        return _Measure(ns / SECOND, bucket)
+        return _Measure(ns / SECOND, log2_exponent(ns) if m.op in _HIST_OPS else None)
     value, ints, durs = _numeric(ctx, attr)
     if rows is not None:
         value, ints, durs = value[rows], ints[rows], durs[rows]
     bucket = None
     if m.op in _HIST_OPS:
         # ints bucket as ints, durations as ns reported in seconds; floats are not supported (dropped).
-        bucket = np.where(durs >= 0, log2_bucketize(durs) / SECOND, log2_bucketize(ints))
+        int_codes = log2_exponent(ints)
+        bucket = np.where(durs >= 0, log2_exponent(durs), np.where(int_codes >= 0, int_codes + _INT_BUCKETS, -1))
     return _Measure(value, bucket)
 
 
@@ -238,12 +252,12 @@ class MetricsEvaluator:
         measure = _measure(ctx, m, None if every else rows) if m.attribute is not None else None
         bucket = measure.bucket if measure is not None else None
         if bucket is not None:
-            keep &= ~np.isnan(bucket)  # quantile/histogram drop spans without a bucketable value
+            keep &= bucket >= 0  # quantile/histogram drop spans without a bucketable value
         if not keep.all():
             every = False
             rows, interval, starts = rows[keep], interval[keep], starts[keep]
             if measure is not None:
-                measure = _Measure(measure.value[keep], None if bucket is None else bucket[keep])
+                measure = measure.take(keep)
                 bucket = measure.bucket
         if not len(rows):
             return
@@ -334,8 +348,10 @@ class MetricsEvaluator:
     def _observe_hist(
         self, labels: list[Labels], series_idx: np.ndarray, interval: np.ndarray, bucket: np.ndarray
     ) -> None:
+        """Counts per (series, bucket, interval); `bucket` holds bucket codes (`_Measure`)."""
         t = self.buckets.count
-        maxes, b_idx = _factorize(bucket)
+        codes, b_idx = _factorize(bucket)
+        maxes = bucket_values(codes)
         nb = len(maxes)
         key = (series_idx * nb + b_idx) * t + interval
         counts = np.bincount(key, minlength=len(labels) * nb * t).reshape(len(labels), nb, t)
@@ -367,7 +383,7 @@ class MetricsEvaluator:
         else:  # IDs are looked up later by the table's source, for the exemplars kept
             refs = spans.column(EXEMPLAR_REF).take(pa.array(sel)).to_pylist()
         values = measure.value[pick] if measure is not None else np.full(len(sel), np.nan)
-        buckets = measure.bucket[pick] if measure is not None and measure.bucket is not None else None
+        buckets = bucket_values(measure.bucket[pick]) if measure is not None and measure.bucket is not None else None
         touched: set[Labels] = set()
         for j, i in enumerate(pick.tolist()):
             lab = labels[int(series_idx[i])]

@@ -46,9 +46,9 @@ class TimeBuckets:
         ts = ts_ns.astype(np.int64, copy=False)
         if self.instant:
             return np.where((ts >= self.start_ns) & (ts <= self.end_ns), 0, -1)
-        off = ts - self.start_ns
-        idx = off // self.step_ns - (off % self.step_ns == 0)
-        return np.where((ts > self.start_ns) & (ts <= self.end_ns), idx, -1)
+        idx = (ts - (self.start_ns + 1)) // self.step_ns  # (start + i*step, start + (i+1)*step] -> i
+        idx[(idx < 0) | (idx >= self.count)] = -1
+        return idx
 
     def timestamps_ms(self) -> np.ndarray:
         if self.instant:
@@ -62,16 +62,30 @@ class TimeBuckets:
 
 def log2_bucketize(values: np.ndarray) -> np.ndarray:
     """Next power of two >= value (Tempo's Log2Bucketize) as float; NaN for values < 2."""
+    k = log2_exponent(values)
+    out = np.full(len(k), np.nan)
+    ok = k >= 0
+    out[ok] = np.ldexp(1.0, k[ok])
+    return out
+
+
+def log2_exponent(values: np.ndarray) -> np.ndarray:
+    """k such that 2^k is `log2_bucketize`'s bucket (the smallest power of two >= value, k <= 63); -1 for
+    values < 2."""
     v = np.asarray(values, dtype=np.int64)
-    out = np.full(len(v), np.nan)
+    if len(v) and int(v.min()) >= 2 and int(v.max()) <= 1 << 53:  # the usual case: fewer passes
+        _, k = np.frexp((v - 1).astype(np.float64))
+        return k.astype(np.int64)
+    out = np.full(len(v), -1, dtype=np.int64)
     ok = v >= 2
     x = v[ok] - 1
     # 2^(k-1) <= x < 2^k: frexp's exponent, exact while x converts to float exactly (below 2^53).
     _, k = np.frexp(x.astype(np.float64))
+    k = k.astype(np.int64)
     big = x >= 1 << 53
     if big.any():
         k[big] = _exponent_exact(x[big].astype(np.uint64))
-    out[ok] = np.ldexp(1.0, np.minimum(k, 63))
+    out[ok] = np.minimum(k, 63)
     return out
 
 
