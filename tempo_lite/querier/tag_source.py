@@ -55,6 +55,10 @@ _CATALOGUE_SCOPES = {"span": "span", "resource": "resource", "scope": "instrumen
 _INTRINSIC_COLUMNS = {Intrinsic.NAME: "name", Intrinsic.STATUS_MESSAGE: "status_message"}
 
 
+def _values_size(values: frozenset[tuple[str, str]]) -> int:
+    return 64 + sum(len(t) + len(v) + 100 for t, v in values)
+
+
 def _slot_of(typ: pa.DataType) -> str | None:
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         return "str"
@@ -103,9 +107,11 @@ class TagSource:
                 nursery.start_soon(run, meta)
         return out
 
-    async def _cached(self, meta: BlockMeta, what: str, load: Callable[[], Awaitable[Any]], size: int) -> Any:
+    async def _cached(
+        self, meta: BlockMeta, what: str, load: Callable[[], Awaitable[Any]], size_of: Callable[[Any], int]
+    ) -> Any:
         key = f"{self.querier.store.name}:{meta.tenant}/{meta.block_id}/{DATA}#{what}"
-        return await self.querier.cache.get_or_load(key, load, lambda _v: size)
+        return await self.querier.cache.get_or_load(key, load, size_of)
 
     async def _slices(
         self, meta: BlockMeta, fields: list[Any] | None, stats: SearchStats,
@@ -185,21 +191,20 @@ class TagSource:
             found |= await trio.to_thread.run_sync(tag_values_v2, live, ref, q)
         fields = [ref, *(referenced_fields(q) if q is not None else [])]
 
-        async def block(meta: BlockMeta) -> TypedValues:
-            if q is None:
-                fast = await self._block_values(meta, ref, stats)
-                if fast is not None:
-                    return fast
-
+        async def block(meta: BlockMeta) -> frozenset[tuple[str, str]]:
             def each(table: spantable.SpanTable) -> TypedValues:
                 return tag_values_v2(table, ref, q)
 
             async def load() -> frozenset[tuple[str, str]]:
-                return frozenset().union(*await self._slices(meta, fields, stats, each))
+                fast = await self._block_values(meta, ref, stats) if q is None else None
+                if fast is None:
+                    fast = set().union(*await self._slices(meta, fields, stats, each))
+                return frozenset(fast)
 
             if q is not None:
-                return set(await load())
-            return set(await self._cached(meta, f"tag-values:{render(ref)}", load, 4096))
+                return await load()
+            # Without q the block's answer never changes: cached whole.
+            return await self._cached(meta, f"tag-values:{render(ref)}", load, _values_size)
 
         for part in await self._each_block(tenant, start_ns, end_ns, stats, block):
             found |= part
@@ -250,7 +255,7 @@ class TagSource:
 
         stats.inspected_bytes += footer.read_bytes(None, [column])
         try:
-            return set(await self._cached(meta, f"distinct:{column}", load, 4096))
+            return set(await self._cached(meta, f"distinct:{column}", load, _values_size))
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading {column}: {exc}") from exc
 
@@ -275,7 +280,7 @@ class TagSource:
 
         stats.inspected_bytes += footer.read_bytes(None, ["resource_index"])
         try:
-            return await self._cached(meta, "distinct:resource_index", load, 4096)
+            return await self._cached(meta, "distinct:resource_index", load, lambda a: a.nbytes + 64)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading resource_index: {exc}") from exc
 
