@@ -142,7 +142,7 @@ class MetricsSource:
             except StorageError as exc:
                 self._failed(stats, exc)
         live_ids = unique_trace_ids(live) if live.num_spans else pa.array([], pa.binary(16))
-        split = _split_ids([live_ids, *(info.ids for info in infos.values())])
+        split = await self._split(live_ids, infos)
 
         send, receive = trio.open_memory_channel[spantable.SpanTable](1)
 
@@ -168,6 +168,24 @@ class MetricsSource:
                     if table.num_spans:
                         stats.inspected_spans += table.num_spans
                         await consume(table)
+
+    async def _split(self, live_ids: pa.Array, infos: dict[str, BlockTraces]) -> pa.Array:
+        """Trace IDs in more than one source. Between blocks: computed once per set of blocks (cached);
+        the live-store's IDs are looked up in each block's IDs."""
+
+        async def between_blocks() -> pa.Array:
+            return await trio.to_thread.run_sync(_split_ids, [info.ids for info in infos.values()])
+
+        key = f"{self.querier.store.name}:metrics-split:{','.join(sorted(infos))}"
+        split = await self.querier.cache.get_or_load(key, between_blocks, lambda a: a.nbytes + 64)
+        if not len(live_ids):
+            return split
+
+        def with_live() -> pa.Array:
+            hits = [info.ids.filter(pc.is_in(info.ids, live_ids)) for info in infos.values()]
+            return pc.unique(pa.concat_arrays([split, *(h.cast(pa.binary(16)) for h in hits)]))
+
+        return await trio.to_thread.run_sync(with_live)
 
     def _failed(self, stats: SearchStats, exc: StorageError) -> None:
         self.querier.metrics.blocks_unreadable.inc()
