@@ -136,11 +136,17 @@ class MetricsSource:
         stats.completed_jobs += 1
         stats.total_block_bytes += sum(m.size_bytes for m in blocks)
         infos: dict[str, BlockTraces] = {}
-        for meta in blocks:
+
+        async def trace_table(meta: BlockMeta) -> None:
             try:
-                infos[meta.block_id] = await self.searcher.block_traces(meta)
+                async with self.searcher.limiter:
+                    infos[meta.block_id] = await self.searcher.block_traces(meta)
             except StorageError as exc:
                 self._failed(stats, exc)
+
+        async with trio.open_nursery() as nursery:  # trace tables (cached) load side by side
+            for meta in blocks:
+                nursery.start_soon(trace_table, meta)
         live_ids = unique_trace_ids(live) if live.num_spans else pa.array([], pa.binary(16))
         split = await self._split(live_ids, infos)
 
