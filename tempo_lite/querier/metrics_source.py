@@ -127,6 +127,7 @@ class MetricsSource:
         self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
         # Blocks streamed so far, numbered for exemplar references: (number << 40) | row in the block.
         self._numbered: list[tuple[BlockMeta, BlockTraces]] = []
+        self._broken: set[str] = set()
 
     async def stream(self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, consume: Consume) -> None:
         live = await self.querier.live.snapshot(tenant)
@@ -163,7 +164,8 @@ class MetricsSource:
                     if info is not None:
                         await self._block(meta, info, split, start_ns, end_ns, stats, send)
                 if len(split):
-                    block_ids = {block_id: info.ids for block_id, info in infos.items()}
+                    # Blocks that failed above are not read again (their spans are missing either way).
+                    block_ids = {block_id: info.ids for block_id, info in infos.items() if block_id not in self._broken}
                     live_part = live if live.num_spans else spantable.empty_span_table()
                     await send.send(await self.searcher.assemble(tenant, split, live_part, blocks, block_ids, stats))
 
@@ -267,6 +269,7 @@ class MetricsSource:
             stats.inspected_traces += len(info.ids)
             stats.completed_jobs += 1
         except StorageError as exc:
+            self._broken.add(meta.block_id)
             self._failed(stats, exc)
 
     def _slice(

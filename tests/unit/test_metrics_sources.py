@@ -240,3 +240,17 @@ async def test_exemplars_over_split_sources_name_real_spans_and_stay_within_the_
                 labels = {lab.key: lab.value.string_value for lab in e.labels}
                 assert (labels["trace:id"], labels["span:id"]) in spans, (name, q)
                 assert e.value > 0
+
+
+async def test_an_unreadable_block_gives_a_partial_answer_from_the_others(tmp_path: Path) -> None:
+    data = _data()
+    rs = list(data.resource_spans)
+    evens, odds = spantable.flatten(rs[0::2]), spantable.flatten(rs[1::2])
+    tl = await _tempo(tmp_path / "two", spantable.empty_span_table(), [evens, odds])
+    (tmp_path / "two" / "blocks" / TENANT / "b1" / "data.parquet").write_bytes(b"not parquet")
+    q = {"q": "{ } | count_over_time() by (resource.service.name)", **WINDOW}
+    got = await run_query_range(tl, [TENANT], q)
+    assert got.status == pb.PARTIAL and "b1" in got.message
+    # the readable block's spans, counted as if it were the only source (its split traces included)
+    alone = await run_query_range(await _tempo(tmp_path / "one", spantable.empty_span_table(), [evens]), [TENANT], q)
+    assert _canonical(got).series == _canonical(alone).series

@@ -121,3 +121,21 @@ async def test_tag_names_from_catalogues_and_slices_equal_evaluating_every_span(
             want = tags.tag_names(whole, q)
             assert want["span"] and want["resource"]
             assert await source.names(tenant, 0, 0, q, SearchStats()) == want, (name, text)
+
+
+async def test_an_unreadable_block_is_reported_and_the_others_answer(tmp_path) -> None:  # noqa: ANN001
+    from test_metrics_sources import TENANT, _data, _tempo
+
+    from tempo_lite.querier.search import SearchStats
+    from tempo_lite.querier.tag_source import TagSource
+
+    rs = list(_data(traces=60).resource_spans)
+    evens, odds = spantable.flatten(rs[0::2]), spantable.flatten(rs[1::2])
+    tl = await _tempo(tmp_path, spantable.empty_span_table(), [evens, odds])
+    (tmp_path / "blocks" / TENANT / "b1" / "data.parquet").write_bytes(b"not parquet")
+    source = TagSource(tl.frontend.searcher)
+    for tag, text in (("span.http.method", None), ("resource.service.name", None), ("name", "{ status = error }")):
+        ref, q = parse_attribute(tag), parse_lenient_filter(text) if text else None
+        stats = SearchStats()
+        assert await source.values(TENANT, 0, 0, ref, q, stats) == tags.tag_values_v2(evens, ref, q), tag
+        assert len(stats.failed_blocks) == 1 and "b1" in stats.failed_blocks[0]
