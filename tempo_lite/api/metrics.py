@@ -2,11 +2,12 @@
 
 `run_query_range` / `run_query_instant` are the one implementation (parameters as the HTTP query-string
 mapping, answer a tempopb message) for HTTP here and for any gRPC adapter. Queries may be arithmetic
-between metrics queries (`(q1) / (q2)`, `100 * (q)`: `traceql.metrics_expr`). Data comes from the
-live-store and the blocks overlapping the range; a trace found in more than one source (the live-store keeps
-recently flushed traces for a while, and the compactor has not merged every block yet) is assembled
-from all of them with duplicate spans dropped, so every span counts once and structural or trace-level
-conditions see whole traces. Evaluation (`tempo_lite.traceql.metrics`) runs in a worker thread.
+between metrics queries (`(q1) / (q2)`, `100 * (q)`: `traceql.metrics_expr`). Data streams from the
+live-store and the blocks overlapping the range, a few row groups at a time and only the columns the query
+reads (`querier.metrics_source`); a trace found in more than one source (the live-store keeps recently
+flushed traces for a while, and the compactor has not merged every block yet) is assembled from all of
+them with duplicate spans dropped, so every span counts once and structural or trace-level conditions see
+whole traces. Evaluation (`tempo_lite.traceql.metrics`) runs in a worker thread, slice by slice.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import StorageError
 from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
+from tempo_lite.querier.metrics_source import MetricsRead, MetricsSource
 from tempo_lite.querier.results import any_value
-from tempo_lite.querier.search import SearchStats, columns_for, unique_trace_ids
+from tempo_lite.querier.search import SearchStats
+from tempo_lite.spantable import SpanTable
 from tempo_lite.traceql import metrics_expr, parse
-from tempo_lite.traceql.ast import Attribute, Intrinsic, MetricsOp, Query, Scope, TraceQLError
+from tempo_lite.traceql.ast import Query, TraceQLError
 from tempo_lite.traceql.metrics import Label, MetricsEvaluator, Series, TimeBuckets
 from tempo_lite.traceql.metrics_expr import parse_metrics_expression
 
@@ -63,46 +66,11 @@ def _exemplar_limit(query: Query, requested: int) -> int:
     return requested
 
 
-_SCOPE_COLUMNS = {Scope.NONE: "attrs", Scope.SPAN: "attrs", Scope.EVENT: "events", Scope.LINK: "links"}
-
-
-def _columns(query: Query) -> list[str] | None:
-    """The span columns to read from blocks; None (all) for compare(), which counts every attribute."""
-    assert query.metrics is not None
-    if query.metrics.op is MetricsOp.COMPARE:
-        return None
-    cols = columns_for(query)
-    assert cols is not None
-    refs = list(query.metrics.by) + ([query.metrics.attribute] if query.metrics.attribute is not None else [])
-    for ref in refs:
-        if isinstance(ref, Attribute):
-            extra = _SCOPE_COLUMNS.get(ref.scope)
-        elif ref in (Intrinsic.EVENT_NAME, Intrinsic.EVENT_TIME_SINCE_START):
-            extra = "events"
-        elif ref in (Intrinsic.LINK_TRACE_ID, Intrinsic.LINK_SPAN_ID):
-            extra = "links"
-        else:
-            extra = None
-        if extra and extra not in cols:
-            cols.append(extra)
-    return cols
-
-
-def _union_columns(queries: list[Query]) -> list[str] | None:
-    union: list[str] = []
-    for q in queries:
-        cols = _columns(q)
-        if cols is None:
-            return None
-        union += [c for c in cols if c not in union]
-    return union
-
-
 async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats]:
     """Series of the query, or of an arithmetic expression between queries (`traceql.metrics_expr`).
 
-    Span tables come from every source overlapping the range, each span once and traces whole
-    (`Searcher.tables(whole_traces=True)`); each table feeds every query of the expression."""
+    Span tables stream from every source overlapping the range (`querier.metrics_source`: a few row
+    groups at a time, only the columns the queries read, each span once); each feeds every query."""
     expr = parse_metrics_expression(p.query)
     leaves = metrics_expr.leaves(expr) if expr is not None else []
     queries = [leaf.query for leaf in leaves] if expr is not None else [_metrics_query(p.query)]
@@ -113,18 +81,23 @@ async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> t
     # Exemplars belong to one query's series: an expression's results have none.
     evaluators = [MetricsEvaluator(q, buckets, exemplars=0 if expr is not None else _exemplar_limit(q, p.exemplars))
                   for q in queries]
-    columns = _union_columns(queries)
+    read = MetricsRead.of(queries, exemplars=any(ev.max_exemplars for ev in evaluators))
     stats = SearchStats()
     started = time.perf_counter()
+
+    def observe(table: SpanTable) -> None:
+        for ev in evaluators:
+            ev.observe(table)
+
+    async def consume(table: SpanTable) -> None:
+        await trio.to_thread.run_sync(observe, table)
+
+    source = MetricsSource(tl.frontend.searcher, read)
     for tenant in tenants:
-        tables = await tl.frontend.searcher.tables(tenant, buckets.start_ns, buckets.end_ns, stats, columns=columns,
-                                          whole_traces=True)
-        for table in tables:
-            stats.inspected_spans += table.num_spans
-            stats.inspected_traces += len(unique_trace_ids(table))
-            for ev in evaluators:
-                await trio.to_thread.run_sync(ev.observe, table)
+        await source.stream(tenant, buckets.start_ns, buckets.end_ns, stats, consume)
     results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]
+    for result in results:
+        await source.resolve(result, stats)
     tl.metrics.query_seconds.labels("metrics").observe(time.perf_counter() - started)
     if stats.failed_blocks and len(stats.failed_blocks) >= stats.total_blocks:
         raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")

@@ -19,23 +19,20 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time_range
-from tempo_lite.querier.results import (
-    LegacySearch,
-    merge_search_results,
+from tempo_lite.querier.results import LegacySearch, merge_search_results
+from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
+from tempo_lite.querier.tag_source import TagSource
+from tempo_lite.querier.tags import (
+    V1_VIRTUAL_VALUES,
     merge_tag_names,
     merge_tag_values,
     search_tags_response,
     search_tags_v2_response,
-    tag_names,
     tag_values_response,
-    tag_values_v1,
-    tag_values_v2,
     tag_values_v2_response,
 )
-from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
 from tempo_lite.traceql import parse_attribute, parse_lenient_filter
 from tempo_lite.traceql.ast import Attribute, Scope
-from tempo_lite.traceql.engine import referenced_fields
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -143,45 +140,41 @@ async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb
     return pb.SearchResponse(traces=merge_search_results(*results, limit=parsed.limit), metrics=total.message())
 
 
-async def _tables(tl: QueryService, tenants: list[str], params: Params, stats: SearchStats,
-                  fields: list | None = None) -> list:
-    start_ns, end_ns = _tag_range(params)
-    tables = []
-    for tenant in tenants:
-        tables += await tl.frontend.searcher.tables(tenant, start_ns, end_ns, stats, fields=fields)
-    _check_answerable(stats)
-    return tables
-
-
 async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: bool):  # noqa: ANN201
     scope = _scope(params)
     q = _q_filter(params) if v2 else None  # v1 accepts but ignores q, as Tempo does
     stats = SearchStats()
-    names = merge_tag_names(*(tag_names(t, q) for t in await _tables(tl, tenants, params, stats)))
+    start_ns, end_ns = _tag_range(params)
+    source = TagSource(tl.frontend.searcher)
+    names = merge_tag_names(*[await source.names(t, start_ns, end_ns, q, stats) for t in tenants])
+    _check_answerable(stats)
     build = search_tags_v2_response if v2 else search_tags_response
     msg = build(names, scope, _limit(params))
     msg.metrics.CopyFrom(_metadata_metrics(stats))
     return msg
 
 
-def _value_fields(ref, q) -> list:  # noqa: ANN001
-    """The fields tag values read: the tag and whatever the `q` filter refers to (blocks read just those)."""
-    return [ref, *(referenced_fields(q) if q is not None else [])]
-
-
 async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
     q = _q_filter(params)
     stats = SearchStats()
+    start_ns, end_ns = _tag_range(params)
+    source = TagSource(tl.frontend.searcher)
     if v2:
         try:
             ref = parse_attribute(tag)
         except InvalidRequest as exc:
             raise InvalidRequest(f"please provide a valid tagName: {tag!r}: {exc.message}") from exc
-        tables = await _tables(tl, tenants, params, stats, _value_fields(ref, q))
-        msg = tag_values_v2_response(merge_tag_values(*(tag_values_v2(t, ref, q) for t in tables)), _limit(params))
+        values = merge_tag_values(*[await source.values(t, start_ns, end_ns, ref, q, stats) for t in tenants])
+        _check_answerable(stats)
+        msg = tag_values_v2_response(values, _limit(params))
     else:
-        tables = await _tables(tl, tenants, params, stats, _value_fields(Attribute(tag, Scope.NONE), q))
-        msg = tag_values_response(merge_tag_values(*(tag_values_v1(t, tag, q) for t in tables)), _limit(params))
+        if tag in V1_VIRTUAL_VALUES:
+            strings = set(V1_VIRTUAL_VALUES[tag])
+        else:
+            typed = [await source.values(t, start_ns, end_ns, Attribute(tag, Scope.NONE), q, stats) for t in tenants]
+            _check_answerable(stats)
+            strings = {v for _, v in merge_tag_values(*typed)}
+        msg = tag_values_response(strings, _limit(params))
     msg.metrics.CopyFrom(_metadata_metrics(stats))
     return msg
 

@@ -4,24 +4,26 @@
 one by one (`observe(table)`: the spanset pipeline, then per-(series, interval) partial aggregates with
 numpy `bincount`/`ufunc.at`, no per-span Python loop), merges partials across tables by label set, and
 `result()` applies the function, the second stage (topk/bottomk/comparison filters) and Tempo's output
-rules (NaN samples omitted, empty series dropped, series sorted). Semantics: shared/reference/traceql.md §9.
+rules (NaN samples omitted, empty series dropped, series sorted). Semantics: docs/traceql-metrics.md.
 
-Each table must hold whole traces for structural or trace-level conditions to be exact, and a span must
-be in only one table (the API layer assembles traces split across sources and drops duplicates).
+Tables may be any slices of the spans (a block is fed a few row groups at a time), as long as every span
+is in exactly one table and, when `needs_whole_traces(query)`, each table holds whole traces (structural
+or trace-level conditions); the querier assembles traces split across sources and drops duplicates.
+Counts and histograms are exact whatever the slicing; float sums may differ in the last bits.
 
 Decisions worth knowing:
 * A span matched by several spansets of one trace (after `by()` or `||`) is counted once.
 * Empty intervals: count/rate/histogram series are 0 there (a count of nothing); min/max/sum/avg are NaN
   (omitted); quantile series are 0.0 there, as Tempo's `HistogramAggregator.Results` writes them.
 * Exemplars are picked spread over time: at most ceil(N / intervals) per interval, then N overall.
-* compare() counts every span/resource attribute and a few intrinsics per (baseline|selection, value),
-  keeps the topN values per attribute by total count, and adds per-attribute totals (docs/traceql-metrics.md).
+* compare(): `traceql.metrics_compare`. Buckets: `traceql.metrics_buckets`; series, exemplar selection and
+  the second stage: `traceql.metrics_series`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,149 +34,92 @@ from tempo_lite.spantable import SpanTable
 from tempo_lite.traceql.ast import (
     Attribute,
     AttributeRef,
-    BottomK,
     Intrinsic,
     MetricsAggregate,
-    MetricsFilter,
     MetricsOp,
-    Op,
     Query,
     Scope,
-    SecondStage,
     SpansetFilter,
-    TopK,
+    Static,
+    StaticType,
     TraceQLError,
     render,
 )
-from tempo_lite.traceql.engine import evaluate
-from tempo_lite.traceql.engine_context import SpanContext, uses_nested_sets
+from tempo_lite.traceql.engine import evaluate, referenced_fields
+from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, SpanContext, uses_nested_sets
 from tempo_lite.traceql.engine_values import _broadcast_slot, group_codes
+from tempo_lite.traceql.metrics_buckets import SECOND, TimeBuckets, log2_bucketize, log2_exponent, log2_quantile
+from tempo_lite.traceql.metrics_compare import COMPARE_INTRINSICS, CompareCounts
+from tempo_lite.traceql.metrics_series import (
+    EXEMPLAR_REF,
+    Exemplar,
+    Label,
+    Labels,
+    Series,
+    TypedValue,
+    apply_second_stage,
+    label_sort_key,
+    limit_exemplars,
+    limit_total_exemplars,
+    spread_pick,
+    trim_exemplars,
+)
 
-SECOND = 1_000_000_000
-TypedValue = tuple[str, object]
-Label = tuple[str, TypedValue]
-Labels = tuple[Label, ...]
+__all__ = [
+    "COMPARE_INTRINSICS", "EXEMPLAR_REF", "Exemplar", "Label", "Labels", "MetricsEvaluator", "Series", "TimeBuckets",
+    "TypedValue", "apply_second_stage", "evaluate_metrics", "label_sort_key", "log2_bucketize", "log2_quantile",
+    "matched_rows", "metrics_fields", "needs_whole_traces",
+]
 
 _VALUE_OPS = (MetricsOp.MIN_OVER_TIME, MetricsOp.MAX_OVER_TIME, MetricsOp.SUM_OVER_TIME, MetricsOp.AVG_OVER_TIME)
 _HIST_OPS = (MetricsOp.QUANTILE_OVER_TIME, MetricsOp.HISTOGRAM_OVER_TIME)
-# compare() counts every span and resource attribute plus these intrinsics (Tempo's select-all minus
-# durations, start time and trace ID, whose cardinality is not useful).
-COMPARE_INTRINSICS: dict[str, AttributeRef] = {
-    "name": Intrinsic.NAME,
-    "status": Intrinsic.STATUS,
-    "statusMessage": Intrinsic.STATUS_MESSAGE,
-    "kind": Intrinsic.KIND,
-    "rootServiceName": Intrinsic.TRACE_ROOT_SERVICE,
-    "rootName": Intrinsic.TRACE_ROOT_NAME,
-}
-_COMPARE_SLOTS = ("str", "int", "float", "bool", "status", "kind")
+_TRUE = Static(StaticType.BOOL, True)
+# Trace-level fields: a table must hold the whole trace to give them (trace:id is per trace too).
+_TRACE_FIELDS = TRACE_DEPENDENT | {Intrinsic.TRACE_ID}
 
 
-# ------------------------------------------------------------------------------------------------ time
+def metrics_fields(query: Query) -> list[AttributeRef]:
+    """Every field the query reads: the pipeline's, the `by()` fields and the measured attribute."""
+    m = query.metrics
+    assert m is not None
+    refs = referenced_fields(query)
+    refs += list(m.by) + ([m.attribute] if m.attribute is not None else [])
+    return refs
 
 
-@dataclass(frozen=True)
-class TimeBuckets:
-    """Intervals `(start + i*step, start + (i+1)*step]`, i < count; instant: one `[start, end]`."""
-
-    start_ns: int
-    end_ns: int
-    step_ns: int
-    count: int
-    instant: bool = False
-
-    @staticmethod
-    def range(start_ns: int, end_ns: int, step_ns: int) -> TimeBuckets:
-        """Start aligned down to the step then one extra leading step, end aligned up (Tempo's AlignRequest)."""
-        if step_ns <= 0 or end_ns <= start_ns:
-            raise ValueError("need step > 0 and end > start")
-        start = start_ns - start_ns % step_ns
-        end = end_ns if end_ns % step_ns == 0 else end_ns + step_ns - end_ns % step_ns
-        if start > step_ns:
-            start -= step_ns
-        return TimeBuckets(start, end, step_ns, (end - start) // step_ns)
-
-    @staticmethod
-    def instant_range(start_ns: int, end_ns: int) -> TimeBuckets:
-        if end_ns <= start_ns:
-            raise ValueError("need end > start")
-        return TimeBuckets(start_ns, end_ns, end_ns - start_ns, 1, instant=True)
-
-    @property
-    def rate_divisor_s(self) -> float:
-        return self.step_ns / SECOND
-
-    def interval_of(self, ts_ns: np.ndarray) -> np.ndarray:
-        """Interval index per timestamp, -1 outside the range (a boundary belongs to the interval it ends)."""
-        ts = ts_ns.astype(np.int64, copy=False)
-        if self.instant:
-            return np.where((ts >= self.start_ns) & (ts <= self.end_ns), 0, -1)
-        off = ts - self.start_ns
-        idx = off // self.step_ns - (off % self.step_ns == 0)
-        return np.where((ts > self.start_ns) & (ts <= self.end_ns), idx, -1)
-
-    def timestamps_ms(self) -> np.ndarray:
-        if self.instant:
-            return np.array([self.end_ns // 1_000_000], dtype=np.int64)
-        ends = self.start_ns + (np.arange(self.count, dtype=np.int64) + 1) * self.step_ns
-        return ends // 1_000_000
-
-
-# ------------------------------------------------------------------------------------------------ values
-
-
-def log2_bucketize(values: np.ndarray) -> np.ndarray:
-    """Next power of two >= value (Tempo's Log2Bucketize) as float; NaN for values < 2."""
-    v = np.asarray(values, dtype=np.int64)
-    out = np.full(len(v), np.nan)
-    ok = v >= 2
-    x = (v[ok] - 1).astype(np.uint64)
-    k = np.floor(np.log2(x.astype(np.float64))).astype(np.int64) + 1
-    k = np.clip(k, 1, 63)
-    # float log2 can be off by one near powers of two: fix so that 2^(k-1) <= x < 2^k.
-    one = np.uint64(1)
-    too_high = np.left_shift(one, (k - 1).astype(np.uint64)) > x
-    k = k - too_high
-    too_low = (k < 64) & (np.left_shift(one, np.minimum(k, 63).astype(np.uint64)) <= x)
-    k = k + too_low
-    out[ok] = np.ldexp(1.0, k)
-    return out
-
-
-def log2_quantile(p: float, maxes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Tempo's Log2Quantile per column of `counts` (buckets x intervals, bucket maxes ascending).
-
-    Columns without observations give 0.0, as Tempo does.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    nb, nt = counts.shape
-    total = counts.sum(axis=0)
-    target = np.maximum(np.ceil(p * total), 1.0)
-    cum = np.cumsum(counts, axis=0)
-    reached = cum >= target[None, :]
-    first = np.argmax(reached, axis=0)  # first bucket where the cumulative count reaches the target
-    cols = np.arange(nt)
-    hit_cum = cum[first, cols]
-    consumed = np.where(first > 0, cum[np.maximum(first - 1, 0), cols], 0.0)
-    count = counts[first, cols]
-    # The previous bucket *present in this interval* bounds the interpolation from below.
-    present_idx = np.where(counts > 0, np.arange(nb)[:, None], -1)
-    last_present = np.maximum.accumulate(present_idx, axis=0)
-    prev = np.where(first > 0, last_present[np.maximum(first - 1, 0), cols], -1)
-    max_v = np.log2(maxes[first])
-    min_v = np.where(prev >= 0, np.log2(maxes[np.maximum(prev, 0)]), max_v - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        interp = (target - consumed) / count
-        value = np.where(hit_cum == target, maxes[first], np.exp2(min_v + (max_v - min_v) * interp))
-    return np.where(total > 0, value, 0.0)
+def needs_whole_traces(query: Query) -> bool:
+    """Whether each table must hold whole traces: anything but one `{ }` filter over span-level fields
+    (structural operators, several stages, trace-level intrinsics, compare())."""
+    m = query.metrics
+    assert m is not None
+    stages = query.pipeline.stages
+    if m.op is MetricsOp.COMPARE or len(stages) != 1 or not isinstance(stages[0], SpansetFilter):
+        return True
+    if uses_nested_sets(stages[0].expr):
+        return True
+    return any(ref in _TRACE_FIELDS for ref in metrics_fields(query))
 
 
 @dataclass
 class _Measure:
-    """Per span row: the measured float (NaN if none) and, for quantile/histogram, its log2 bucket."""
+    """Per span row: the measured float (NaN if none) and, for quantile/histogram, its log2 bucket as a
+    code: k for 2^k ns reported in seconds (durations), 64 + k for 2^k (ints), -1 for none."""
 
     value: np.ndarray
     bucket: np.ndarray | None
+
+    def take(self, idx: np.ndarray) -> _Measure:
+        return _Measure(self.value[idx], None if self.bucket is None else self.bucket[idx])
+
+
+_INT_BUCKETS = 64
+
+
+def bucket_values(codes: np.ndarray) -> np.ndarray:
+    """The bucket maximum of each code (as `log2_bucketize`, divided by 1e9 for durations)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    ints = codes >= _INT_BUCKETS
+    return np.where(ints, np.ldexp(1.0, codes - _INT_BUCKETS * ints), np.ldexp(1.0, codes) / SECOND)
 
 
 def _numeric(ctx: SpanContext, attr: AttributeRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,44 +148,48 @@ def _numeric(ctx: SpanContext, attr: AttributeRef) -> tuple[np.ndarray, np.ndarr
     return value, np.where(int_ok, ints, -1), np.where(dur_ok, durs, -1)
 
 
-def _measure(ctx: SpanContext, m: MetricsAggregate) -> _Measure:
+def _measure(ctx: SpanContext, m: MetricsAggregate, rows: np.ndarray | None) -> _Measure:
+    """The measure of the given rows (None: every row)."""
     attr = m.attribute
     assert attr is not None
     if attr is Intrinsic.DURATION:
         ns = np.asarray(ctx.spans.column("duration_nano").to_numpy(), dtype=np.int64)
-        value = ns / SECOND
-        bucket = log2_bucketize(ns) / SECOND if m.op in _HIST_OPS else None
-        return _Measure(value, bucket)
+        if rows is not None:
+            ns = ns[rows]
+        return _Measure(ns / SECOND, log2_exponent(ns) if m.op in _HIST_OPS else None)
     value, ints, durs = _numeric(ctx, attr)
+    if rows is not None:
+        value, ints, durs = value[rows], ints[rows], durs[rows]
     bucket = None
     if m.op in _HIST_OPS:
         # ints bucket as ints, durations as ns reported in seconds; floats are not supported (dropped).
-        bucket = np.where(durs >= 0, log2_bucketize(durs) / SECOND, log2_bucketize(ints))
+        int_codes = log2_exponent(ints)
+        bucket = np.where(durs >= 0, log2_exponent(durs), np.where(int_codes >= 0, int_codes + _INT_BUCKETS, -1))
     return _Measure(value, bucket)
 
 
-# ------------------------------------------------------------------------------------------------ series
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index of each row's value) without sorting the rows: a counting pass for small
+    non-negative ints (series keys of a few by() values), else a hash pass."""
+    if values.dtype.kind in "iu" and len(values):
+        hi = int(values.max())
+        if int(values.min()) >= 0 and hi < max(1 << 16, 2 * len(values)):
+            present = np.flatnonzero(np.bincount(values, minlength=hi + 1))
+            lookup = np.zeros(hi + 1, dtype=np.int64)
+            lookup[present] = np.arange(len(present))
+            return present.astype(values.dtype), lookup[values]
+    enc = pc.dictionary_encode(pa.array(values))
+    return enc.dictionary.to_numpy(zero_copy_only=False), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-@dataclass
-class Exemplar:
-    labels: list[Label]
-    value: float
-    timestamp_ms: int
-    interval: int
-
-
-@dataclass
-class Series:
-    """Output series: `values` has one entry per interval, NaN where there is no sample."""
-
-    labels: Labels
-    values: np.ndarray
-    exemplars: list[Exemplar] = field(default_factory=list)
-
-    def samples(self, timestamps_ms: np.ndarray) -> list[tuple[int, float]]:
-        keep = ~np.isnan(self.values)
-        return list(zip(timestamps_ms[keep].tolist(), self.values[keep].tolist(), strict=True))
+def _group_codes(ctx: SpanContext, ref: AttributeRef) -> tuple[np.ndarray, list[TypedValue]]:
+    """`group_codes` of a field per span row; resource and scope attributes are coded once per resources
+    row and broadcast with the span's resource index (not every typed slot broadcast to every span)."""
+    if isinstance(ref, Attribute) and ref.scope in (Scope.RESOURCE, Scope.INSTRUMENTATION) and not ref.parent:
+        per = ctx.per_resource("resource" if ref.scope is Scope.RESOURCE else "scope", ref.name)
+        codes, values = group_codes(per)
+        return (codes[ctx.resource_index] if len(codes) else np.full(ctx.n, -1, dtype=np.int64)), values
+    return group_codes(ctx.span_value(ref))
 
 
 @dataclass
@@ -254,17 +203,11 @@ class _Acc:
     exemplars: list[Exemplar] = field(default_factory=list)
 
 
-def label_sort_key(labels: Labels) -> tuple:
-    out = []
-    for key, (_slot, value) in labels:
-        num = isinstance(value, (int, float)) and not isinstance(value, bool)
-        out.append((key, 0 if num else 1, value if num else str(value)))
-    return tuple(out)
-
-
 def matched_rows(query: Query, table: SpanTable, ctx: SpanContext | None = None) -> np.ndarray:
     """Rows of `table` in some spanset the pipeline yields (each row once), sorted."""
     stages = query.pipeline.stages
+    if len(stages) == 1 and isinstance(stages[0], SpansetFilter) and stages[0].expr == _TRUE:
+        return np.arange(table.num_spans)  # `{ }`
     if len(stages) == 1 and isinstance(stages[0], SpansetFilter) and not uses_nested_sets(stages[0].expr):
         ctx = ctx or SpanContext(table)
         return np.flatnonzero(ctx.filter_mask(stages[0].expr))
@@ -283,9 +226,7 @@ class MetricsEvaluator:
         self.buckets = buckets
         self.max_exemplars = 0 if buckets.instant else max(0, exemplars)
         self.accs: dict[Labels, _Acc] = {}
-        # compare(): (meta type, attribute key) -> typed value -> counts per interval; totals likewise.
-        self.cmp_values: dict[tuple[str, str], dict[TypedValue, np.ndarray]] = {}
-        self.cmp_totals: dict[tuple[str, str], np.ndarray] = {}
+        self.compare = CompareCounts(self.m, buckets.count) if self.m.op is MetricsOp.COMPARE else None
         self.inspected_spans = 0
 
     # -- accumulation
@@ -298,24 +239,29 @@ class MetricsEvaluator:
         rows = matched_rows(self.query, table, ctx)
         if not len(rows):
             return
-        starts = np.asarray(table.spans.column("start_unix_nano").to_numpy(), dtype=np.int64)[rows]
+        every = len(rows) == table.num_spans  # all rows matched ({ }): no row selection to apply
+        starts = np.asarray(table.spans.column("start_unix_nano").to_numpy(), dtype=np.int64)
+        if not every:
+            starts = starts[rows]
         interval = self.buckets.interval_of(starts)
         keep = interval >= 0
         m = self.m
-        if m.op is MetricsOp.COMPARE:
-            self._observe_compare(ctx, rows[keep], interval[keep], starts[keep])
+        if self.compare is not None:
+            self.compare.observe(ctx, rows[keep], interval[keep], starts[keep])
             return
-        measure = _measure(ctx, m) if m.attribute is not None else None
-        bucket = None
-        if measure is not None and measure.bucket is not None:
-            bucket = measure.bucket[rows]
-            keep &= ~np.isnan(bucket)  # quantile/histogram drop spans without a bucketable value
-        rows, interval, starts = rows[keep], interval[keep], starts[keep]
+        measure = _measure(ctx, m, None if every else rows) if m.attribute is not None else None
+        bucket = measure.bucket if measure is not None else None
         if bucket is not None:
-            bucket = bucket[keep]
+            keep &= bucket >= 0  # quantile/histogram drop spans without a bucketable value
+        if not keep.all():
+            every = False
+            rows, interval, starts = rows[keep], interval[keep], starts[keep]
+            if measure is not None:
+                measure = measure.take(keep)
+                bucket = measure.bucket
         if not len(rows):
             return
-        series_idx, labels = self._series_of(ctx, rows)
+        series_idx, labels = self._series_of(ctx, None if every else rows)
         t = self.buckets.count
         s = len(labels)
         key = series_idx * t + interval
@@ -325,7 +271,7 @@ class MetricsEvaluator:
             count = np.bincount(key, minlength=s * t).reshape(s, t)
             parts: dict[str, np.ndarray] = {"count": count}
             if measure is not None:
-                value = measure.value[rows]
+                value = measure.value
                 ok = ~np.isnan(value)
                 parts["vcount"] = np.bincount(key[ok], minlength=s * t).reshape(s, t)
                 parts["total"] = np.bincount(key[ok], weights=value[ok], minlength=s * t).reshape(s, t)
@@ -337,27 +283,29 @@ class MetricsEvaluator:
             for i, lab in enumerate(labels):
                 self._merge(lab, {k: v[i] for k, v in parts.items()})
         if self.max_exemplars:
-            self._observe_exemplars(ctx, rows, interval, starts, series_idx, labels, measure, bucket)
+            self._observe_exemplars(ctx, rows, interval, starts, series_idx, labels, measure)
 
-    def _series_of(self, ctx: SpanContext, rows: np.ndarray) -> tuple[np.ndarray, list[Labels]]:
+    def _series_of(self, ctx: SpanContext, rows: np.ndarray | None) -> tuple[np.ndarray, list[Labels]]:
+        """Each row's series (an index into the labels returned); rows None: every row of the table."""
         m = self.m
+        n = ctx.n if rows is None else len(rows)
         if not m.by:
             base: Labels = () if m.op in _HIST_OPS else (("__name__", ("str", m.op.value)),)
-            return np.zeros(len(rows), dtype=np.int64), [base]
+            return np.zeros(n, dtype=np.int64), [base]
         codes = []
         values = []
         for ref in m.by:
-            c, v = group_codes(ctx.span_value(ref))
-            codes.append(c[rows])
+            c, v = _group_codes(ctx, ref)
+            codes.append(c if rows is None else c[rows])
             values.append(v)
-        # One int64 key per row (mixed radix over the codes, nil = 0): a 1-D unique instead of
-        # np.unique(axis=1) took `rate() by (two attributes)` over 200k spans from 0.34 s to 0.10 s.
+        # One int64 key per row (mixed radix over the codes, nil = 0), factorized by hashing: a 1-D key
+        # instead of np.unique(axis=1) took `rate() by (two attributes)` over 200k spans from 0.34 s to 0.10 s.
         radices = [len(v) + 1 for v in values]
         if math.prod(radices) < 2**62:
-            key = np.zeros(len(rows), dtype=np.int64)
+            key = np.zeros(n, dtype=np.int64)
             for c, r in zip(codes, radices, strict=True):
                 key = key * r + (c + 1)
-            uniq, inverse = np.unique(key, return_inverse=True)
+            uniq, inverse = _factorize(key)
             digits = []
             for r in reversed(radices):
                 digits.append(uniq % r - 1)
@@ -400,9 +348,10 @@ class MetricsEvaluator:
     def _observe_hist(
         self, labels: list[Labels], series_idx: np.ndarray, interval: np.ndarray, bucket: np.ndarray
     ) -> None:
+        """Counts per (series, bucket, interval); `bucket` holds bucket codes (`_Measure`)."""
         t = self.buckets.count
-        maxes, b_idx = np.unique(bucket, return_inverse=True)
-        b_idx = b_idx.reshape(-1)
+        codes, b_idx = _factorize(bucket)
+        maxes = bucket_values(codes)
         nb = len(maxes)
         key = (series_idx * nb + b_idx) * t + interval
         counts = np.bincount(key, minlength=len(labels) * nb * t).reshape(len(labels), nb, t)
@@ -419,92 +368,45 @@ class MetricsEvaluator:
 
     def _observe_exemplars(
         self, ctx: SpanContext, rows: np.ndarray, interval: np.ndarray, starts: np.ndarray,
-        series_idx: np.ndarray, labels: list[Labels], measure: _Measure | None, bucket: np.ndarray | None,
+        series_idx: np.ndarray, labels: list[Labels], measure: _Measure | None,
     ) -> None:
+        """Exemplars of this table (`measure` is per row of `rows`); each series keeps a bounded number."""
         pick = spread_pick(interval, self.max_exemplars, self.buckets.count)
         if not len(pick):
             return
         sel = rows[pick]
-        trace_ids = ctx.spans.column("trace_id").take(pa.array(sel)).to_pylist()
-        span_ids = ctx.spans.column("span_id").take(pa.array(sel)).to_pylist()
-        values = measure.value[sel] if measure is not None else np.full(len(sel), np.nan)
-        buckets = bucket[pick] if bucket is not None else None
+        spans = ctx.spans
+        refs: list[int] | None = None
+        if "span_id" in spans.column_names:
+            trace_ids = spans.column("trace_id").take(pa.array(sel)).to_pylist()
+            span_ids = spans.column("span_id").take(pa.array(sel)).to_pylist()
+        else:  # IDs are looked up later by the table's source, for the exemplars kept
+            refs = spans.column(EXEMPLAR_REF).take(pa.array(sel)).to_pylist()
+        values = measure.value[pick] if measure is not None else np.full(len(sel), np.nan)
+        buckets = bucket_values(measure.bucket[pick]) if measure is not None and measure.bucket is not None else None
+        touched: set[Labels] = set()
         for j, i in enumerate(pick.tolist()):
             lab = labels[int(series_idx[i])]
-            ex_labels: list[Label] = [
-                ("trace:id", ("str", trace_ids[j].hex().lstrip("0") or "0")),
-                ("span:id", ("str", span_ids[j].hex())),
-            ]
-            ex_labels += [x for x in lab if x[0] != "__name__"]
+            ex_labels: list[Label] = [x for x in lab if x[0] != "__name__"]
             ex = Exemplar(ex_labels, float(values[j]), int(starts[i]) // 1_000_000, int(interval[i]))
+            if refs is None:
+                ex.with_ids(trace_ids[j], span_ids[j])
+            else:
+                ex.ref = refs[j]
             if buckets is not None:
                 ex.labels.append(("__bucket", ("float", float(buckets[j]))))
             self._acc(lab).exemplars.append(ex)
-
-    def _observe_compare(self, ctx: SpanContext, rows: np.ndarray, interval: np.ndarray, starts: np.ndarray) -> None:
-        from tempo_lite.querier.results import tag_names
-
-        m = self.m
-        assert m.compare_filter is not None
-        t = self.buckets.count
-        selected = ctx.filter_mask(m.compare_filter.expr)[rows]
-        if m.start_ns and m.end_ns:
-            selected &= (starts >= m.start_ns) & (starts < m.end_ns)
-        refs: list[AttributeRef] = [COMPARE_INTRINSICS[k] for k in sorted(COMPARE_INTRINSICS)]
-        names = tag_names(ctx.table)
-        refs += [Attribute(k, Scope.SPAN) for k in sorted(names["span"])]
-        refs += [Attribute(k, Scope.RESOURCE) for k in sorted(names["resource"])]
-        for ref in refs:
-            codes, values = group_codes(ctx.span_value(ref))
-            # arrays and durations are not counted, nor unset intrinsic strings (no status message)
-            allowed = np.array(
-                [v[0] in _COMPARE_SLOTS and not (isinstance(ref, Intrinsic) and v == ("str", "")) for v in values]
-                + [False]
-            )
-            c = codes[rows]
-            has = allowed[c]  # code -1 (nil) picks the trailing False
-            if not has.any():
-                continue
-            key = render(ref)
-            for meta, mask in (("baseline", ~selected), ("selection", selected)):
-                mine = has & mask
-                if not mine.any():
-                    continue
-                counts = np.bincount(c[mine] * t + interval[mine], minlength=len(values) * t).reshape(-1, t)
-                dest = self.cmp_values.setdefault((meta, key), {})
-                for code in np.flatnonzero(counts.sum(axis=1)).tolist():
-                    value = values[code]
-                    if value in dest:
-                        dest[value] = dest[value] + counts[code]
-                    else:
-                        dest[value] = counts[code].astype(np.float64)
-                total = np.bincount(interval[mine], minlength=t).astype(np.float64)
-                prev = self.cmp_totals.get((meta + "_total", key))
-                self.cmp_totals[(meta + "_total", key)] = total if prev is None else prev + total
-
-    def _finish_compare(self) -> list[Series]:
-        out = []
-        too_many: set[str] = set()
-        for (meta, key), values in self.cmp_values.items():
-            ranked = sorted(values.items(), key=lambda kv: -kv[1].sum())
-            if len(ranked) > self.m.top_n:
-                too_many.add(key)
-            for value, counts in ranked[: self.m.top_n]:
-                out.append(Series((("__meta_type", ("str", meta)), (key, value)), counts))
-        for (meta, key), counts in self.cmp_totals.items():
-            out.append(Series((("__meta_type", ("str", meta)), (key, ("nil", None))), counts))
-        # Tempo marks attributes with more than topN values; the series has no samples but is kept so
-        # clients can tell the values shown are a subset.
-        for key in too_many:
-            out.append(Series((("__meta_error", ("str", "__too_many_values__")), (key, ("nil", None))),
-                              np.zeros(0)))
-        return out
+            touched.add(lab)
+        per = math.ceil(self.max_exemplars / max(self.buckets.count, 1))
+        for lab in touched:
+            acc = self._acc(lab)
+            acc.exemplars = trim_exemplars(acc.exemplars, per)
 
     # -- results
 
     def result(self) -> list[Series]:
-        if self.m.op is MetricsOp.COMPARE:
-            series = self._finish_compare()
+        if self.compare is not None:
+            series = self.compare.series()
             series.sort(key=lambda s: label_sort_key(s.labels))
             return series
         series = self._finish()
@@ -514,7 +416,7 @@ class MetricsEvaluator:
         for s in series:
             if np.isnan(s.values).all():
                 continue
-            s.exemplars = _limit_exemplars(
+            s.exemplars = limit_exemplars(
                 [e for e in s.exemplars if not math.isnan(s.values[e.interval])], self.max_exemplars
             )
             for e in s.exemplars:
@@ -523,7 +425,7 @@ class MetricsEvaluator:
                 if math.isnan(e.value):
                     e.value = float(s.values[e.interval])
             out.append(s)
-        _limit_total_exemplars(out, self.max_exemplars)
+        limit_total_exemplars(out, self.max_exemplars)
         return out
 
     def _finish(self) -> list[Series]:
@@ -577,81 +479,6 @@ class MetricsEvaluator:
             )
             for qi, q in enumerate(qs)
         ]
-
-
-def spread_pick(interval: np.ndarray, limit: int, intervals: int) -> np.ndarray:
-    """Indices of up to `limit` items spread over time: <= ceil(limit/intervals) per interval, earliest first."""
-    if limit <= 0 or not len(interval):
-        return np.zeros(0, dtype=np.int64)
-    per = max(1, math.ceil(limit / max(intervals, 1)))
-    order = np.argsort(interval, kind="stable")
-    sorted_iv = interval[order]
-    first = np.searchsorted(sorted_iv, sorted_iv, side="left")
-    rank = np.arange(len(order)) - first
-    ok = rank < per
-    cand, cand_rank, cand_iv = order[ok], rank[ok], sorted_iv[ok]
-    chosen = np.lexsort((cand_iv, cand_rank))[:limit]
-    return np.sort(cand[chosen])
-
-
-def _limit_exemplars(exemplars: list[Exemplar], limit: int) -> list[Exemplar]:
-    if len(exemplars) <= limit:
-        return exemplars
-    pick = spread_pick(np.array([e.interval for e in exemplars], dtype=np.int64), limit, 0)
-    return [exemplars[i] for i in pick.tolist()]
-
-
-def _limit_total_exemplars(series: list[Series], limit: int) -> None:
-    """At most `limit` exemplars in the whole answer, taken round-robin over series."""
-    total = sum(len(s.exemplars) for s in series)
-    if total <= limit:
-        return
-    kept: list[list[Exemplar]] = [[] for _ in series]
-    left = limit
-    depth = 0
-    while left > 0:
-        progressed = False
-        for i, s in enumerate(series):
-            if depth < len(s.exemplars) and left > 0:
-                kept[i].append(s.exemplars[depth])
-                left -= 1
-                progressed = True
-        if not progressed:
-            break
-        depth += 1
-    for s, k in zip(series, kept, strict=True):
-        s.exemplars = sorted(k, key=lambda e: e.timestamp_ms)
-
-
-_CMP = {
-    Op.EQ: np.equal,
-    Op.NEQ: np.not_equal,
-    Op.LT: np.less,
-    Op.LTE: np.less_equal,
-    Op.GT: np.greater,
-    Op.GTE: np.greater_equal,
-}
-
-
-def apply_second_stage(series: list[Series], stages: Sequence[SecondStage]) -> list[Series]:
-    """topk/bottomk per timestamp and comparison filters, left to right; dropped points become NaN."""
-    if not stages or not series:
-        return series
-    matrix = np.vstack([s.values for s in series])
-    for st in stages:
-        if isinstance(st, (TopK, BottomK)):
-            valid = ~np.isnan(matrix)
-            fill = -np.inf if isinstance(st, TopK) else np.inf
-            ranked = np.where(valid, matrix, fill)
-            order = np.argsort(-ranked if isinstance(st, TopK) else ranked, axis=0, kind="stable")
-            rank = np.empty_like(order)
-            np.put_along_axis(rank, order, np.arange(len(series))[:, None].repeat(matrix.shape[1], 1), axis=0)
-            matrix = np.where(valid & (rank < st.k), matrix, np.nan)
-        elif isinstance(st, MetricsFilter):
-            with np.errstate(invalid="ignore"):
-                keep = _CMP[st.op](matrix, st.threshold)
-            matrix = np.where(keep, matrix, np.nan)
-    return [Series(s.labels, matrix[i], s.exemplars) for i, s in enumerate(series)]
 
 
 def evaluate_metrics(

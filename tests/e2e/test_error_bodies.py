@@ -19,6 +19,7 @@ from test_streaming_querier import stream
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.distributor import Distributor
+from tempo_lite.querier.metrics_source import MetricsSource
 from tempo_lite.server import answer_failures
 
 
@@ -32,10 +33,10 @@ async def _fail(*_args: object, **_kwargs: object) -> None:
 
 @pytest.fixture
 async def failing(nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
-    """tempo-lite whose distributor and searcher fail on every call."""
+    """tempo-lite whose distributor, searcher and metrics source fail on every call."""
     monkeypatch.setattr(Distributor, "push", _fail)
     running = await start_tempo(nursery, tempo_config_text(tmp_path))
-    monkeypatch.setattr(running.tl.searcher, "tables", _fail)
+    monkeypatch.setattr(MetricsSource, "stream", _fail)  # what TraceQL metrics read spans through
     monkeypatch.setattr(running.tl.searcher, "search", _fail)
     yield running
     await running.stop()

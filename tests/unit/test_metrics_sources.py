@@ -1,7 +1,9 @@
 """TraceQL metrics through the querier's sources: every metrics function gives the same answer whether the
 spans sit in the live-store, in a block, in both (the minute after a flush), or with traces split across
-blocks or between the live-store and a block (before compaction). Blocks carry dedicated columns, and
-queries that read no span attribute project `attrs` away, the case that once failed in `undedicate`."""
+blocks or between the live-store and a block (before compaction), and however blocks are sliced while
+they stream (`querier.metrics_source`: slices of a few row groups, traces carried across slices when the
+query needs them whole). Blocks carry dedicated columns, and queries that read no span attribute project
+`attrs` away, the case that once failed in `undedicate`."""
 
 from __future__ import annotations
 
@@ -21,10 +23,14 @@ from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.config import Config
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.search import Searcher
+from tempo_lite.querier import metrics_source
+from tempo_lite.querier.metrics_source import MetricsRead, MetricsSource
+from tempo_lite.querier.search import Searcher, SearchStats
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import local_store
+from tempo_lite.traceql import parse
+from tempo_lite.traceql.metrics import EXEMPLAR_REF
 
 SEC = 1_000_000_000
 T0 = 1_700_000_040  # a multiple of 60 s
@@ -146,7 +152,12 @@ def _canonical(msg: pb.QueryRangeResponse | pb.QueryInstantResponse) -> pb.Messa
 
 
 @pytest.mark.parametrize("q", QUERIES)
-async def test_every_metrics_function_agrees_over_live_block_and_split_forms(tmp_path: Path, q: str) -> None:
+async def test_every_metrics_function_agrees_over_live_block_and_split_forms(
+    tmp_path: Path, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks stream in slices of two 25-span row groups: traces straddle slices (carried when whole
+    # traces are needed), and every block is several slices.
+    monkeypatch.setattr(metrics_source, "CHUNK_ROWS", 40)
     data = _data()
     forms = _forms(data)
     live, _ = forms["live"]
@@ -175,3 +186,71 @@ def test_undedicate_without_generic_attrs_drops_the_dedicated_columns() -> None:
     merged = spantable.concat([projected, table])
     assert merged.num_spans == 2 * table.num_spans
     assert merged.spans.column("name").to_pylist() == table.spans.column("name").to_pylist() * 2
+
+
+async def _stream(tl: SimpleNamespace, q: str, *, exemplars: bool = False, chunk_rows: int = 60) -> list:
+    tables: list[spantable.SpanTable] = []
+
+    async def consume(table: spantable.SpanTable) -> None:
+        tables.append(table)
+
+    source = MetricsSource(tl.frontend.searcher, MetricsRead.of([parse(q)], exemplars=exemplars), chunk_rows=chunk_rows)
+    await source.stream(TENANT, 0, (T0 + 3600) * SEC, SearchStats(), consume)
+    return tables
+
+
+async def test_blocks_stream_in_bounded_slices_of_only_the_columns_the_query_reads(tmp_path: Path) -> None:
+    whole = spantable.flatten(_data(traces=200).resource_spans)
+    tl = await _tempo(tmp_path, spantable.empty_span_table(), [whole])
+    tables = await _stream(tl, "{ } | rate() by (resource.service.name)")
+    assert len(tables) > 5 and sum(t.num_spans for t in tables) == whole.num_spans
+    assert max(t.num_spans for t in tables) <= 60 + 25  # a slice ends at the row group reaching 60 rows
+    for t in tables:  # read: start time and resource index; the span lists are empty placeholders
+        assert set(t.spans.column_names) == {"start_unix_nano", "resource_index", "attrs", "events", "links"}
+        assert t.spans.column("attrs").to_pylist() == [[]] * t.num_spans
+    (first, *_) = await _stream(tl, '{ span.http.method = "POST" } | quantile_over_time(duration, .9)', exemplars=True)
+    # exemplars: a row reference per span, IDs are read afterwards for the exemplars kept (resolve)
+    assert set(first.spans.column_names) == {"span.http.method", "duration_nano", "start_unix_nano", EXEMPLAR_REF,
+                                             "attrs", "events", "links"}
+
+
+async def test_whole_trace_queries_get_every_span_of_a_trace_in_one_slice(tmp_path: Path) -> None:
+    whole = spantable.flatten(_data(traces=200).resource_spans)
+    tl = await _tempo(tmp_path, spantable.empty_span_table(), [whole])
+    tables = await _stream(tl, "{ kind = server } >> { status = error } | rate()", chunk_rows=30)
+    assert len(tables) > 5 and sum(t.num_spans for t in tables) == whole.num_spans
+    seen: set[bytes] = set()
+    for t in tables:
+        ids = set(t.spans.column("trace_id").to_pylist())
+        assert not ids & seen, "a trace was cut between slices"
+        seen |= ids
+
+
+async def test_exemplars_over_split_sources_name_real_spans_and_stay_within_the_limit(tmp_path: Path) -> None:
+    data = _data()
+    spans = {(bytes(s.trace_id).hex().lstrip("0"), bytes(s.span_id).hex())
+             for rs in data.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    for name, (live, blocks) in _forms(data).items():
+        tl = await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+        for q in ("{ } | rate() by (resource.service.name)", "{ } | quantile_over_time(duration, .9)"):
+            got = await run_query_range(tl, [TENANT], {"q": q, **WINDOW, "exemplars": "7"})
+            exemplars = [e for s in got.series for e in s.exemplars]
+            assert 0 < len(exemplars) <= 7, (name, q)
+            for e in exemplars:
+                labels = {lab.key: lab.value.string_value for lab in e.labels}
+                assert (labels["trace:id"], labels["span:id"]) in spans, (name, q)
+                assert e.value > 0
+
+
+async def test_an_unreadable_block_gives_a_partial_answer_from_the_others(tmp_path: Path) -> None:
+    data = _data()
+    rs = list(data.resource_spans)
+    evens, odds = spantable.flatten(rs[0::2]), spantable.flatten(rs[1::2])
+    tl = await _tempo(tmp_path / "two", spantable.empty_span_table(), [evens, odds])
+    (tmp_path / "two" / "blocks" / TENANT / "b1" / "data.parquet").write_bytes(b"not parquet")
+    q = {"q": "{ } | count_over_time() by (resource.service.name)", **WINDOW}
+    got = await run_query_range(tl, [TENANT], q)
+    assert got.status == pb.PARTIAL and "b1" in got.message
+    # the readable block's spans, counted as if it were the only source (its split traces included)
+    alone = await run_query_range(await _tempo(tmp_path / "one", spantable.empty_span_table(), [evens]), [TENANT], q)
+    assert _canonical(got).series == _canonical(alone).series

@@ -1,4 +1,4 @@
-"""Search responses, legacy tag search, tag names and tag values built from span tables (fixture A)."""
+"""Search responses and legacy tag search built from span tables (fixture A); tag names and values: test_tags.py."""
 
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.querier import results
 from tempo_lite.querier.search import SearchRequest, matcher_for, parse_search_query
-from tempo_lite.traceql import parse, parse_attribute, parse_lenient_filter
+from tempo_lite.traceql import parse
 from tempo_lite.traceql.engine import evaluate
 
 ALL_CASES = load_cases()
-TAG_VALUE_CASES = ALL_CASES.get("tag_value_cases_fixture_A", [])
 LEGACY_CASES = [c for c in ALL_CASES.get("cases_fixture_A", []) if "legacy_search_params" in c]
 
 
@@ -120,58 +119,6 @@ def test_legacy_tag_search_fixture_a(case: dict) -> None:
     for table in (LIVE, BLOCK):
         got = TRACE_ID_A in results.legacy_tag_search(table, search)
         assert got is (case["expect"] == "match")
-
-
-@pytest.mark.parametrize("case", params(FIXTURE_CASES, TAG_VALUE_CASES, lambda i, c: f"{c['tag']}-{c['q']}"))
-def test_tag_values_fixture_a(case: dict) -> None:
-    ref = parse_attribute(case["tag"])
-    q = parse_lenient_filter(case["q"])
-    expected = {(v["type"], v["value"]) for v in case["expected_values"]}
-    # Two sources (block + live) merged, as the querier does.
-    halves = [BLOCK, LIVE]
-    merged = results.merge_tag_values(*(results.tag_values_v2(t, ref, q) for t in halves))
-    assert merged == expected
-    doc = MessageToDict(results.tag_values_v2_response(merged))
-    assert {(v["type"], v["value"]) for v in doc.get("tagValues", [])} == expected
-
-
-def test_tag_value_keyword_shortcuts_and_same_tag_shortcut() -> None:
-    assert results.tag_values_v2(LIVE, parse_attribute("status")) == {
-        ("keyword", "ok"),
-        ("keyword", "error"),
-        ("keyword", "unset"),
-    }
-    assert len(results.tag_values_v2(LIVE, parse_attribute("span:kind"))) == 6
-    assert results.tag_values_v2(LIVE, parse_attribute("duration")) == set()
-    q = parse_lenient_filter('{ resource.service.name = "zzz" }')
-    assert results.tag_values_v2(LIVE, parse_attribute("resource.service.name"), q) == {("string", "zzz")}
-    typed = results.tag_values_v2(LIVE, parse_attribute(".http.status_code"))
-    assert typed == {("int", "500")}
-
-
-def test_tag_values_v1_strings_and_virtual_tags() -> None:
-    assert results.tag_values_v1(LIVE, "service.name") == {"MyService", "RootService", "Service3", "BrokenService"}
-    assert results.tag_values_v1(LIVE, "status.code") == {"unset", "ok", "error"}
-    resp = MessageToDict(results.tag_values_response(results.tag_values_v1(LIVE, "http.status_code")))
-    assert resp == {"tagValues": ["500"]}
-
-
-def test_tag_names_v1_and_v2() -> None:
-    names = results.merge_tag_names(results.tag_names(LIVE), results.tag_names(BLOCK))
-    v1 = results.search_tags_response(names).tagNames
-    assert list(v1) == sorted(v1) and "service.name" in v1 and "foo" in v1 and "duration" not in v1
-    assert "span-dedicated.01" in results.search_tags_response(results.tag_names(BLOCK), "span").tagNames
-    v2 = MessageToDict(results.search_tags_v2_response(names))
-    scopes = {s["name"]: s["tags"] for s in v2["scopes"]}
-    assert "exception.message" in scopes["event"] and "relation" in scopes["link"]
-    assert scopes["instrumentation"] == ["scope-attr-str"]
-    assert "trace:id" in scopes["intrinsic"]
-    only = results.search_tags_response(names, "intrinsic").tagNames
-    assert "rootServiceName" in only
-    filtered = results.tag_names(LIVE, parse_lenient_filter("{ resource.service.name = `Service3` }"))
-    assert filtered["span"] == {"child2"} and filtered["resource"] == {"service.name"}
-    with pytest.raises(ValueError):
-        results.search_tags_response(names, "bogus")
 
 
 def test_empty_results_serialize_as_empty_objects() -> None:

@@ -1,0 +1,304 @@
+"""Tag names and tag values over the live-store and the blocks (Grafana's autocomplete), block by block.
+
+Blocks never change, so what a block answers without a `q` filter is computed once and cached:
+
+* tag names come from the block's key catalogue (`meta.json` `attribute_keys`), without reading spans;
+* values of a span attribute kept in a dedicated column, and of `name` / `statusMessage`, are the distinct
+  values of that column, read dictionary-encoded (a string column's distinct values are the union of its
+  row groups' dictionaries, no per-span strings are built); a resource attribute's values come from the
+  block's resources table, restricted to the rows its spans use; a key the catalogue does not list gives
+  nothing without any read.
+
+Everything else (a `q` filter, generic attributes, events, links) reads just the fields' columns of a few
+row groups at a time and evaluates them with `querier.tags` (so memory stays bounded), and the live-store
+is evaluated as it is. Answers are the same as evaluating every span (tests/unit/test_tags.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import trio
+
+from tempo_lite import spantable
+from tempo_lite.block.meta import DATA, BlockMeta
+from tempo_lite.block.reader import BlockReader
+from tempo_lite.errors import StorageError
+from tempo_lite.querier import pushdown
+from tempo_lite.querier.metrics_source import CHUNK_ROWS, with_empty_lists
+from tempo_lite.querier.search import Searcher, SearchStats
+from tempo_lite.querier.tags import (
+    ATTRIBUTE_SCOPES,
+    constant_tag_values,
+    merge_tag_names,
+    tag_names,
+    tag_values_v2,
+    typed_value,
+    typed_values,
+)
+from tempo_lite.traceql.ast import Attribute, Intrinsic, Scope, SpansetFilter, render
+from tempo_lite.traceql.engine import referenced_fields
+from tempo_lite.traceql.engine_context import SpanContext
+
+log = logging.getLogger(__name__)
+
+TypedValues = set[tuple[str, str]]
+# Block catalogue scopes -> tag-name scopes.
+_CATALOGUE_SCOPES = {"span": "span", "resource": "resource", "scope": "instrumentation", "event": "event",
+                     "link": "link"}
+_INTRINSIC_COLUMNS = {Intrinsic.NAME: "name", Intrinsic.STATUS_MESSAGE: "status_message"}
+
+
+def _values_size(values: frozenset[tuple[str, str]]) -> int:
+    return 64 + sum(len(t) + len(v) + 100 for t, v in values)
+
+
+def _slot_of(typ: pa.DataType) -> str | None:
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "str"
+    if pa.types.is_integer(typ):
+        return "int"
+    if pa.types.is_floating(typ):
+        return "float"
+    if pa.types.is_boolean(typ):
+        return "bool"
+    return None
+
+
+class TagSource:
+    """Tag names and values of one tenant's live-store and blocks overlapping a time range."""
+
+    def __init__(self, searcher: Searcher, *, chunk_rows: int | None = None) -> None:
+        self.searcher = searcher
+        self.querier = searcher.querier
+        self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
+
+    # --- shared --------------------------------------------------------------------------------
+
+    async def _each_block(
+        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats,
+        job: Callable[[BlockMeta], Awaitable[Any]],
+    ) -> list[Any]:
+        blocks = self.querier.blocklist.blocks(tenant, start_ns, end_ns)
+        stats.total_blocks += len(blocks)
+        stats.total_jobs += 1 + len(blocks)
+        stats.completed_jobs += 1
+        stats.total_block_bytes += sum(m.size_bytes for m in blocks)
+        out: list[Any] = []
+
+        async def run(meta: BlockMeta) -> None:
+            try:
+                async with self.searcher.limiter:
+                    out.append(await job(meta))
+                stats.completed_jobs += 1
+            except StorageError as exc:
+                self.querier.metrics.blocks_unreadable.inc()
+                log.warning("tags: %s", exc.message)
+                stats.failed_blocks.append(exc.message)
+
+        async with trio.open_nursery() as nursery:
+            for meta in blocks:
+                nursery.start_soon(run, meta)
+        return out
+
+    async def _cached(
+        self, meta: BlockMeta, what: str, load: Callable[[], Awaitable[Any]], size_of: Callable[[Any], int]
+    ) -> Any:
+        key = f"{self.querier.store.name}:{meta.tenant}/{meta.block_id}/{DATA}#{what}"
+        return await self.querier.cache.get_or_load(key, load, size_of)
+
+    async def _slices(
+        self, meta: BlockMeta, fields: list[Any] | None, stats: SearchStats,
+        each: Callable[[spantable.SpanTable], Any],
+    ) -> list[Any]:
+        """`each` over the block read a few row groups at a time, only the columns giving `fields`
+        (None: every column)."""
+        columns = None
+        if fields is not None:
+            generic: frozenset[str] = frozenset()
+            if any(isinstance(f, Attribute) and f.name in meta.dedicated_columns for f in fields):
+                generic = await self.searcher.generic_keys(meta)
+            columns = pushdown.field_columns(fields, meta.dedicated_columns, generic)
+        reader = self.querier.reader(meta)
+        footer = await reader.footer_info()
+        resources = await reader.resources()
+        dedicated = {k: c for k, c in meta.dedicated_columns.items() if columns is None or c in columns}
+        out = []
+        run: list[int] = []
+        rows = 0
+        groups = list(range(footer.num_row_groups))
+        for g in groups:
+            run.append(g)
+            rows += int(footer.group_first[g + 1] - footer.group_first[g])
+            if rows < self.chunk_rows and g != groups[-1]:
+                continue
+            spans = await reader.read_columns(run, columns)
+            stats.inspected_bytes += spans.nbytes
+            table = spantable.SpanTable(spans, resources, dict(dedicated))
+            table = table if columns is None else with_empty_lists(table)
+            out.append(await trio.to_thread.run_sync(each, table))
+            run, rows = [], 0
+        return out
+
+    # --- tag names -----------------------------------------------------------------------------
+
+    async def names(
+        self, tenant: str, start_ns: int, end_ns: int, q: SpansetFilter | None, stats: SearchStats
+    ) -> dict[str, set[str]]:
+        live = await self.querier.live.snapshot(tenant)
+        parts = []
+        if live.num_spans:
+            stats.inspected_bytes += live.nbytes
+            parts.append(await trio.to_thread.run_sync(tag_names, live, q))
+
+        async def block(meta: BlockMeta) -> dict[str, set[str]]:
+            if q is None and meta.attribute_keys:
+                # The catalogue lists every key a span of the block holds (before dedicated columns).
+                out: dict[str, set[str]] = {s: set() for s in ATTRIBUTE_SCOPES}
+                for scope, keys in meta.attribute_keys.items():
+                    if scope in _CATALOGUE_SCOPES:
+                        out[_CATALOGUE_SCOPES[scope]].update(keys)
+                return out
+
+            def each(table: spantable.SpanTable) -> dict[str, set[str]]:
+                return tag_names(table, q)
+
+            return merge_tag_names(*await self._slices(meta, None, stats, each))
+
+        parts += await self._each_block(tenant, start_ns, end_ns, stats, block)
+        return merge_tag_names(*parts)
+
+    # --- tag values ----------------------------------------------------------------------------
+
+    async def values(
+        self, tenant: str, start_ns: int, end_ns: int, ref: Attribute | Intrinsic, q: SpansetFilter | None,
+        stats: SearchStats,
+    ) -> TypedValues:
+        """Distinct typed values of `ref` on the spans matching `q` (every span without `q`)."""
+        fixed = constant_tag_values(ref, q)
+        if fixed is not None:
+            return fixed
+        live = await self.querier.live.snapshot(tenant)
+        found: TypedValues = set()
+        if live.num_spans:
+            stats.inspected_bytes += live.nbytes
+            found |= await trio.to_thread.run_sync(tag_values_v2, live, ref, q)
+        fields = [ref, *(referenced_fields(q) if q is not None else [])]
+
+        async def block(meta: BlockMeta) -> frozenset[tuple[str, str]]:
+            def each(table: spantable.SpanTable) -> TypedValues:
+                return tag_values_v2(table, ref, q)
+
+            async def load() -> frozenset[tuple[str, str]]:
+                fast = await self._block_values(meta, ref, stats) if q is None else None
+                if fast is None:
+                    fast = set().union(*await self._slices(meta, fields, stats, each))
+                return frozenset(fast)
+
+            if q is not None:
+                return await load()
+            # Without q the block's answer never changes: cached whole.
+            return await self._cached(meta, f"tag-values:{render(ref)}", load, _values_size)
+
+        for part in await self._each_block(tenant, start_ns, end_ns, stats, block):
+            found |= part
+        return found
+
+    async def _block_values(
+        self, meta: BlockMeta, ref: Attribute | Intrinsic, stats: SearchStats
+    ) -> TypedValues | None:
+        """The values of `ref` in a block from its catalogue, column dictionaries and resources table;
+        None when they need the spans (generic attributes, events, links, other intrinsics)."""
+        catalogue = meta.attribute_keys
+        if not catalogue:
+            return None
+        if isinstance(ref, Intrinsic):
+            column = _INTRINSIC_COLUMNS.get(ref)
+            return None if column is None else await self._column_values(meta, column, "str", stats)
+        if ref.parent or ref.scope not in (Scope.SPAN, Scope.RESOURCE, Scope.NONE):
+            return None
+        out: TypedValues = set()
+        if ref.scope in (Scope.SPAN, Scope.NONE) and ref.name in catalogue.get("span", {}):
+            column = meta.dedicated_columns.get(ref.name)
+            if column is None or len(catalogue["span"][ref.name]) > 1:
+                return None  # held in the generic attribute lists (too)
+            values = await self._column_values(meta, column, None, stats)
+            if values is None:
+                return None
+            out |= values
+        if ref.scope in (Scope.RESOURCE, Scope.NONE) and ref.name in catalogue.get("resource", {}):
+            out |= await self._resource_values(meta, ref.name, stats)
+        return out
+
+    async def _column_values(
+        self, meta: BlockMeta, column: str, slot: str | None, stats: SearchStats
+    ) -> TypedValues | None:
+        reader = self.querier.reader(meta)
+        footer = await reader.footer_info()
+        if column not in footer.paths:
+            return None
+        slot = slot or _slot_of(footer.metadata.schema.to_arrow_schema().field(column).type)
+        if slot is None:
+            return None
+
+        def read() -> frozenset[tuple[str, str]]:
+            return frozenset(typed_value(slot, x) for x in _distinct(reader, footer, column))
+
+        async def load() -> frozenset[tuple[str, str]]:
+            return await trio.to_thread.run_sync(read, limiter=self.querier.store.limiter)
+
+        stats.inspected_bytes += footer.read_bytes(None, [column])
+        try:
+            return set(await self._cached(meta, f"distinct:{column}", load, _values_size))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading {column}: {exc}") from exc
+
+    async def _resource_values(self, meta: BlockMeta, key: str, stats: SearchStats) -> TypedValues:
+        """Values of a resource attribute on the resources rows the block's spans use."""
+        reader = self.querier.reader(meta)
+        resources = await reader.resources()
+        used = await self._used_resources(meta, reader, stats)
+        ctx = SpanContext(spantable.SpanTable(spantable.SPAN_SCHEMA.empty_table(), resources, {}))
+        col = ctx.per_resource("resource", key)
+        return typed_values(col if len(used) == resources.num_rows else col.take(used))
+
+    async def _used_resources(self, meta: BlockMeta, reader: BlockReader, stats: SearchStats) -> np.ndarray:
+        footer = await reader.footer_info()
+
+        def read() -> np.ndarray:
+            index = _distinct(reader, footer, "resource_index")
+            return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+        async def load() -> np.ndarray:
+            return await trio.to_thread.run_sync(read, limiter=self.querier.store.limiter)
+
+        stats.inspected_bytes += footer.read_bytes(None, ["resource_index"])
+        try:
+            return await self._cached(meta, "distinct:resource_index", load, lambda a: a.nbytes + 64)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading resource_index: {exc}") from exc
+
+
+def _distinct(reader: BlockReader, footer: Any, column: str) -> pa.Array:
+    """Distinct non-null values of a top-level column of data.parquet. String columns are read
+    dictionary-encoded, so this is the union of the row groups' (used) dictionary entries."""
+    typ = footer.metadata.schema.to_arrow_schema().field(column).type
+    as_dict = [column] if pa.types.is_string(typ) or pa.types.is_binary(typ) else None
+    with reader.open_data() as f:
+        table = pq.ParquetFile(f, metadata=footer.metadata, read_dictionary=as_dict).read(
+            columns=[column], use_threads=False)
+    reader.count_native_read(footer, None, [column])
+    col = table.column(0)
+    if as_dict is None:
+        return pc.unique(col.combine_chunks()).drop_null()
+    # A chunk's dictionary may hold entries no row uses (after a filtered write): take the used ones.
+    parts = [ch.dictionary.take(pc.unique(ch.indices).drop_null()) for ch in col.chunks if len(ch)]
+    if not parts:
+        return pa.array([], typ)
+    return pc.unique(pa.concat_arrays(parts))
