@@ -24,6 +24,7 @@ from tempo_lite.block.meta import DATA, TRACES, BlockMeta
 from tempo_lite.block.reader import Footer
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.querier import pushdown
+from tempo_lite.querier.result_columns import ResultColumns, from_matches, from_summaries
 from tempo_lite.querier.results import (
     LegacySearch,
     legacy_tag_search,
@@ -38,6 +39,7 @@ from tempo_lite.traceql.engine import (
     _needs_nested_sets,
     candidate_trace_ids,
     evaluate,
+    evaluate_columns,
     referenced_fields,
     trace_matches,
 )
@@ -174,7 +176,7 @@ class SearchRequest:
         return bool(hint is not None and hint.value is True)
 
 
-Matcher = Callable[[spantable.SpanTable], list[pb.TraceSearchMetadata]]
+Matcher = Callable[[spantable.SpanTable], ResultColumns]
 
 
 def _overlapping(results: list[pb.TraceSearchMetadata], start_ns: int, end_ns: int) -> list[pb.TraceSearchMetadata]:
@@ -215,6 +217,32 @@ def matcher_for(request: SearchRequest) -> Matcher:
             return []
         by_id = trace_summaries(table).by_trace_id()
         return [trace_metadata(None, by_id[t], with_spansets=False) for t in ids]
+
+    return tags
+
+
+def column_matcher_for(request: SearchRequest) -> Matcher:
+    """`matcher_for` column-wise: the same results as `ResultColumns`, rendered from whole columns."""
+    if request.query is not None:
+        query = request.query
+
+        def traceql(table: spantable.SpanTable) -> ResultColumns:
+            matches = evaluate_columns(query, table, spss=request.spss, limit=request.limit)
+            if not matches.num_traces:
+                return ResultColumns.empty()
+            mine = pc.is_in(table.spans.column("trace_id"), matches.trace_ids)
+            table = spantable.SpanTable(table.spans.filter(mine), table.resources, dict(table.dedicated))
+            return from_matches(matches, trace_summaries(table))
+
+        return traceql
+    legacy = request.legacy
+    assert legacy is not None
+
+    def tags(table: spantable.SpanTable) -> ResultColumns:
+        ids = legacy_tag_search(table, legacy)
+        if not ids:
+            return ResultColumns.empty()
+        return from_summaries(trace_summaries(table), pa.array(ids, table.spans.schema.field("trace_id").type))
 
     return tags
 
@@ -423,8 +451,14 @@ class Searcher:
     # --- search --------------------------------------------------------------------------------
 
     async def search(self, tenant: str, request: SearchRequest) -> tuple[list[pb.TraceSearchMetadata], SearchStats]:
+        """`search_columns` with the results as protobuf messages."""
+        found, stats = await self.search_columns(tenant, request)
+        return found.messages(), stats
+
+    async def search_columns(self, tenant: str, request: SearchRequest) -> tuple[ResultColumns, SearchStats]:
+        """The search answer for one tenant: newest first, at most `limit` traces."""
         stats = SearchStats()
-        match = matcher_for(request)
+        match = column_matcher_for(request)
         columns = columns_for(request.query)
         live = await self.querier.live.snapshot(tenant)
         blocks = [] if request.live_only else self._blocks(tenant, request.start_ns, request.end_ns)
@@ -437,7 +471,7 @@ class Searcher:
         ):
             # No source can hold a span passing a filter of the query (block key catalogues).
             stats.completed_jobs = stats.total_jobs
-            return [], stats
+            return ResultColumns.empty(), stats
 
         # Which traces live in more than one source: those are evaluated on their assembled spans.
         id_lists: list[pa.Array] = []
@@ -456,27 +490,24 @@ class Searcher:
             id_lists.append(info.ids)
         split = _split_trace_ids(id_lists)
 
-        results: list[pb.TraceSearchMetadata] = []
+        results: list[ResultColumns] = []
         split_candidates: list[pa.Array] = []
         enough = trio.Event()
 
         def newest_found() -> int | None:
             """Start of the `limit`-th newest trace found so far (most_recent): older ones cannot win."""
-            if len(results) < request.limit:
+            if sum(len(r) for r in results) < request.limit:
                 return None
-            starts = {r.traceID: r.startTimeUnixNano for r in results}
-            if len(starts) < request.limit:
-                return None
-            return sorted(starts.values(), reverse=True)[request.limit - 1]
+            return ResultColumns.concat(results).kth_newest_start(request.limit)
 
         def take(
-            table: spantable.SpanTable | None, found: list[pb.TraceSearchMetadata], split_cands: pa.Array | None,
+            table: spantable.SpanTable | None, found: ResultColumns, split_cands: pa.Array | None,
             spans: int = 0,
         ) -> None:
             """Results of one source (`table`, or just its span count `spans` when split candidates are given)."""
             stats.inspected_spans += table.num_spans if table is not None else spans
             stats.completed_jobs += 1
-            results.extend(_overlapping(found, request.start_ns, request.end_ns))
+            results.append(found.overlapping(request.start_ns, request.end_ns))
             if split_cands is not None:
                 split_candidates.append(split_cands)
             elif len(split) and request.query is not None:
@@ -485,7 +516,10 @@ class Searcher:
                 )
             elif len(split):
                 split_candidates.append(pc.filter(ids := unique_trace_ids(table), pc.is_in(ids, split)))
-            if not request.most_recent and len({r.traceID for r in results}) >= request.limit:
+            if (
+                not request.most_recent and sum(len(r) for r in results) >= request.limit
+                and ResultColumns.concat(results).distinct() >= request.limit
+            ):
                 enough.set()
 
         if live.num_spans:
@@ -516,13 +550,9 @@ class Searcher:
             wanted = pc.unique(pa.concat_arrays([c.cast(pa.binary(16)) for c in split_candidates]))
             if len(wanted):
                 assembled = await self.assemble(tenant, wanted, live, blocks, block_ids, stats)
-                results.extend(_overlapping(match(assembled), request.start_ns, request.end_ns))
+                results.append(match(assembled).overlapping(request.start_ns, request.end_ns))
         stats.inspected_traces = sum(len(a) for a in id_lists)
-        limit = None if request.most_recent else request.limit
-        merged = merge_search_results(results, limit=limit)
-        if request.most_recent:
-            merged = merged[: request.limit]
-        return merged, stats
+        return ResultColumns.concat(results).merged(request.limit), stats
 
     async def _block_job(
         self, meta: BlockMeta, request: SearchRequest, columns: list[str] | None, split: pa.Array,
@@ -550,7 +580,7 @@ class Searcher:
                     stats.failed_blocks.append(exc.message)
                     return
             if table is None:
-                take(spantable.empty_span_table(), [], split_cands)
+                take(spantable.empty_span_table(), ResultColumns.empty(), split_cands)
                 return
         else:
             table = await self._read_block(meta, columns, stats)
@@ -567,16 +597,18 @@ class Searcher:
         """Evaluate candidate traces a batch at a time until `limit` of them match. With `most_recent`
         batches go newest first and each holds every trace starting at its oldest start (ties), so later
         batches can only add older traces; otherwise any `limit` matches will do."""
-        found: list[pb.TraceSearchMetadata] = []
+        found: list[ResultColumns] = []
         spans = 0
         for batch in plan.batches:
             table = await self._read_batch(plan, batch, stats)
             spans += table.num_spans
-            found += await trio.to_thread.run_sync(match, _without(table, split))
-            if len({r.traceID for r in found}) >= request.limit or enough.is_set():
+            found.append(await trio.to_thread.run_sync(match, _without(table, split)))
+            if enough.is_set() or (
+                sum(len(r) for r in found) >= request.limit and ResultColumns.concat(found).distinct() >= request.limit
+            ):
                 break
         if not enough.is_set():
-            take(None, found, split_cands, spans)
+            take(None, ResultColumns.concat(found), split_cands, spans)
 
     async def assemble(
         self,

@@ -117,6 +117,32 @@ class TraceMatch:
 
 
 @dataclass
+class SpansetColumns:
+    """The matches of one evaluation column-wise (what `evaluate` returns, without a Python object per
+    trace, spanset or span): traces in answer order, their spansets in order, and the shown spans (the
+    first `spss` of each spanset) with the columns a search result shows.
+
+    `set_trace[i]` is spanset i's trace (index into `trace_ids`, non-decreasing); `shown_set[j]` is shown
+    span j's spanset (non-decreasing); `values` are the result fields (key, value per shown span) in the
+    order a result lists them; `name` is None unless the query refers to the span name."""
+
+    trace_ids: pa.Array
+    set_trace: np.ndarray
+    set_matched: np.ndarray
+    set_attrs: list[list[tuple[str, TypedValue]]] | None
+    shown_set: np.ndarray
+    span_id: pa.Array
+    start: pa.Array
+    duration: pa.Array
+    name: pa.Array | None
+    values: list[tuple[str, Col]]
+
+    @property
+    def num_traces(self) -> int:
+        return len(self.trace_ids)
+
+
+@dataclass
 class _Spanset:
     rows: np.ndarray  # sorted span rows of the evaluated table
     attrs: list[tuple[str, TypedValue]] = field(default_factory=list)
@@ -305,6 +331,22 @@ def evaluate(
     return results
 
 
+def evaluate_columns(
+    query: Query | str, table: SpanTable, *, spss: int = 3, limit: int | None = None
+) -> SpansetColumns:
+    """`evaluate` with the matches column-wise (`SpansetColumns`): the same traces, spansets and shown
+    spans in the same order, without building Python objects per trace for pipelines of filters."""
+    q = _as_query(query)
+    if table.num_spans == 0:
+        return _Evaluator(q, table).empty_columns()
+    if _needs_nested_sets(q.pipeline) and "nested_set_left" not in table.spans.column_names:
+        sorted_idx = pc.sort_indices(
+            table.spans, sort_keys=[("trace_id", "ascending"), ("start_unix_nano", "ascending")]
+        )
+        table = with_nested_sets(table.take(sorted_idx))
+    return _Evaluator(q, table).run_columns(spss, limit)
+
+
 class _Evaluator:
     def __init__(self, query: Query, table: SpanTable, trace_level: TraceLevel | None = None) -> None:
         self.query = query
@@ -322,6 +364,21 @@ class _Evaluator:
     # -- driver
 
     def run(self, spss: int, limit: int | None = None) -> list[TraceMatch]:
+        ids, span_trace, candidates, column_wise = self._candidates(limit)
+        pipeline = self.query.pipeline
+        if column_wise:
+            return self._materialize(self._filter_spansets(pipeline, ids, span_trace, candidates[:limit]), spss)
+        return self._materialize(self._walk(ids, span_trace, candidates, limit), spss)
+
+    def run_columns(self, spss: int, limit: int | None = None) -> SpansetColumns:
+        ids, span_trace, candidates, column_wise = self._candidates(limit)
+        if column_wise:
+            return self._filter_columns(ids, span_trace, candidates[:limit], spss)
+        return self._walk_columns(self._walk(ids, span_trace, candidates, limit), ids.type, spss)
+
+    def _candidates(self, limit: int | None) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
+        """(trace IDs, each row's trace, traces to evaluate in answer order, whether their spansets are
+        the rows passing every filter: a column-wise pipeline of filters whose matches are exact)."""
         pipeline = self.query.pipeline
         filters: list[SpansetFilter] = []
         _stages_filters(pipeline, filters)
@@ -341,16 +398,23 @@ class _Evaluator:
         exact = self.trace_matches(span_trace, len(ids))
         if exact is not None:
             wanted &= exact
-        order = np.argsort(span_trace, kind="stable")
-        bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
         candidates = np.flatnonzero(wanted)
         if limit is not None and len(candidates) > limit:
+            order = np.argsort(span_trace, kind="stable")
+            bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
             starts = _np(self.table.spans.column("start_unix_nano"))[order]
             trace_start = np.minimum.reduceat(starts, bounds[:-1]) if len(starts) else starts
             candidates = candidates[np.argsort(-trace_start[candidates], kind="stable")]
-        if exact is not None and _filters_only(pipeline):
-            return self._materialize(self._filter_spansets(pipeline, ids, span_trace, candidates[:limit]), spss)
+        return ids, span_trace, candidates, exact is not None and _filters_only(pipeline)
+
+    def _walk(
+        self, ids: pa.Array, span_trace: np.ndarray, candidates: np.ndarray, limit: int | None
+    ) -> list[tuple[bytes, list[_Spanset]]]:
+        """The per-trace walk of the pipeline over the candidate traces, up to `limit` matches."""
+        order = np.argsort(span_trace, kind="stable")
+        bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
         matches: list[tuple[bytes, list[_Spanset]]] = []
+        pipeline = self.query.pipeline
         for t in candidates.tolist():
             rows = order[bounds[t] : bounds[t + 1]]
             out = self._pipeline(pipeline, [_Spanset(np.sort(rows))])
@@ -358,7 +422,7 @@ class _Evaluator:
                 matches.append((ids[t].as_py(), out))
                 if limit is not None and len(matches) >= limit:
                     break
-        return self._materialize(matches, spss)
+        return matches
 
     def _filter_spansets(
         self, pipeline: Pipeline, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray
@@ -380,6 +444,81 @@ class _Evaluator:
         groups = np.split(rows, np.searchsorted(key, np.arange(1, len(chosen))))
         trace_ids = ids.take(pa.array(chosen, pa.int64())).to_pylist()
         return [(t, [_Spanset(g)]) for t, g in zip(trace_ids, groups, strict=True)]
+
+    def _filter_columns(
+        self, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray, spss: int
+    ) -> SpansetColumns:
+        """`_filter_spansets` + `_materialize` column-wise: one spanset per chosen trace (its rows passing
+        every filter, ascending), its first `spss` rows shown."""
+        passing = np.ones(self.n, dtype=bool)
+        for st in self.query.pipeline.stages:  # type: ignore[union-attr]
+            if isinstance(st, SpansetFilter):
+                passing &= self._mask_ids[id(st)]
+        position = np.full(len(ids), -1, dtype=np.int64)
+        position[chosen] = np.arange(len(chosen))
+        rows = np.flatnonzero(passing & (position[span_trace] >= 0))
+        key = position[span_trace[rows]]
+        by_trace = np.argsort(key, kind="stable")  # rows stay ascending within a trace
+        rows, key = rows[by_trace], key[by_trace]
+        matched = np.bincount(key, minlength=len(chosen))
+        first = np.concatenate([[0], np.cumsum(matched)])[:-1]
+        shown = (np.arange(len(rows)) - first[key]) < spss
+        return self._columns(ids.take(pa.array(chosen, pa.int64())), np.arange(len(chosen)), matched, None,
+                             key[shown], rows[shown])
+
+    def _walk_columns(self, matches: list[tuple[bytes, list[_Spanset]]], id_type: pa.DataType,
+                      spss: int) -> SpansetColumns:
+        """The walk's matches column-wise (one small Python step per spanset, none per shown span)."""
+        set_trace: list[int] = []
+        matched: list[int] = []
+        attrs: list[list[tuple[str, TypedValue]]] = []
+        shown_set: list[np.ndarray] = []
+        shown_rows: list[np.ndarray] = []
+        for t, (_, sets) in enumerate(matches):
+            for ss in sets:
+                rows = ss.rows[:spss]
+                shown_set.append(np.full(len(rows), len(set_trace), dtype=np.int64))
+                shown_rows.append(rows)
+                set_trace.append(t)
+                matched.append(len(ss.rows))
+                attrs.append(ss.attrs)
+        cat = (lambda xs: np.concatenate(xs).astype(np.int64)) if shown_rows else (lambda _: np.zeros(0, np.int64))
+        return self._columns(
+            pa.array([t for t, _ in matches], id_type), np.asarray(set_trace, np.int64),
+            np.asarray(matched, np.int64), attrs if any(attrs) else None, cat(shown_set), cat(shown_rows),
+        )
+
+    def empty_columns(self) -> SpansetColumns:
+        none = np.zeros(0, np.int64)
+        empty = pa.array([], pa.int64())
+        return SpansetColumns(pa.array([], self.table.spans.schema.field("trace_id").type), none, none, None,
+                              none, pa.array([], pa.binary()), empty, empty, None, [])
+
+    def _columns(self, trace_ids: pa.Array, set_trace: np.ndarray, matched: np.ndarray,
+                 attrs: list[list[tuple[str, TypedValue]]] | None, shown_set: np.ndarray,
+                 shown_rows: np.ndarray) -> SpansetColumns:
+        want_name, fields = self._result_fields()
+        spans = self.table.spans
+        idx = pa.array(shown_rows, pa.int64())
+        values = [(key, col.take(shown_rows)) for key, ref in fields.items() for col in self._shown_values(ref)]
+        return SpansetColumns(
+            trace_ids, set_trace, matched, attrs, shown_set,
+            _array(spans.column("span_id").take(idx)), _array(spans.column("start_unix_nano").take(idx)),
+            _array(spans.column("duration_nano").take(idx)),
+            _array(spans.column("name").take(idx)) if want_name else None, values,
+        )
+
+    def _result_fields(self) -> tuple[bool, dict[str, AttributeRef]]:
+        """(whether results show the span name, the fields shown as span attributes by result key)."""
+        refs = referenced_fields(self.query)
+        fields: dict[str, AttributeRef] = {}
+        for ref in refs:
+            if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
+                continue
+            if isinstance(ref, Attribute) and ref.parent:
+                continue
+            fields.setdefault(result_key(ref), ref)
+        return Intrinsic.NAME in refs, fields
 
     # -- column-wise trace matching
 
@@ -671,15 +810,7 @@ class _Evaluator:
     # -- results
 
     def _materialize(self, matches: list[tuple[bytes, list[_Spanset]]], spss: int) -> list[TraceMatch]:
-        refs = referenced_fields(self.query)
-        want_name = Intrinsic.NAME in refs
-        fields: dict[str, AttributeRef] = {}
-        for ref in refs:
-            if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
-                continue
-            if isinstance(ref, Attribute) and ref.parent:
-                continue
-            fields.setdefault(result_key(ref), ref)
+        want_name, fields = self._result_fields()
         shown: list[int] = []
         for _, sets in matches:
             for ss in sets:
@@ -729,6 +860,10 @@ class _Evaluator:
                 ok |= self.ctx.filter_mask(_rescope(cond, ref, scoped))
             out.append(self.ctx.span_value(scoped).take(np.where(ok, np.arange(self.n), -1)))
         return out
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def _rescope(expr: FieldExpr, old: Attribute, new: Attribute) -> FieldExpr:
@@ -844,6 +979,7 @@ def traces_matching(matches: Iterable[TraceMatch]) -> set[bytes]:
 
 __all__ = [
     "MatchedSpan",
+    "SpansetColumns",
     "SpansetMatch",
     "TraceMatch",
     "TypedValue",
@@ -851,6 +987,7 @@ __all__ = [
     "StaticType",
     "candidate_trace_ids",
     "evaluate",
+    "evaluate_columns",
     "trace_matches",
     "referenced_fields",
     "sort_by_trace",
