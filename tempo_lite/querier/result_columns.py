@@ -105,12 +105,12 @@ class ResultColumns:
     def json_body(self, metrics: pb.SearchMetrics | None = None) -> bytes:
         """The SearchResponse JSON document (as `search_json.search_response_json` renders it): the rows'
         objects (each followed by a comma) are one contiguous buffer, used as it lies."""
-        parts = [b"{"]
+        parts: list[bytes | memoryview] = [b"{"]
         if len(self):
             objects = self.table.column("json").combine_chunks()
             offsets = np.frombuffer(objects.buffers()[1], dtype=np.int32, count=len(objects) + 1,
                                     offset=objects.offset * 4)
-            data = memoryview(objects.buffers()[2])  # type: ignore[arg-type]
+            data = memoryview(objects.buffers()[2])
             parts += [b'"traces":[', data[int(offsets[0]): int(offsets[-1]) - 1], b"]"]
         if metrics is not None:
             if len(parts) > 1:

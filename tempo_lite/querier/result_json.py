@@ -17,11 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tempo_lite.traceql.ast import format_duration
+from tempo_lite.querier.search_pb import KIND_TEXT, STATUS_TEXT, plain_typed, render_go_duration
 from tempo_lite.traceql.engine import SpansetColumns, TypedValue
 from tempo_lite.traceql.engine_values import Col
 
-_STATUS_TEXT = {0: "unset", 1: "ok", 2: "error"}
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -135,28 +134,15 @@ def _typed_json(value: TypedValue) -> str:
     if kind == "bool":
         return '{"boolValue":' + ("true" if v else "false") + "}"
     if kind == "dur":
-        return '{"stringValue":' + json.dumps(format_duration(int(v))) + "}"  # type: ignore[call-overload]
+        return '{"stringValue":' + json.dumps(render_go_duration(int(v))) + "}"  # type: ignore[call-overload]
     if kind == "status":
-        return '{"stringValue":"' + _STATUS_TEXT.get(int(v), "unset") + '"}'  # type: ignore[call-overload]
+        return '{"stringValue":"' + STATUS_TEXT.get(int(v), "unset") + '"}'  # type: ignore[call-overload]
     if kind == "kind":
-        from tempo_lite.traceql.ast import Kind
-
-        text = {k.value: k.text for k in Kind}.get(int(v), "unspecified")  # type: ignore[call-overload]
-        return '{"stringValue":"' + text + '"}'
+        return '{"stringValue":"' + KIND_TEXT.get(int(v), "unspecified") + '"}'  # type: ignore[call-overload]
     if kind == "array":
-        items = [_typed_json(_plain_typed(x)) for x in v]  # type: ignore[attr-defined]
+        items = [_typed_json(plain_typed(x)) for x in v]  # type: ignore[attr-defined]
         return '{"arrayValue":' + ('{"values":[' + ",".join(items) + "]}" if items else "{}") + "}"
     raise ValueError(f"unknown value type {kind}")
-
-
-def _plain_typed(x: object) -> TypedValue:
-    if isinstance(x, bool):
-        return ("bool", x)
-    if isinstance(x, int):
-        return ("int", x)
-    if isinstance(x, float):
-        return ("float", x)
-    return ("str", x)
 
 
 def _slot_json(slot: str, values: pa.Array) -> pa.Array:
@@ -267,7 +253,9 @@ def spanset_json(m: SpansetColumns) -> tuple[pa.Array, pa.Array]:
         if n_sets else np.zeros(n, dtype=bool)
     if n_sets == n and bool((m.set_trace == np.arange(n)).all()):
         return sets, sets  # one spanset per trace: spanSets is [spanSet]
-    first = where(has, sets.take(pa.array(np.where(has, first_of, 0), pa.int64()))) if n_sets else pa.nulls(n, pa.string())
+    if not n_sets:
+        return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
+    first = where(has, sets.take(pa.array(np.where(has, first_of, 0), pa.int64())))
     return first, grouped(sets, m.set_trace, n)
 
 
