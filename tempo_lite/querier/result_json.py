@@ -25,7 +25,18 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def join(pieces: Sequence[pa.Array | str], sep: str = ",") -> pa.Array:
-    """Element-wise join of string pieces (arrays or constants), null pieces left out."""
+    """Element-wise join of string pieces (arrays or constants), null pieces left out ("" if all are).
+
+    pyarrow 26 drops the rows (the result is shorter) where every piece is a null array value, so such
+    rows get a constant last piece, cut off again afterwards."""
+    arrays = [p for p in pieces if not isinstance(p, str)]
+    if len(arrays) == len(pieces):
+        some = pc.is_valid(arrays[0])
+        for a in arrays[1:]:
+            some = pc.or_(some, pc.is_valid(a))
+        if not pc.all(some).as_py() and len(some):
+            joined = pc.binary_join_element_wise(*pieces, "\x01", sep, null_handling="skip")
+            return pc.if_else(some, pc.utf8_slice_codeunits(joined, 0, -1 - len(sep)), "")
     return pc.binary_join_element_wise(*pieces, sep, null_handling="skip")
 
 
