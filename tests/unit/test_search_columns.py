@@ -185,3 +185,26 @@ async def test_a_search_over_many_blocks_answers_newest_first_with_the_limit(tmp
             str(t.startTimeUnixNano) for t in reference]
         if limit == 1000:
             assert sorted(found.table.column("id").to_pylist()) == sorted(t.traceID for t in reference)
+
+
+async def test_a_search_over_many_blocks_holds_at_most_two_blocks_at_a_time(tmp_path: Path) -> None:
+    data = _data(seed=9, traces=60)
+    tables = [spantable.flatten(list(data.resource_spans)[i::6]) for i in range(6)]
+    tl = await _tempo(tmp_path, spantable.empty_span_table(), tables)
+    searcher = tl.frontend.searcher
+    inner = searcher._block_job
+    held = [0, 0]  # (now, most)
+
+    async def counting_job(*args: object, **kwargs: object) -> None:
+        held[0] += 1
+        held[1] = max(held)
+        try:
+            await inner(*args, **kwargs)
+        finally:
+            held[0] -= 1
+
+    searcher._block_job = counting_job
+    req = _request("{ }", limit=1000, spss=1)
+    found, stats = await searcher.search_columns("t", req)
+    assert len(found) == 60 and not stats.failed_blocks
+    assert held[1] == 2, "blocks are searched two at a time, each released before the next starts"
