@@ -266,7 +266,14 @@ class BlockSearch:
         groups = _groups_for_traces(plan.meta, plan.info, plan.footer, chosen)
         table = _with_empty_lists(await self._read_groups(plan.meta, groups, plan.columns, stats))
         if len(chosen) < len(plan.info.ids):
-            keep = pc.is_in(table.spans.column("trace_id"), plan.info.ids.take(pa.array(chosen)))
+            info = plan.info
+            if info.row_trace is not None and len(info.row_trace) == plan.footer.num_rows:
+                # Rows are the row groups' rows in file order: their traces come from the trace table.
+                wanted = np.zeros(len(info.ids), dtype=bool)
+                wanted[chosen] = True
+                keep = pa.array(wanted[info.row_trace[_group_rows(plan.footer, groups)]])
+            else:
+                keep = pc.is_in(table.spans.column("trace_id"), info.ids.take(pa.array(chosen)))
             table = spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
         return table
 

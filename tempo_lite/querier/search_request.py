@@ -153,6 +153,11 @@ def column_matcher_for(request: SearchRequest) -> Matcher:
             matches = evaluate_columns(query, table, spss=request.spss, limit=request.limit)
             if not matches.num_traces:
                 return ResultColumns.empty()
+            index = matches.table_index
+            if index is not None and 2 * matches.num_traces >= len(index[0]):
+                # Most traces of the table match (a block's stage two reads just the chosen ones): summarise
+                # the table as it is, with the evaluation's trace index.
+                return from_matches(matches, trace_summaries(table, index))
             mine = pc.is_in(table.spans.column("trace_id"), matches.trace_ids)
             table = spantable.SpanTable(table.spans.filter(mine), table.resources, dict(table.dedicated))
             return from_matches(matches, trace_summaries(table))

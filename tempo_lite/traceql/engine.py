@@ -136,6 +136,9 @@ class SpansetColumns:
     duration: pa.Array
     name: pa.Array | None
     values: list[tuple[str, Col]]
+    # The evaluated table's trace index (`trace_index` of its trace IDs), when rows kept the order of the
+    # table given to `evaluate_columns`: trace summaries of that table can reuse it.
+    table_index: tuple[pa.Array, np.ndarray] | None = None
 
     @property
     def num_traces(self) -> int:
@@ -343,8 +346,11 @@ def evaluate_columns(
         sorted_idx = pc.sort_indices(
             table.spans, sort_keys=[("trace_id", "ascending"), ("start_unix_nano", "ascending")]
         )
-        table = with_nested_sets(table.take(sorted_idx))
-    return _Evaluator(q, table).run_columns(spss, limit)
+        return _Evaluator(q, with_nested_sets(table.take(sorted_idx))).run_columns(spss, limit)
+    ev = _Evaluator(q, table)
+    out = ev.run_columns(spss, limit)
+    out.table_index = ev.trace_index
+    return out
 
 
 class _Evaluator:
@@ -360,6 +366,7 @@ class _Evaluator:
         self._codes: dict[FieldExpr, tuple[np.ndarray, list[tuple[str, object]]]] = {}
         self._nested: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._numeric: dict[FieldExpr, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+        self.trace_index: tuple[pa.Array, np.ndarray] | None = None
 
     # -- driver
 
@@ -386,7 +393,7 @@ class _Evaluator:
             self._masks[f] = self.ctx.filter_mask(f.expr)
         for f in filters:
             self._mask_ids[id(f)] = self._masks[f]
-        ids, span_trace = trace_index(self.table.spans.column("trace_id"))
+        ids, span_trace = self.trace_index = trace_index(self.table.spans.column("trace_id"))
         if _starts_unfiltered(pipeline):
             wanted = np.ones(len(ids), dtype=bool)
         else:
