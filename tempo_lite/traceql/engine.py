@@ -380,8 +380,50 @@ class _Evaluator:
     def run_columns(self, spss: int, limit: int | None = None) -> SpansetColumns:
         ids, span_trace, candidates, column_wise = self._candidates(limit)
         if column_wise:
-            return self._filter_columns(ids, span_trace, candidates[:limit], spss)
+            return self._filter_columns(ids, span_trace, candidates[:limit], spss, self._passing())
+        shape = self._one_spanset(span_trace, len(ids))
+        if shape is not None:
+            passing, exact, count_key = shape
+            chosen = candidates[exact[candidates]][:limit]
+            return self._filter_columns(ids, span_trace, chosen, spss, passing, count_key)
         return self._walk_columns(self._walk(ids, span_trace, candidates, limit), ids.type, spss)
+
+    def _passing(self) -> np.ndarray:
+        """Rows passing every filter of a pipeline of filters."""
+        passing = np.ones(self.n, dtype=bool)
+        for st in self.query.pipeline.stages:  # type: ignore[union-attr]
+            if isinstance(st, SpansetFilter):
+                passing &= self._mask_ids[id(st)]
+        return passing
+
+    def _one_spanset(self, span_trace: np.ndarray, n_traces: int) -> tuple[np.ndarray, np.ndarray, str | None] | None:
+        """For pipelines giving each matching trace one spanset of the rows passing a mask, column-wise:
+        (that mask, per-trace matches, the `count()` key shown on the spanset or None). Handled:
+        `{a} && {b}` and `{a} || {b}` (the walk's union of both operands' rows), and `{f} | count() op n`
+        (the rows passing f, with their count); anything else is None (the per-trace walk)."""
+        stages = self.query.pipeline.stages if isinstance(self.query.pipeline, Pipeline) else ()
+        if len(stages) == 1 and isinstance(stages[0], SpansetOperation):
+            op = stages[0]
+            if op.op not in (SpansetOp.AND, SpansetOp.UNION):
+                return None
+            if not isinstance(op.lhs, SpansetFilter) or not isinstance(op.rhs, SpansetFilter):
+                return None
+            a, b = self._masks[op.lhs], self._masks[op.rhs]
+            if op.op is SpansetOp.AND:
+                exact = (np.bincount(span_trace[a], minlength=n_traces) > 0) & (
+                    np.bincount(span_trace[b], minlength=n_traces) > 0)
+            else:
+                exact = np.bincount(span_trace[a | b], minlength=n_traces) > 0
+            return a | b, exact, None
+        if (
+            len(stages) == 2 and isinstance(stages[0], SpansetFilter) and isinstance(stages[1], ScalarFilter)
+            and isinstance(stages[1].lhs, Aggregate) and stages[1].lhs.op is AggregateOp.COUNT
+        ):
+            exact = self.trace_matches(span_trace, n_traces)
+            if exact is None:
+                return None
+            return self._masks[stages[0]], exact, render(stages[1].lhs)
+        return None
 
     def _candidates(self, limit: int | None) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
         """(trace IDs, each row's trace, traces to evaluate in answer order, whether their spansets are
@@ -453,14 +495,12 @@ class _Evaluator:
         return [(t, [_Spanset(g)]) for t, g in zip(trace_ids, groups, strict=True)]
 
     def _filter_columns(
-        self, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray, spss: int
+        self, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray, spss: int, passing: np.ndarray,
+        count_key: str | None = None,
     ) -> SpansetColumns:
         """`_filter_spansets` + `_materialize` column-wise: one spanset per chosen trace (its rows passing
-        every filter, ascending), its first `spss` rows shown."""
-        passing = np.ones(self.n, dtype=bool)
-        for st in self.query.pipeline.stages:  # type: ignore[union-attr]
-            if isinstance(st, SpansetFilter):
-                passing &= self._mask_ids[id(st)]
+        `passing`, ascending), its first `spss` rows shown; with `count_key`, the spanset shows its row
+        count under that key (as `| count() ...` does)."""
         position = np.full(len(ids), -1, dtype=np.int64)
         position[chosen] = np.arange(len(chosen))
         rows = np.flatnonzero(passing & (position[span_trace] >= 0))
@@ -470,7 +510,10 @@ class _Evaluator:
         matched = np.bincount(key, minlength=len(chosen))
         first = np.concatenate([[0], np.cumsum(matched)])[:-1]
         shown = (np.arange(len(rows)) - first[key]) < spss
-        return self._columns(ids.take(pa.array(chosen, pa.int64())), np.arange(len(chosen)), matched, None,
+        attrs: list[list[tuple[str, TypedValue]]] | None = None
+        if count_key is not None:
+            attrs = [[(count_key, ("int", m))] for m in matched.tolist()]
+        return self._columns(ids.take(pa.array(chosen, pa.int64())), np.arange(len(chosen)), matched, attrs,
                              key[shown], rows[shown])
 
     def _walk_columns(self, matches: list[tuple[bytes, list[_Spanset]]], id_type: pa.DataType,

@@ -32,6 +32,8 @@ EXTRA_QUERIES = [
     "{ } | by(span.http.method)",
     "{ kind = server } | count() > 1 | by(resource.service.name)",
     "{ duration > 0 } | avg(duration) > 0",
+    "{ kind = server } | count() = 1",
+    "{ } | count() > 2",
     '{ name = "db" } !< { kind = server }',
     '{ span.http.method = "PATCH" } | select(event.exception.type, link.only.link)',
 ]
