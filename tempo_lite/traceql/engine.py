@@ -388,6 +388,30 @@ class _Evaluator:
             return self._filter_columns(ids, span_trace, chosen, spss, passing, count_key)
         return self._walk_columns(self._walk(ids, span_trace, candidates, limit), ids.type, spss)
 
+    def _related(self, op: SpansetOp, a: np.ndarray, b: np.ndarray, span_trace: np.ndarray) -> np.ndarray:
+        """`{a} > {b}` (child) or `{a} ~ {b}` (sibling) over every trace at once: the rows of b related
+        to some row of a in the same trace, as `_structural` judges them per trace (nested-set numbers,
+        disconnected spans left out), by (trace, nested-set number) keys instead of a per-trace matrix."""
+        left, _, parent = self._nested_sets()
+        connected = left > 0
+        a_rows = np.flatnonzero(a & connected)
+        b_rows = np.flatnonzero(b & connected)
+        out = np.zeros(self.n, dtype=bool)
+        if not len(a_rows) or not len(b_rows):
+            return out
+        base = int(max(left.max(), parent.max())) + 3
+        trace = span_trace.astype(np.int64) * base
+        if op is SpansetOp.CHILD:  # b's parent is a
+            hit = np.isin(trace[b_rows] + parent[b_rows] + 2, trace[a_rows] + left[a_rows] + 2)
+        else:  # sibling: a row of a with the same parent, other than b itself
+            keys, counts = np.unique(trace[a_rows] + parent[a_rows] + 2, return_counts=True)
+            b_keys = trace[b_rows] + parent[b_rows] + 2
+            pos = np.minimum(np.searchsorted(keys, b_keys), len(keys) - 1)
+            same = np.where(keys[pos] == b_keys, counts[pos], 0)
+            hit = same - a[b_rows].astype(np.int64) > 0
+        out[b_rows[hit]] = True
+        return out
+
     def _passing(self) -> np.ndarray:
         """Rows passing every filter of a pipeline of filters."""
         passing = np.ones(self.n, dtype=bool)
@@ -404,11 +428,14 @@ class _Evaluator:
         stages = self.query.pipeline.stages if isinstance(self.query.pipeline, Pipeline) else ()
         if len(stages) == 1 and isinstance(stages[0], SpansetOperation):
             op = stages[0]
-            if op.op not in (SpansetOp.AND, SpansetOp.UNION):
+            if op.op not in (SpansetOp.AND, SpansetOp.UNION, SpansetOp.CHILD, SpansetOp.SIBLING):
                 return None
             if not isinstance(op.lhs, SpansetFilter) or not isinstance(op.rhs, SpansetFilter):
                 return None
             a, b = self._masks[op.lhs], self._masks[op.rhs]
+            if op.op in (SpansetOp.CHILD, SpansetOp.SIBLING):
+                hit = self._related(op.op, a, b, span_trace)
+                return hit, np.bincount(span_trace[hit], minlength=n_traces) > 0, None
             if op.op is SpansetOp.AND:
                 exact = (np.bincount(span_trace[a], minlength=n_traces) > 0) & (
                     np.bincount(span_trace[b], minlength=n_traces) > 0)

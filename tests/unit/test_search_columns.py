@@ -34,6 +34,10 @@ EXTRA_QUERIES = [
     "{ duration > 0 } | avg(duration) > 0",
     "{ kind = server } | count() = 1",
     "{ } | count() > 2",
+    "{ } ~ { }",
+    "{ } > { }",
+    "{ kind = server } > { name = \"db\" }",
+    "{ name = \"db\" } ~ { kind = server }",
     '{ name = "db" } !< { kind = server }',
     '{ span.http.method = "PATCH" } | select(event.exception.type, link.only.link)',
 ]
@@ -145,6 +149,8 @@ QUERIES_SPLIT = [
     "{ status = error } | by(resource.service.name)",
     '{ event.level = "a" }',
     "{ traceDuration > 10ms }",
+    "{ } ~ { }",
+    "{ kind = server } > { }",
 ]
 
 
