@@ -52,8 +52,18 @@ def _request(q: str | None, *, limit: int, spss: int, legacy: LegacySearch | Non
                          end_ns=0, limit=limit, spss=spss, live_only=False)
 
 
+def _without_some_roots(table: spantable.SpanTable) -> spantable.SpanTable:
+    """Every other root span dropped: those traces answer `<root span not yet received>`."""
+    roots = [i for i, p in enumerate(table.spans.column("parent_span_id").to_pylist()) if not p]
+    drop = set(roots[::2])
+    keep = [i for i in range(table.num_spans) if i not in drop]
+    return spantable.SpanTable(table.spans.take(keep), table.resources, dict(table.dedicated))
+
+
+GENERATED = spantable.concat([_traces(seed=1, traces=120, base_ns=1_700_000_000 * SEC)])
 TABLES = {
-    "generated": spantable.concat([_traces(seed=1, traces=120, base_ns=1_700_000_000 * SEC)]),
+    "generated": GENERATED,
+    "generated, some roots missing": _without_some_roots(GENERATED),
     "fixture A": spantable.flatten(fixture_a().resource_spans),
     "fixture A in a block": spantable.dedicate(spantable.with_nested_sets(spantable.sort_by_trace(
         spantable.flatten(fixture_a_with_filler().resource_spans))), ["span-dedicated.01"]),
@@ -93,6 +103,8 @@ def test_the_comparison_covers_spansets_attributes_and_many_traces() -> None:
     shown = [sp for t in doc["traces"] for ss in t["spanSets"] for sp in ss["spans"]]
     assert {kv["key"] for sp in shown for kv in sp["attributes"]} >= {"http.method", "status", "kind"}
     assert any("arrayValue" in kv["value"] for sp in shown for kv in sp["attributes"])
+    rootless = column_matcher_for(_request("{ }", limit=1000, spss=1))(TABLES["generated, some roots missing"])
+    assert b"<root span not yet received>" in rootless.json_body()
     grouped = json.loads(column_matcher_for(_request(EXTRA_QUERIES[5], limit=1000, spss=1))(table).json_body())
     assert any(len(t["spanSets"]) > 1 and t["spanSets"][1]["attributes"] for t in grouped["traces"])
 
