@@ -35,8 +35,8 @@ from tempo_lite.block.blocklist import BlockList  # noqa: E402
 from tempo_lite.block.meta import block_id_for  # noqa: E402
 from tempo_lite.block.writer import encode_block, write_block  # noqa: E402
 from tempo_lite.metrics import Metrics  # noqa: E402
-from tempo_lite.querier.results import hex_trace_id  # noqa: E402
 from tempo_lite.querier.search import Searcher, SearchRequest, parse_search_query  # noqa: E402
+from tempo_lite.querier.search_pb import hex_trace_id  # noqa: E402
 from tempo_lite.querier.tracebyid import Querier  # noqa: E402
 from tempo_lite.storage.cache import ByteCache  # noqa: E402
 from tempo_lite.storage.store import local_store  # noqa: E402

@@ -11,7 +11,7 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import Unauthenticated
-from tempo_lite.querier.results import search_response_json
+from tempo_lite.querier.search_json import search_response_json
 
 if TYPE_CHECKING:
     from tempo_lite.frontend.service import QueryService

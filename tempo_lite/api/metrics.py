@@ -24,8 +24,8 @@ from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import StorageError
 from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
 from tempo_lite.querier.metrics_source import MetricsRead, MetricsSource
-from tempo_lite.querier.results import any_value
 from tempo_lite.querier.search import SearchStats
+from tempo_lite.querier.search_pb import any_value
 from tempo_lite.spantable import SpanTable
 from tempo_lite.traceql import metrics_expr, parse
 from tempo_lite.traceql.ast import Query, TraceQLError
@@ -92,7 +92,7 @@ async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> t
     async def consume(table: SpanTable) -> None:
         await trio.to_thread.run_sync(observe, table)
 
-    source = MetricsSource(tl.frontend.searcher, read)
+    source = MetricsSource(tl.frontend.local_searcher(), read)
     for tenant in tenants:
         await source.stream(tenant, buckets.start_ns, buckets.end_ns, stats, consume)
     results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]

@@ -16,10 +16,12 @@ from urllib.parse import unquote
 from quart import Response, request
 
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.api import encoding
 from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time_range
-from tempo_lite.querier.results import LegacySearch, merge_search_results
+from tempo_lite.querier.legacy_search import LegacySearch
+from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
 from tempo_lite.querier.tag_source import TagSource
 from tempo_lite.querier.tags import (
@@ -99,6 +101,13 @@ def _check_answerable(stats: SearchStats) -> None:
 
 
 async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb.SearchResponse:
+    """The SearchResponse message (gRPC, protobuf answers)."""
+    found, metrics = await search_answer(tl, tenants, params)
+    return pb.SearchResponse(traces=found.messages(), metrics=metrics)
+
+
+async def search_answer(tl: QueryService, tenants: list[str], params: Params) -> tuple[ResultColumns, pb.SearchMetrics]:
+    """The search answer column-wise (the JSON body is joined from it) and its metrics."""
     search_cfg = tl.config.query_frontend.search
     parsed = parse_search(
         params,
@@ -125,7 +134,7 @@ async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb
     results = []
     total = SearchStats()
     for tenant in tenants:
-        found, stats = await tl.frontend.searcher.search(tenant, req)
+        found, stats = await tl.frontend.searcher.search_columns(tenant, req)
         results.append(found)
         total.inspected_bytes += stats.inspected_bytes
         total.inspected_traces += stats.inspected_traces
@@ -137,7 +146,7 @@ async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb
         total.failed_blocks += stats.failed_blocks
     tl.metrics.query_seconds.labels("search").observe(time.perf_counter() - started)
     _check_answerable(total)
-    return pb.SearchResponse(traces=merge_search_results(*results, limit=parsed.limit), metrics=total.message())
+    return ResultColumns.concat(results).merged(parsed.limit), total.message()
 
 
 async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: bool):  # noqa: ANN201
@@ -145,7 +154,7 @@ async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: 
     q = _q_filter(params) if v2 else None  # v1 accepts but ignores q, as Tempo does
     stats = SearchStats()
     start_ns, end_ns = _tag_range(params)
-    source = TagSource(tl.frontend.searcher)
+    source = TagSource(tl.frontend.local_searcher())
     names = merge_tag_names(*[await source.names(t, start_ns, end_ns, q, stats) for t in tenants])
     _check_answerable(stats)
     build = search_tags_v2_response if v2 else search_tags_response
@@ -158,7 +167,7 @@ async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params:
     q = _q_filter(params)
     stats = SearchStats()
     start_ns, end_ns = _tag_range(params)
-    source = TagSource(tl.frontend.searcher)
+    source = TagSource(tl.frontend.local_searcher())
     if v2:
         try:
             ref = parse_attribute(tag)
@@ -185,7 +194,12 @@ async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params:
 def register_search_routes(app: QuartTrio, tl: QueryService) -> None:
     @app.route("/api/search")
     async def search() -> Response:
-        return respond(await run_search(tl, resolve_query_tenants(tl), request.args))
+        found, metrics = await search_answer(tl, resolve_query_tenants(tl), request.args)
+        ctype = encoding.negotiate(request.headers.get("Accept"))
+        if ctype == encoding.PROTOBUF:
+            return Response(pb.SearchResponse(traces=found.messages(), metrics=metrics).SerializeToString(),
+                            content_type=ctype)
+        return Response(found.json_body(metrics), content_type=ctype)
 
     @app.route("/api/search/tags")
     async def search_tags() -> Response:

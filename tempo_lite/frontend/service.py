@@ -12,10 +12,11 @@ from typing import Protocol
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import Config
+from tempo_lite.errors import InvalidRequest
 from tempo_lite.metrics import Metrics
-from tempo_lite.querier.search import SearchRequest, SearchStats
+from tempo_lite.querier.result_columns import ResultColumns
+from tempo_lite.querier.search import Searcher, SearchRequest, SearchStats
 from tempo_lite.querier.tracebyid import TraceLookup
-from tempo_lite.traceql.ast import AttributeRef
 
 # (the trace's span rows or None, inspected bytes, unreadable blocks); `api/encoding.py` writes the answer
 # from the rows (`spantable.encode_traces_data`), no OTLP message objects in between.
@@ -29,15 +30,12 @@ class TraceSource(Protocol):
 
 
 class SearchSource(Protocol):
-    """Search and the tables tag and metrics queries read: the querier's `Searcher`, or `ShardedSearcher`."""
+    """Search in one tenant, as messages or column-wise: the querier's `Searcher`, or `ShardedSearcher`."""
 
     async def search(self, tenant: str, request: SearchRequest) -> tuple[list[pb.TraceSearchMetadata], SearchStats]:
         ...
 
-    async def tables(
-        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
-        columns: list[str] | None = None, whole_traces: bool = False, fields: list[AttributeRef] | None = None,
-    ) -> list[spantable.SpanTable]:
+    async def search_columns(self, tenant: str, request: SearchRequest) -> tuple[ResultColumns, SearchStats]:
         ...
 
 
@@ -47,6 +45,15 @@ class QueryFrontend:
     def __init__(self, querier: TraceSource, searcher: SearchSource) -> None:
         self.querier = querier
         self.searcher = searcher
+
+    def local_searcher(self) -> Searcher:
+        """The querier's own `Searcher`, for tag and metrics queries, which read blocks in this process.
+        A sharding query-frontend forwards those to a querier over HTTP (frontend/sharding.py) and refuses
+        the ones it cannot forward (gRPC streaming)."""
+        if not isinstance(self.searcher, Searcher):
+            raise InvalidRequest("this query-frontend forwards tag and metrics queries to a querier over HTTP; "
+                                 "send gRPC streaming ones to a querier")
+        return self.searcher
 
     async def find_trace(self, tenants: list[str], trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceAnswer:
         """The trace's spans from every tenant, merged; `None` when no tenant holds any.

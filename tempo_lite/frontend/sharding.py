@@ -40,10 +40,10 @@ from tempo_lite.errors import InvalidRequest, TempoLiteError, Unavailable
 from tempo_lite.frontend.jobs import Job, plan_jobs
 from tempo_lite.frontend.remote_live import serving
 from tempo_lite.frontend.service import QueryFrontend
-from tempo_lite.querier.results import merge_search_results
+from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats
+from tempo_lite.querier.search_pb import merge_search_results
 from tempo_lite.querier.tracebyid import TraceLookup
-from tempo_lite.traceql.ast import AttributeRef
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,9 @@ class ShardedSearcher(_Planner):
         # are the single process's answer.
         return merge_search_results(*(a.traces for a in answers), limit=request.limit), stats
 
-    async def tables(
-        self, tenant: str, start_ns: int, end_ns: int, stats: SearchStats, *,
-        columns: list[str] | None = None, whole_traces: bool = False, fields: list[AttributeRef] | None = None,
-    ) -> list[spantable.SpanTable]:
-        raise InvalidRequest("this query-frontend forwards tag and metrics queries to a querier over HTTP; "
-                             "send gRPC streaming ones to a querier")
+    async def search_columns(self, tenant: str, request: SearchRequest) -> tuple[ResultColumns, SearchStats]:
+        found, stats = await self.search(tenant, request)
+        return ResultColumns.from_messages(found), stats
 
 
 class ShardedTraces(_Planner):

@@ -42,7 +42,6 @@ CHUNK_ROWS = 131_072
 _REF_SHIFT = 40
 # What whole-trace evaluation reads besides the query's fields: trace summaries, structure, dedupe keys.
 _WHOLE_TRACE_COLUMNS = frozenset(pushdown.RESULT_COLUMNS) | frozenset(pushdown.NESTED_SET_COLUMNS) | {"kind"}
-_NESTED_LISTS = ("attrs", "events", "links")
 
 Consume = Callable[[spantable.SpanTable], Awaitable[None]]
 
@@ -63,40 +62,10 @@ class MetricsRead:
         return cls(fields, any(needs_whole_traces(q) for q in queries), exemplars)
 
 
-def with_empty_lists(table: spantable.SpanTable) -> spantable.SpanTable:
-    """A projected table without `attrs`/`events`/`links` gets empty lists there (no generic values)."""
-    spans = table.spans
-    missing = [name for name in _NESTED_LISTS if name not in spans.column_names]
-    if not missing:
-        return table
-    offsets = pa.array(np.zeros(spans.num_rows + 1, np.int32))
-    for name in missing:
-        typ = spantable.SPAN_SCHEMA.field(name).type
-        empty = pa.ListArray.from_arrays(offsets, pa.array([], typ.value_type))
-        spans = spans.append_column(pa.field(name, typ), empty)
-    return spantable.SpanTable(spans, table.resources, dict(table.dedicated))
-
-
 def _uses_resources(ref: AttributeRef) -> bool:
     if isinstance(ref, Attribute):
         return ref.scope in (Scope.NONE, Scope.RESOURCE, Scope.INSTRUMENTATION)
     return ref in (Intrinsic.INSTRUMENTATION_NAME, Intrinsic.INSTRUMENTATION_VERSION)
-
-
-def _split_ids(id_lists: list[pa.Array]) -> pa.Array:
-    """Trace IDs present in more than one of the lists (each list holds distinct IDs)."""
-    lists = [a.cast(pa.binary(16)) for a in id_lists if len(a)]
-    if len(lists) < 2:
-        return pa.array([], pa.binary(16))
-    counts = pc.value_counts(pa.concat_arrays(lists))
-    return counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-
-
-def _drop_traces(table: spantable.SpanTable, trace_ids: pa.Array) -> spantable.SpanTable:
-    if not len(trace_ids) or not table.num_spans:
-        return table
-    keep = pc.invert(pc.is_in(table.spans.column("trace_id"), trace_ids))
-    return spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
 
 
 def _chunks(groups: list[int], group_first: np.ndarray, chunk_rows: int) -> Iterator[list[int]]:
@@ -158,7 +127,7 @@ class MetricsSource:
                 if live.num_spans:
                     stats.inspected_bytes += live.nbytes
                     stats.inspected_traces += len(live_ids)
-                    await send.send(_drop_traces(live, split))
+                    await send.send(spantable.without_traces(live, split))
                 for meta in blocks:
                     info = infos.get(meta.block_id)
                     if info is not None:
@@ -182,7 +151,7 @@ class MetricsSource:
         the live-store's IDs are looked up in each block's IDs."""
 
         async def between_blocks() -> pa.Array:
-            return await trio.to_thread.run_sync(_split_ids, [info.ids for info in infos.values()])
+            return await trio.to_thread.run_sync(spantable.trace_ids_in_several, [info.ids for info in infos.values()])
 
         key = f"{self.querier.store.name}:metrics-split:{','.join(sorted(infos))}"
         split = await self.querier.cache.get_or_load(key, between_blocks, lambda a: a.nbytes + 64)
@@ -288,8 +257,8 @@ class MetricsSource:
                 spans = spans.append_column(EXEMPLAR_REF, pa.array(rows.astype(np.int64) + ref))
             table = spantable.SpanTable(spans, resources, dict(dedicated))
         else:
-            table = _drop_traces(spantable.SpanTable(spans, resources, dict(dedicated)), split)
-        return with_empty_lists(table) if self.read.fields is not None else table
+            table = spantable.without_traces(spantable.SpanTable(spans, resources, dict(dedicated)), split)
+        return spantable.with_empty_lists(table) if self.read.fields is not None else table
 
     async def resolve(self, series: list[Series], stats: SearchStats) -> None:
         """Trace and span IDs for exemplars that carry a row reference: the span IDs of just the row groups

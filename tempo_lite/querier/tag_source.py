@@ -27,11 +27,12 @@ import pyarrow.parquet as pq
 import trio
 
 from tempo_lite import spantable
-from tempo_lite.block.meta import DATA, BlockMeta
+from tempo_lite.block.meta import BlockMeta
+from tempo_lite.block.paths import DATA
 from tempo_lite.block.reader import BlockReader
 from tempo_lite.errors import StorageError
 from tempo_lite.querier import pushdown
-from tempo_lite.querier.metrics_source import CHUNK_ROWS, with_empty_lists
+from tempo_lite.querier.metrics_source import CHUNK_ROWS
 from tempo_lite.querier.search import Searcher, SearchStats
 from tempo_lite.querier.tags import (
     ATTRIBUTE_SCOPES,
@@ -141,7 +142,7 @@ class TagSource:
             spans = await reader.read_columns(run, columns)
             stats.inspected_bytes += spans.nbytes
             table = spantable.SpanTable(spans, resources, dict(dedicated))
-            table = table if columns is None else with_empty_lists(table)
+            table = table if columns is None else spantable.with_empty_lists(table)
             out.append(await trio.to_thread.run_sync(each, table))
             run, rows = [], 0
         return out

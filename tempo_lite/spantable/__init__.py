@@ -26,8 +26,11 @@ from tempo_lite.spantable.ops import (
     from_ipc,
     sort_by_trace,
     to_ipc,
+    trace_ids_in_several,
     undedicate,
+    with_empty_lists,
     with_nested_sets,
+    without_traces,
 )
 from tempo_lite.spantable.schema import (
     ARRAY,
@@ -53,5 +56,6 @@ __all__ = [
     "ARRAY", "ATTR", "ATTRS", "BOOL", "BYTES", "DOUBLE", "EVENT", "INT", "KVLIST", "LINK", "NESTED_SET_FIELDS",
     "RESOURCE_SCHEMA", "SPAN_SCHEMA", "STRING", "SpanTable", "choose_dedicated_keys", "choose_typed_dedicated",
     "concat", "dedicate", "dedicated_type", "dedupe_spans", "empty_span_table", "encode_traces_data", "flatten",
-    "flatten_bytes", "flatten_payloads", "from_ipc", "sort_by_trace", "to_ipc", "undedicate", "with_nested_sets",
+    "flatten_bytes", "flatten_payloads", "from_ipc", "sort_by_trace", "to_ipc", "trace_ids_in_several", "undedicate",
+    "with_empty_lists", "with_nested_sets", "without_traces",
 ]

@@ -3,7 +3,7 @@ sets, block order), de-duplication and the Arrow IPC transport between processes
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ from tempo_lite.spantable.schema import (
     NESTED_SET_FIELDS,
     SPAN_KIND_CLIENT,
     SPAN_KIND_SERVER,
+    SPAN_SCHEMA,
     STRING,
     SpanTable,
     dedicated_type,
@@ -323,6 +324,38 @@ def dedupe_spans(table: SpanTable) -> SpanTable:
 # Transport between processes (a live-store's recent spans, sent to a querier)
 
 _IPC_LENGTH = 8  # bytes of the spans stream's length, big-endian, before the two Arrow IPC streams
+
+
+def with_empty_lists(table: SpanTable) -> SpanTable:
+    """A projected table without `attrs`/`events`/`links` gets empty lists there (no generic values)."""
+    spans = table.spans
+    missing = [name for name in ("attrs", "events", "links") if name not in spans.column_names]
+    if not missing:
+        return table
+    offsets = pa.array(np.zeros(spans.num_rows + 1, np.int32))
+    for name in missing:
+        typ = SPAN_SCHEMA.field(name).type
+        empty = pa.ListArray.from_arrays(offsets, pa.array([], typ.value_type))
+        spans = spans.append_column(pa.field(name, typ), empty)
+    return SpanTable(spans, table.resources, dict(table.dedicated))
+
+
+def trace_ids_in_several(id_lists: Iterable[pa.Array]) -> pa.Array:
+    """Trace IDs present in more than one of the lists (each list holds distinct IDs): traces split
+    across sources, to be assembled before a whole-trace evaluation."""
+    lists = [a.cast(pa.binary(16)) for a in id_lists if len(a)]
+    if len(lists) < 2:
+        return pa.array([], pa.binary(16))
+    counts = pc.value_counts(pa.concat_arrays(lists))
+    return counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+
+
+def without_traces(table: SpanTable, trace_ids: pa.Array) -> SpanTable:
+    """The table without the spans of `trace_ids`."""
+    if not len(trace_ids) or not table.num_spans:
+        return table
+    keep = pc.invert(pc.is_in(table.spans.column("trace_id"), trace_ids))
+    return SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
 
 
 def to_ipc(table: SpanTable) -> bytes:

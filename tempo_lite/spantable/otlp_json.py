@@ -3,7 +3,7 @@
 Exactly what `json_format.MessageToDict` writes for an `AnyValue` / `KeyValue` (64-bit integers as
 strings, non-finite doubles by name, default values left out), by direct field access: the generic
 converter reflects over every field and dominated answers with thousands of spans. Trace-by-ID JSON
-(`querier/trace_json.py`) and search JSON (`querier/results.py`) both use it. Works on OTLP's and
+(`querier/trace_json.py`) and search JSON (`querier/search_json.py`) both use it. Works on OTLP's and
 tempopb's `AnyValue`/`KeyValue` alike (the same fields).
 """
 

@@ -54,6 +54,7 @@ from tempo_lite.traceql.ast import (
     render,
     result_key,
 )
+from tempo_lite.traceql.engine_columns import ColumnResults, SpansetColumns, TypedValue, _Spanset
 from tempo_lite.traceql.engine_context import (
     TRACE_DEPENDENT,
     TRACE_TABLE_INTRINSICS,
@@ -64,9 +65,6 @@ from tempo_lite.traceql.engine_context import (
 )
 from tempo_lite.traceql.engine_summary import trace_index
 from tempo_lite.traceql.engine_values import NUMERIC, Col, EvaluationError, group_codes
-
-# A typed value for results: (type, value) with type in str/int/float/bool/dur/status/kind/array.
-TypedValue = tuple[str, object]
 
 # Fields never returned as span attributes (traceql-api §3.2); `name` has its own field.
 _NOT_SPAN_ATTRIBUTES = frozenset(
@@ -116,10 +114,6 @@ class TraceMatch:
     spansets: list[SpansetMatch]
 
 
-@dataclass
-class _Spanset:
-    rows: np.ndarray  # sorted span rows of the evaluated table
-    attrs: list[tuple[str, TypedValue]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,7 +299,26 @@ def evaluate(
     return results
 
 
-class _Evaluator:
+def evaluate_columns(
+    query: Query | str, table: SpanTable, *, spss: int = 3, limit: int | None = None
+) -> SpansetColumns:
+    """`evaluate` with the matches column-wise (`SpansetColumns`): the same traces, spansets and shown
+    spans in the same order, without building Python objects per trace for pipelines of filters."""
+    q = _as_query(query)
+    if table.num_spans == 0:
+        return _Evaluator(q, table).empty_columns()
+    if _needs_nested_sets(q.pipeline) and "nested_set_left" not in table.spans.column_names:
+        sorted_idx = pc.sort_indices(
+            table.spans, sort_keys=[("trace_id", "ascending"), ("start_unix_nano", "ascending")]
+        )
+        return _Evaluator(q, with_nested_sets(table.take(sorted_idx))).run_columns(spss, limit)
+    ev = _Evaluator(q, table)
+    out = ev.run_columns(spss, limit)
+    out.table_index = ev.trace_index
+    return out
+
+
+class _Evaluator(ColumnResults):
     def __init__(self, query: Query, table: SpanTable, trace_level: TraceLevel | None = None) -> None:
         self.query = query
         self.table = table
@@ -318,10 +331,20 @@ class _Evaluator:
         self._codes: dict[FieldExpr, tuple[np.ndarray, list[tuple[str, object]]]] = {}
         self._nested: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._numeric: dict[FieldExpr, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+        self.trace_index: tuple[pa.Array, np.ndarray] | None = None
 
     # -- driver
 
     def run(self, spss: int, limit: int | None = None) -> list[TraceMatch]:
+        ids, span_trace, candidates, column_wise = self._candidates(limit)
+        pipeline = self.query.pipeline
+        if column_wise:
+            return self._materialize(self._filter_spansets(pipeline, ids, span_trace, candidates[:limit]), spss)
+        return self._materialize(self._walk(ids, span_trace, candidates, limit), spss)
+
+    def _candidates(self, limit: int | None) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
+        """(trace IDs, each row's trace, traces to evaluate in answer order, whether their spansets are
+        the rows passing every filter: a column-wise pipeline of filters whose matches are exact)."""
         pipeline = self.query.pipeline
         filters: list[SpansetFilter] = []
         _stages_filters(pipeline, filters)
@@ -329,7 +352,7 @@ class _Evaluator:
             self._masks[f] = self.ctx.filter_mask(f.expr)
         for f in filters:
             self._mask_ids[id(f)] = self._masks[f]
-        ids, span_trace = trace_index(self.table.spans.column("trace_id"))
+        ids, span_trace = self.trace_index = trace_index(self.table.spans.column("trace_id"))
         if _starts_unfiltered(pipeline):
             wanted = np.ones(len(ids), dtype=bool)
         else:
@@ -341,16 +364,23 @@ class _Evaluator:
         exact = self.trace_matches(span_trace, len(ids))
         if exact is not None:
             wanted &= exact
-        order = np.argsort(span_trace, kind="stable")
-        bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
         candidates = np.flatnonzero(wanted)
         if limit is not None and len(candidates) > limit:
+            order = np.argsort(span_trace, kind="stable")
+            bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
             starts = _np(self.table.spans.column("start_unix_nano"))[order]
             trace_start = np.minimum.reduceat(starts, bounds[:-1]) if len(starts) else starts
             candidates = candidates[np.argsort(-trace_start[candidates], kind="stable")]
-        if exact is not None and _filters_only(pipeline):
-            return self._materialize(self._filter_spansets(pipeline, ids, span_trace, candidates[:limit]), spss)
+        return ids, span_trace, candidates, exact is not None and _filters_only(pipeline)
+
+    def _walk(
+        self, ids: pa.Array, span_trace: np.ndarray, candidates: np.ndarray, limit: int | None
+    ) -> list[tuple[bytes, list[_Spanset]]]:
+        """The per-trace walk of the pipeline over the candidate traces, up to `limit` matches."""
+        order = np.argsort(span_trace, kind="stable")
+        bounds = np.searchsorted(span_trace[order], np.arange(len(ids) + 1))
         matches: list[tuple[bytes, list[_Spanset]]] = []
+        pipeline = self.query.pipeline
         for t in candidates.tolist():
             rows = order[bounds[t] : bounds[t + 1]]
             out = self._pipeline(pipeline, [_Spanset(np.sort(rows))])
@@ -358,7 +388,7 @@ class _Evaluator:
                 matches.append((ids[t].as_py(), out))
                 if limit is not None and len(matches) >= limit:
                     break
-        return self._materialize(matches, spss)
+        return matches
 
     def _filter_spansets(
         self, pipeline: Pipeline, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray
@@ -380,6 +410,18 @@ class _Evaluator:
         groups = np.split(rows, np.searchsorted(key, np.arange(1, len(chosen))))
         trace_ids = ids.take(pa.array(chosen, pa.int64())).to_pylist()
         return [(t, [_Spanset(g)]) for t, g in zip(trace_ids, groups, strict=True)]
+
+    def _result_fields(self) -> tuple[bool, dict[str, AttributeRef]]:
+        """(whether results show the span name, the fields shown as span attributes by result key)."""
+        refs = referenced_fields(self.query)
+        fields: dict[str, AttributeRef] = {}
+        for ref in refs:
+            if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
+                continue
+            if isinstance(ref, Attribute) and ref.parent:
+                continue
+            fields.setdefault(result_key(ref), ref)
+        return Intrinsic.NAME in refs, fields
 
     # -- column-wise trace matching
 
@@ -671,15 +713,7 @@ class _Evaluator:
     # -- results
 
     def _materialize(self, matches: list[tuple[bytes, list[_Spanset]]], spss: int) -> list[TraceMatch]:
-        refs = referenced_fields(self.query)
-        want_name = Intrinsic.NAME in refs
-        fields: dict[str, AttributeRef] = {}
-        for ref in refs:
-            if isinstance(ref, Intrinsic) and ref in _NOT_SPAN_ATTRIBUTES:
-                continue
-            if isinstance(ref, Attribute) and ref.parent:
-                continue
-            fields.setdefault(result_key(ref), ref)
+        want_name, fields = self._result_fields()
         shown: list[int] = []
         for _, sets in matches:
             for ss in sets:
@@ -844,6 +878,7 @@ def traces_matching(matches: Iterable[TraceMatch]) -> set[bytes]:
 
 __all__ = [
     "MatchedSpan",
+    "SpansetColumns",
     "SpansetMatch",
     "TraceMatch",
     "TypedValue",
@@ -851,6 +886,7 @@ __all__ = [
     "StaticType",
     "candidate_trace_ids",
     "evaluate",
+    "evaluate_columns",
     "trace_matches",
     "referenced_fields",
     "sort_by_trace",

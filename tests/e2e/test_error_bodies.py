@@ -38,6 +38,7 @@ async def failing(nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.Mon
     running = await start_tempo(nursery, tempo_config_text(tmp_path))
     monkeypatch.setattr(MetricsSource, "stream", _fail)  # what TraceQL metrics read spans through
     monkeypatch.setattr(running.tl.searcher, "search", _fail)
+    monkeypatch.setattr(running.tl.searcher, "search_columns", _fail)
     yield running
     await running.stop()
 

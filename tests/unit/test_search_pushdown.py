@@ -18,8 +18,8 @@ from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier import pushdown
-from tempo_lite.querier.results import hex_trace_id, merge_search_results
 from tempo_lite.querier.search import Searcher, SearchRequest, matcher_for, parse_search_query
+from tempo_lite.querier.search_pb import hex_trace_id, merge_search_results
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import local_store

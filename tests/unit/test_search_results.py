@@ -18,7 +18,7 @@ from traceql_fixtures import (
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.querier import results
+from tempo_lite.querier import legacy_search, search_json, search_pb
 from tempo_lite.querier.search import SearchRequest, matcher_for, parse_search_query
 from tempo_lite.traceql import parse
 from tempo_lite.traceql.engine import evaluate
@@ -36,15 +36,15 @@ BLOCK = spantable.dedicate(spantable.with_nested_sets(spantable.sort_by_trace(_w
 
 
 def test_go_duration_rendering() -> None:
-    assert results.render_go_duration(1_500_000_000) == "1.5s"
-    assert results.render_go_duration(100_000_000) == "100ms"
-    assert results.render_go_duration(3_600_000_000_000) == "1h0m0s"
-    assert results.render_go_duration(0) == "0s"
+    assert search_pb.render_go_duration(1_500_000_000) == "1.5s"
+    assert search_pb.render_go_duration(100_000_000) == "100ms"
+    assert search_pb.render_go_duration(3_600_000_000_000) == "1h0m0s"
+    assert search_pb.render_go_duration(0) == "0s"
 
 
 def test_search_response_fields_follow_tempo_jsonpb() -> None:
     matches = evaluate("{ .parent } >> { .child } | select(name, status)", LIVE, spss=3)
-    resp = results.search_response(results.search_results(matches, LIVE), limit=20)
+    resp = search_pb.search_response(search_pb.search_results(matches, LIVE), limit=20)
     doc = MessageToDict(resp)
     (trace,) = doc["traces"]
     assert trace["traceID"] == TRACE_ID_A_HEX and not trace["traceID"].startswith("0")
@@ -65,7 +65,7 @@ def test_search_response_fields_follow_tempo_jsonpb() -> None:
 
 def test_spanset_attributes_and_span_keys_without_scope() -> None:
     matches = evaluate("{} | by(resource.service.name) | count() = 1", LIVE, spss=3)
-    doc = MessageToDict(results.search_response(results.search_results(matches, LIVE)))
+    doc = MessageToDict(search_pb.search_response(search_pb.search_results(matches, LIVE)))
     sets = doc["traces"][0]["spanSets"]
     assert len(sets) == 4
     for ss in sets:
@@ -78,23 +78,23 @@ def test_spanset_attributes_and_span_keys_without_scope() -> None:
 def test_results_sorted_newest_first_and_limited() -> None:
     table = _with_filler()
     matches = evaluate("{}", table, spss=1)
-    got = results.search_response(results.search_results(matches, table), limit=1)
+    got = search_pb.search_response(search_pb.search_results(matches, table), limit=1)
     assert [t.traceID for t in got.traces] == [TRACE_ID_A_HEX]
-    both = results.search_response(results.search_results(matches, table), limit=5)
+    both = search_pb.search_response(search_pb.search_results(matches, table), limit=5)
     starts = [t.startTimeUnixNano for t in both.traces]
     assert starts == sorted(starts, reverse=True) and len(starts) == 2
 
 
 def test_merge_keeps_first_occurrence_of_a_trace() -> None:
-    a = results.search_results(evaluate("{ name = `MySpan` }", LIVE, spss=3), LIVE)
-    b = results.search_results(evaluate("{ name = `RootSpan` }", LIVE, spss=3), LIVE)
-    merged = results.merge_search_results(a, b)
+    a = search_pb.search_results(evaluate("{ name = `MySpan` }", LIVE, spss=3), LIVE)
+    b = search_pb.search_results(evaluate("{ name = `RootSpan` }", LIVE, spss=3), LIVE)
+    merged = search_pb.merge_search_results(a, b)
     assert len(merged) == 1 and merged[0].spanSets[0].spans[0].name == "MySpan"
 
 
 def test_root_not_yet_received() -> None:
     part = LIVE.take([0, 2])
-    doc = MessageToDict(results.search_response(results.search_results(evaluate("{}", part, spss=3), part)))
+    doc = MessageToDict(search_pb.search_response(search_pb.search_results(evaluate("{}", part, spss=3), part)))
     assert doc["traces"][0]["rootServiceName"] == "<root span not yet received>"
     assert "rootTraceName" not in doc["traces"][0]
 
@@ -109,7 +109,7 @@ def test_legacy_tag_search_fixture_a(case: dict) -> None:
     def ms(v: str | None) -> int:
         return int(v.removesuffix("ms")) if v else 0
 
-    search = results.LegacySearch(
+    search = legacy_search.LegacySearch(
         tags=tags,
         min_duration_ms=ms(params.get("minDuration")),
         max_duration_ms=ms(params.get("maxDuration")),
@@ -117,14 +117,15 @@ def test_legacy_tag_search_fixture_a(case: dict) -> None:
         end=params.get("end", 0),
     )
     for table in (LIVE, BLOCK):
-        got = TRACE_ID_A in results.legacy_tag_search(table, search)
+        got = TRACE_ID_A in legacy_search.legacy_tag_search(table, search)
         assert got is (case["expect"] == "match")
 
 
 def test_empty_results_serialize_as_empty_objects() -> None:
-    assert MessageToDict(results.search_response([])) == {}
+    assert MessageToDict(search_pb.search_response([])) == {}
     assert parse("{}").pipeline.stages
-    assert results.legacy_tag_search(spantable.flatten(TracesData().resource_spans), results.LegacySearch({})) == []
+    empty = spantable.flatten(TracesData().resource_spans)
+    assert legacy_search.legacy_tag_search(empty, legacy_search.LegacySearch({})) == []
 
 
 def test_search_response_json_is_the_json_format_document() -> None:
@@ -144,5 +145,5 @@ def test_search_response_json_is_the_json_format_document() -> None:
     edge.spanSets.add(matched=0, attributes=[pb.KeyValue(key=f"k{i}", value=v) for i, v in enumerate(values)]
                       + [pb.KeyValue(key="no value")])
     resp = pb.SearchResponse(traces=[*found, edge], metrics=pb.SearchMetrics(inspectedBytes=5, totalBlocks=1))
-    assert json.loads(results.search_response_json(resp)) == MessageToDict(resp)
-    assert json.loads(results.search_response_json(pb.SearchResponse())) == {}
+    assert json.loads(search_json.search_response_json(resp)) == MessageToDict(resp)
+    assert json.loads(search_json.search_response_json(pb.SearchResponse())) == {}

@@ -1,0 +1,239 @@
+"""Search matches column-wise (`SpansetColumns`): the `_Evaluator` half that gives `evaluate_columns` its
+answer without a Python object per trace, spanset or shown span.
+
+`ColumnResults` is mixed into `engine._Evaluator` (it uses the evaluator's masks, trace index, nested
+sets and shown values). Pipelines of filters, `{a} && {b}`, `{a} || {b}`, `{a} > {b}`, `{a} ~ {b}` and
+`{f} | count() op n` are answered with numpy over whole columns; the per-trace walk's matches of any
+other pipeline are collected into the same columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from tempo_lite.traceql.ast import (
+    Aggregate,
+    AggregateOp,
+    Pipeline,
+    ScalarFilter,
+    SpansetFilter,
+    SpansetOp,
+    SpansetOperation,
+    render,
+)
+from tempo_lite.traceql.engine_values import Col
+
+if TYPE_CHECKING:
+    from tempo_lite.spantable import SpanTable
+    from tempo_lite.traceql.ast import AttributeRef, Query
+
+# A typed value for results: (type, value) with type in str/int/float/bool/dur/status/kind/array.
+TypedValue = tuple[str, object]
+
+
+@dataclass
+class _Spanset:
+    rows: np.ndarray  # sorted span rows of the evaluated table
+    attrs: list[tuple[str, TypedValue]] = field(default_factory=list)
+
+
+@dataclass
+class SpansetColumns:
+    """The matches of one evaluation column-wise (what `evaluate` returns, without a Python object per
+    trace, spanset or span): traces in answer order, their spansets in order, and the shown spans (the
+    first `spss` of each spanset) with the columns a search result shows.
+
+    `set_trace[i]` is spanset i's trace (index into `trace_ids`, non-decreasing); `shown_set[j]` is shown
+    span j's spanset (non-decreasing); `values` are the result fields (key, value per shown span) in the
+    order a result lists them; `name` is None unless the query refers to the span name."""
+
+    trace_ids: pa.Array
+    set_trace: np.ndarray
+    set_matched: np.ndarray
+    set_attrs: list[list[tuple[str, TypedValue]]] | None
+    shown_set: np.ndarray
+    span_id: pa.Array
+    start: pa.Array
+    duration: pa.Array
+    name: pa.Array | None
+    values: list[tuple[str, Col]]
+    # The evaluated table's trace index (`trace_index` of its trace IDs), when rows kept the order of the
+    # table given to `evaluate_columns`: trace summaries of that table can reuse it.
+    table_index: tuple[pa.Array, np.ndarray] | None = None
+
+    @property
+    def num_traces(self) -> int:
+        return len(self.trace_ids)
+
+
+class ColumnResults:
+    """Column-wise results; mixed into `engine._Evaluator`, whose state and methods it uses."""
+
+    query: Query
+    table: SpanTable
+    n: int
+    _masks: dict[SpansetFilter, np.ndarray]
+    _mask_ids: dict[int, np.ndarray]
+    trace_index: tuple[pa.Array, np.ndarray] | None
+
+    if TYPE_CHECKING:
+        def _candidates(self, limit: int | None) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]: ...
+
+        def _walk(self, ids: pa.Array, span_trace: np.ndarray, candidates: np.ndarray,
+                  limit: int | None) -> list[tuple[bytes, list[_Spanset]]]: ...
+
+        def _nested_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+        def trace_matches(self, span_trace: np.ndarray, n_traces: int) -> np.ndarray | None: ...
+
+        def _result_fields(self) -> tuple[bool, dict[str, AttributeRef]]: ...
+
+        def _shown_values(self, ref: AttributeRef) -> list[Col]: ...
+
+    def run_columns(self, spss: int, limit: int | None = None) -> SpansetColumns:
+        ids, span_trace, candidates, column_wise = self._candidates(limit)
+        if column_wise:
+            return self._filter_columns(ids, span_trace, candidates[:limit], spss, self._passing())
+        shape = self._one_spanset(span_trace, len(ids))
+        if shape is not None:
+            passing, exact, count_key = shape
+            chosen = candidates[exact[candidates]][:limit]
+            return self._filter_columns(ids, span_trace, chosen, spss, passing, count_key)
+        return self._walk_columns(self._walk(ids, span_trace, candidates, limit), ids.type, spss)
+
+    def _related(self, op: SpansetOp, a: np.ndarray, b: np.ndarray, span_trace: np.ndarray) -> np.ndarray:
+        """`{a} > {b}` (child) or `{a} ~ {b}` (sibling) over every trace at once: the rows of b related
+        to some row of a in the same trace, as `_structural` judges them per trace (nested-set numbers,
+        disconnected spans left out), by (trace, nested-set number) keys instead of a per-trace matrix."""
+        left, _, parent = self._nested_sets()
+        connected = left > 0
+        a_rows = np.flatnonzero(a & connected)
+        b_rows = np.flatnonzero(b & connected)
+        out = np.zeros(self.n, dtype=bool)
+        if not len(a_rows) or not len(b_rows):
+            return out
+        base = int(max(left.max(), parent.max())) + 3
+        trace = span_trace.astype(np.int64) * base
+        if op is SpansetOp.CHILD:  # b's parent is a
+            hit = np.isin(trace[b_rows] + parent[b_rows] + 2, trace[a_rows] + left[a_rows] + 2)
+        else:  # sibling: a row of a with the same parent, other than b itself
+            keys, counts = np.unique(trace[a_rows] + parent[a_rows] + 2, return_counts=True)
+            b_keys = trace[b_rows] + parent[b_rows] + 2
+            pos = np.minimum(np.searchsorted(keys, b_keys), len(keys) - 1)
+            same = np.where(keys[pos] == b_keys, counts[pos], 0)
+            hit = same - a[b_rows].astype(np.int64) > 0
+        out[b_rows[hit]] = True
+        return out
+
+    def _passing(self) -> np.ndarray:
+        """Rows passing every filter of a pipeline of filters."""
+        passing = np.ones(self.n, dtype=bool)
+        assert isinstance(self.query.pipeline, Pipeline)
+        for st in self.query.pipeline.stages:
+            if isinstance(st, SpansetFilter):
+                passing &= self._mask_ids[id(st)]
+        return passing
+
+    def _one_spanset(self, span_trace: np.ndarray, n_traces: int) -> tuple[np.ndarray, np.ndarray, str | None] | None:
+        """For pipelines giving each matching trace one spanset of the rows passing a mask, column-wise:
+        (that mask, per-trace matches, the `count()` key shown on the spanset or None). Handled:
+        `{a} && {b}` and `{a} || {b}` (the walk's union of both operands' rows), and `{f} | count() op n`
+        (the rows passing f, with their count); anything else is None (the per-trace walk)."""
+        stages = self.query.pipeline.stages if isinstance(self.query.pipeline, Pipeline) else ()
+        if len(stages) == 1 and isinstance(stages[0], SpansetOperation):
+            op = stages[0]
+            if op.op not in (SpansetOp.AND, SpansetOp.UNION, SpansetOp.CHILD, SpansetOp.SIBLING):
+                return None
+            if not isinstance(op.lhs, SpansetFilter) or not isinstance(op.rhs, SpansetFilter):
+                return None
+            a, b = self._masks[op.lhs], self._masks[op.rhs]
+            if op.op in (SpansetOp.CHILD, SpansetOp.SIBLING):
+                hit = self._related(op.op, a, b, span_trace)
+                return hit, np.bincount(span_trace[hit], minlength=n_traces) > 0, None
+            if op.op is SpansetOp.AND:
+                exact = (np.bincount(span_trace[a], minlength=n_traces) > 0) & (
+                    np.bincount(span_trace[b], minlength=n_traces) > 0)
+            else:
+                exact = np.bincount(span_trace[a | b], minlength=n_traces) > 0
+            return a | b, exact, None
+        if (
+            len(stages) == 2 and isinstance(stages[0], SpansetFilter) and isinstance(stages[1], ScalarFilter)
+            and isinstance(stages[1].lhs, Aggregate) and stages[1].lhs.op is AggregateOp.COUNT
+        ):
+            counted = self.trace_matches(span_trace, n_traces)
+            if counted is None:
+                return None
+            return self._masks[stages[0]], counted, render(stages[1].lhs)
+        return None
+
+    def _filter_columns(
+        self, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray, spss: int, passing: np.ndarray,
+        count_key: str | None = None,
+    ) -> SpansetColumns:
+        """`_filter_spansets` + `_materialize` column-wise: one spanset per chosen trace (its rows passing
+        `passing`, ascending), its first `spss` rows shown; with `count_key`, the spanset shows its row
+        count under that key (as `| count() ...` does)."""
+        position = np.full(len(ids), -1, dtype=np.int64)
+        position[chosen] = np.arange(len(chosen))
+        rows = np.flatnonzero(passing & (position[span_trace] >= 0))
+        key = position[span_trace[rows]]
+        by_trace = np.argsort(key, kind="stable")  # rows stay ascending within a trace
+        rows, key = rows[by_trace], key[by_trace]
+        matched = np.bincount(key, minlength=len(chosen))
+        first = np.concatenate([[0], np.cumsum(matched)])[:-1]
+        shown = (np.arange(len(rows)) - first[key]) < spss
+        attrs: list[list[tuple[str, TypedValue]]] | None = None
+        if count_key is not None:
+            attrs = [[(count_key, ("int", m))] for m in matched.tolist()]
+        return self._columns(ids.take(pa.array(chosen, pa.int64())), np.arange(len(chosen)), matched, attrs,
+                             key[shown], rows[shown])
+
+    def _walk_columns(self, matches: list[tuple[bytes, list[_Spanset]]], id_type: pa.DataType,
+                      spss: int) -> SpansetColumns:
+        """The walk's matches column-wise (one small Python step per spanset, none per shown span)."""
+        set_trace: list[int] = []
+        matched: list[int] = []
+        attrs: list[list[tuple[str, TypedValue]]] = []
+        shown_set: list[np.ndarray] = []
+        shown_rows: list[np.ndarray] = []
+        for t, (_, sets) in enumerate(matches):
+            for ss in sets:
+                rows = ss.rows[:spss]
+                shown_set.append(np.full(len(rows), len(set_trace), dtype=np.int64))
+                shown_rows.append(rows)
+                set_trace.append(t)
+                matched.append(len(ss.rows))
+                attrs.append(ss.attrs)
+        cat = (lambda xs: np.concatenate(xs).astype(np.int64)) if shown_rows else (lambda _: np.zeros(0, np.int64))
+        return self._columns(
+            pa.array([t for t, _ in matches], id_type), np.asarray(set_trace, np.int64),
+            np.asarray(matched, np.int64), attrs if any(attrs) else None, cat(shown_set), cat(shown_rows),
+        )
+
+    def empty_columns(self) -> SpansetColumns:
+        none = np.zeros(0, np.int64)
+        empty = pa.array([], pa.int64())
+        return SpansetColumns(pa.array([], self.table.spans.schema.field("trace_id").type), none, none, None,
+                              none, pa.array([], pa.binary()), empty, empty, None, [])
+
+    def _columns(self, trace_ids: pa.Array, set_trace: np.ndarray, matched: np.ndarray,
+                 attrs: list[list[tuple[str, TypedValue]]] | None, shown_set: np.ndarray,
+                 shown_rows: np.ndarray) -> SpansetColumns:
+        want_name, fields = self._result_fields()
+        spans = self.table.spans
+        idx = pa.array(shown_rows, pa.int64())
+        values = [(key, col.take(shown_rows)) for key, ref in fields.items() for col in self._shown_values(ref)]
+        return SpansetColumns(
+            trace_ids, set_trace, matched, attrs, shown_set,
+            _array(spans.column("span_id").take(idx)), _array(spans.column("start_unix_nano").take(idx)),
+            _array(spans.column("duration_nano").take(idx)),
+            _array(spans.column("name").take(idx)) if want_name else None, values,
+        )
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
