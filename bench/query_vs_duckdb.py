@@ -48,6 +48,9 @@ import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from tempo_lite.block.meta import BlockMeta  # noqa: E402
+from tempo_lite.compactor import plan_compactions  # noqa: E402
+from tempo_lite.config import CompactionConfig  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
 EXTRA = """
@@ -484,15 +487,31 @@ def prepare(args: argparse.Namespace, s: Spans) -> None:
     (work / "generated.json").write_text(json.dumps({"spans": s.n, "seed": args.seed, "now": args.now}))
 
 
+def compactions_left(blocks: Path) -> int:
+    """How many merges the compactor (shipped defaults) would still plan over the live blocks."""
+    metas = []
+    for meta in blocks.glob("*/*/meta.json"):
+        if not (meta.parent / "meta.compacted.json").exists():
+            try:
+                metas.append(BlockMeta.from_json(meta.read_bytes()))
+            except (OSError, ValueError, KeyError):
+                continue
+    defaults = CompactionConfig()
+    return len(plan_compactions(metas, window_ns=int(defaults.compaction_window * 1e9),
+                                max_block_bytes=defaults.max_block_bytes))
+
+
 def settle(server: ServerProcess, blocks: Path, expect: int, quiet_s: float, timeout_s: float = 1800) -> dict[str, int]:
-    """Wait until the live blocks hold every span and have not changed for `quiet_s` seconds."""
+    """Wait until the live blocks hold every span, the compactor has nothing left to merge (its first cycle
+    runs 30 s after start and a merge of 1M spans takes tens of seconds) and nothing changed for `quiet_s`."""
     t0 = time.monotonic()
     last, since = None, time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         now = live_blocks(blocks)
         if now != last:
             last, since = now, time.monotonic()
-        elif sum(now.values()) >= expect and time.monotonic() - since >= quiet_s:
+        elif (sum(now.values()) >= expect and time.monotonic() - since >= quiet_s
+              and not compactions_left(blocks)):
             # Quiet for a while even at one block: the server's block list lags storage by a poll, and a
             # search in the middle of a compaction sees inputs and output at once.
             return now
