@@ -4,7 +4,7 @@
 search (the same parameters as `/api/search`) over the job's sources only: its live-stores and its blocks.
 `POST /internal/querier/trace` `{"job": Job, "id": HEX, "start_ns": N, "end_ns": N}` -> the spans of one
 trace in those sources as `spantable.to_ipc` bytes (404: none), with `X-Inspected-Bytes` and
-`X-Failed-Blocks` (JSON list). The searches run through the querier's own code (`api.search.run_search`,
+`X-Failed-Blocks` (JSON list). The searches run through the querier's own code (`frontend.search.run_search`,
 `Querier.find_trace`) on a `Querier` narrowed to the job. Internal: not part of Tempo's API.
 """
 
@@ -20,13 +20,13 @@ from quart_trio import QuartTrio
 from tempo_lite import spantable
 from tempo_lite.api.encoding import parse_trace_id
 from tempo_lite.api.http import respond
-from tempo_lite.api.search import run_search
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import META, BlockMeta
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.frontend.jobs import Job
 from tempo_lite.frontend.remote_live import RemoteLiveStores
+from tempo_lite.frontend.search import run_search
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.livestore.freshness import READ_AFTER_WRITE_TIMEOUT
 from tempo_lite.querier.search import Searcher

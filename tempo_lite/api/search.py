@@ -1,15 +1,9 @@
-"""Search, tag-name and tag-value queries: parameter validation, the querier, the tempopb answer.
-
-The `run_*` functions are the one implementation behind both the HTTP endpoints registered here
-(`/api/search`, `/api/search/tags`, `/api/v2/search/tags`, `/api/search/tag/<tag>/values`,
-`/api/v2/search/tag/<tag>/values`) and the streaming gRPC service in `tempo_lite.api.streaming`.
-Parameters arrive as a string mapping, exactly as on the HTTP query string.
+"""Search, tag-name and tag-value HTTP routes: the query runs in `frontend/search.py`; this module routes
+and encodes (JSON, or protobuf when asked).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -18,177 +12,12 @@ from quart import Response, request
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.api.http import resolve_query_tenants, respond
-from tempo_lite.errors import InvalidRequest, StorageError
-from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time_range
-from tempo_lite.querier.legacy_search import LegacySearch
-from tempo_lite.querier.result_columns import ResultColumns
-from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
-from tempo_lite.querier.tag_source import TagSource
-from tempo_lite.querier.tags import (
-    V1_VIRTUAL_VALUES,
-    merge_tag_names,
-    merge_tag_values,
-    search_tags_response,
-    search_tags_v2_response,
-    tag_values_response,
-    tag_values_v2_response,
-)
-from tempo_lite.traceql import parse_attribute, parse_lenient_filter
-from tempo_lite.traceql.ast import Attribute, Scope
+from tempo_lite.frontend.search import run_tag_values, run_tags, search_answer
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from tempo_lite.frontend.service import QueryService
-
-# Tag discovery without start/end looks at the live-store plus blocks of this recent window; Grafana's
-# autocomplete calls carry no range, and the live-store alone empties every block-builder cycle.
-TAGS_DEFAULT_WINDOW_S = 3600
-SCOPES = ("", "none", "intrinsic", "resource", "span", "event", "link", "instrumentation")
-
-Params = Mapping[str, str]
-
-
-def _metadata_metrics(stats: SearchStats) -> pb.MetadataMetrics:
-    return pb.MetadataMetrics(
-        inspectedBytes=stats.inspected_bytes,
-        totalBlocks=stats.total_blocks,
-        totalJobs=stats.total_blocks + 1,
-        completedJobs=stats.total_blocks + 1 - len(stats.failed_blocks),
-    )
-
-
-def _limit(params: Params) -> int:
-    raw = params.get("limit")
-    if raw in (None, ""):
-        return 0
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"invalid limit: {raw!r} is not a number") from exc
-    if value < 0:
-        raise InvalidRequest("invalid limit: must not be negative")
-    return value
-
-
-def _tag_range(params: Params) -> tuple[int, int]:
-    rng = parse_time_range(params)
-    if rng.is_set:
-        return rng.start_ns, rng.end_ns
-    return (int(time.time()) - TAGS_DEFAULT_WINDOW_S) * 1_000_000_000, 0
-
-
-def _q_filter(params: Params):  # noqa: ANN202
-    q = params.get("q")
-    if not q:
-        return None
-    if len(q.encode()) > MAX_QUERY_BYTES:
-        raise InvalidRequest(f"invalid TraceQL query: query is larger than the maximum of {MAX_QUERY_BYTES} bytes")
-    return parse_lenient_filter(q)
-
-
-def _scope(params: Params) -> str:
-    scope = params.get("scope", "")
-    if scope not in SCOPES:
-        raise InvalidRequest(f"invalid scope: {scope}")
-    return scope
-
-
-def _check_answerable(stats: SearchStats) -> None:
-    """Every block failed and nothing else could be answered: a 5xx naming what failed."""
-    if stats.failed_blocks and stats.total_blocks and len(stats.failed_blocks) >= stats.total_blocks:
-        raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")
-
-
-async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb.SearchResponse:
-    """The SearchResponse message (gRPC, protobuf answers)."""
-    found, metrics = await search_answer(tl, tenants, params)
-    return pb.SearchResponse(traces=found.messages(), metrics=metrics)
-
-
-async def search_answer(tl: QueryService, tenants: list[str], params: Params) -> tuple[ResultColumns, pb.SearchMetrics]:
-    """The search answer column-wise (the JSON body is joined from it) and its metrics."""
-    search_cfg = tl.config.query_frontend.search
-    parsed = parse_search(
-        params,
-        default_limit=search_cfg.default_result_limit,
-        max_limit=search_cfg.max_result_limit,
-        max_spss=search_cfg.max_spans_per_span_set,
-        max_duration_s=search_cfg.max_duration,
-    )
-    query = parse_search_query(parsed.query) if parsed.query is not None else None
-    legacy = None
-    if query is None:
-        legacy = LegacySearch(
-            tags=parsed.tags or {},
-            min_duration_ms=parsed.min_duration_ns // 1_000_000,
-            max_duration_ms=parsed.max_duration_ns // 1_000_000,
-            start=parsed.time.start,
-            end=parsed.time.end,
-        )
-    req = SearchRequest(
-        query=query, legacy=legacy, start_ns=parsed.time.start_ns, end_ns=parsed.time.end_ns,
-        limit=parsed.limit, spss=parsed.spss, live_only=not parsed.time.is_set,
-    )
-    started = time.perf_counter()
-    results = []
-    total = SearchStats()
-    for tenant in tenants:
-        found, stats = await tl.frontend.searcher.search_columns(tenant, req)
-        results.append(found)
-        total.inspected_bytes += stats.inspected_bytes
-        total.inspected_traces += stats.inspected_traces
-        total.inspected_spans += stats.inspected_spans
-        total.total_blocks += stats.total_blocks
-        total.total_jobs += stats.total_jobs
-        total.completed_jobs += stats.completed_jobs
-        total.total_block_bytes += stats.total_block_bytes
-        total.failed_blocks += stats.failed_blocks
-    tl.metrics.query_seconds.labels("search").observe(time.perf_counter() - started)
-    _check_answerable(total)
-    return ResultColumns.concat(results).merged(parsed.limit), total.message()
-
-
-async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: bool):  # noqa: ANN201
-    scope = _scope(params)
-    q = _q_filter(params) if v2 else None  # v1 accepts but ignores q, as Tempo does
-    stats = SearchStats()
-    start_ns, end_ns = _tag_range(params)
-    source = TagSource(tl.frontend.local_searcher())
-    names = merge_tag_names(*[await source.names(t, start_ns, end_ns, q, stats) for t in tenants])
-    _check_answerable(stats)
-    build = search_tags_v2_response if v2 else search_tags_response
-    msg = build(names, scope, _limit(params))
-    msg.metrics.CopyFrom(_metadata_metrics(stats))
-    return msg
-
-
-async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
-    q = _q_filter(params)
-    stats = SearchStats()
-    start_ns, end_ns = _tag_range(params)
-    source = TagSource(tl.frontend.local_searcher())
-    if v2:
-        try:
-            ref = parse_attribute(tag)
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"please provide a valid tagName: {tag!r}: {exc.message}") from exc
-        values = merge_tag_values(*[await source.values(t, start_ns, end_ns, ref, q, stats) for t in tenants])
-        _check_answerable(stats)
-        msg = tag_values_v2_response(values, _limit(params))
-    else:
-        if tag in V1_VIRTUAL_VALUES:
-            strings = set(V1_VIRTUAL_VALUES[tag])
-        else:
-            typed = [await source.values(t, start_ns, end_ns, Attribute(tag, Scope.NONE), q, stats) for t in tenants]
-            _check_answerable(stats)
-            strings = {v for _, v in merge_tag_values(*typed)}
-        msg = tag_values_response(strings, _limit(params))
-    msg.metrics.CopyFrom(_metadata_metrics(stats))
-    return msg
-
-
-# --------------------------------------------------------------------------------------------- HTTP
 
 
 def register_search_routes(app: QuartTrio, tl: QueryService) -> None:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api.http import query_tenants
-from tempo_lite.api.metrics import run_query_instant, run_query_range
-from tempo_lite.api.search import run_search, run_tag_values, run_tags
+from tempo_lite.frontend.metrics import run_query_instant, run_query_range
+from tempo_lite.frontend.search import run_search, run_tag_values, run_tags
 from tempo_lite.grpc_server import GrpcCall, ServerStreamingMethod, grpc_app
 from tempo_lite.server import ASGIApp
 

@@ -12,7 +12,7 @@ from test_metrics_sources import WINDOW, _data, _forms, _tempo
 from test_traceql_metrics import RANGE, TABLE
 
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.api.metrics import run_query_instant, run_query_range
+from tempo_lite.frontend.metrics import run_query_instant, run_query_range
 from tempo_lite.traceql.ast import TraceQLError
 from tempo_lite.traceql.metrics import evaluate_metrics
 from tempo_lite.traceql.metrics_expr import BinOp, Leaf, Scalar, combine, leaves, parse_metrics_expression

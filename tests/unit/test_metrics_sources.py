@@ -17,10 +17,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.api.metrics import run_query_instant, run_query_range
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.writer import encode_block, write_block
 from tempo_lite.config import Config
+from tempo_lite.frontend.metrics import run_query_instant, run_query_range
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier import metrics_source

@@ -51,7 +51,7 @@ CATCH_UP_TIMEOUT_SECONDS = 60.0
 
 
 async def search(tl: Any, query: str) -> list[TraceSummary]:
-    from tempo_lite.api.search import run_search
+    from tempo_lite.frontend.search import run_search
 
     params = {"q": query, "start": str(SEARCH_START_S), "end": str(SEARCH_END_S), "limit": str(SEARCH_LIMIT)}
     return summaries(await run_search(tl, [QUERY_TENANT], params))
