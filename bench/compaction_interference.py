@@ -3,12 +3,14 @@
     .venv/bin/python bench/compaction_interference.py DIR [--blocks 4] [--spans-per-block 200000]
 
 Writes `--blocks` level-0 blocks of synthetic spans (same hour, so the compactor merges them all into
-one; a shared seed offset makes some traces and spans appear in two blocks) into DIR/seed once, then
+one) into DIR/seed once, then
 runs a `tempo-lite serve` process twice on copies of them: once with compaction off, once with a
 compaction cycle of `--cycle` seconds. Each run asks `GET /api/v2/traces/<id>` (protobuf) for random
 trace IDs of the input blocks, one request at a time; the compaction run keeps asking until the merged
 block's `meta.json` exists and reports only the requests made while it was being built. Prints
-p50/p90/p99/max for both, the load average and how long the compaction took.
+p50/p90/p99/max for both, the load average and how long the compaction took. Requests go one after
+another, so a stall of the server shows as one slow request (max), not many. Figures:
+docs/benchmarks.md, "Compaction and query latency".
 """
 
 from __future__ import annotations
