@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 
 import pyarrow as pa
 import pytest
@@ -109,3 +110,41 @@ async def test_a_merge_of_empty_tables_writes_an_empty_block() -> None:
     empty = spantable.SpanTable(spantable.SPAN_SCHEMA.empty_table(), spantable.RESOURCE_SCHEMA.empty_table())
     block = await merge_in_slices([empty, empty], trio.CapacityLimiter(1), **ENCODE)
     assert block.meta.total_spans == 0
+
+
+@pytest.mark.parametrize("step", ["sorted_merge", "prepare_slice", "encode_block"])
+async def test_the_event_loop_serves_a_lookup_while_a_merge_step_is_held(monkeypatch: pytest.MonkeyPatch,
+                                                                        step: str) -> None:
+    from tempo_lite.compactor import merge
+
+    started, release = threading.Event(), threading.Event()
+    real = getattr(merge, step)
+
+    def held(*args: object, **kwargs: object) -> object:
+        if not started.is_set():
+            started.set()
+            assert release.wait(30), "the test never released the merge step"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge, step, held)
+    store = memory_store()
+    data = _blocks(1)
+    block = encode_block(spantable.flatten(data[0].resource_spans), block_id="query", tenant="t")
+    await write_block(store, block)
+    reader = BlockReader(store, block.meta, ByteCache(1 << 20))
+    trace_id = data[0].resource_spans[0].scope_spans[0].spans[0].trace_id
+    tables = await _read_back(data)
+    result: dict[str, EncodedBlock] = {}
+
+    async def compaction() -> None:
+        result["block"] = await merge_in_slices(tables, trio.CapacityLimiter(1), slice_spans=3, **ENCODE)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(compaction)
+        await trio.to_thread.run_sync(started.wait)  # the step is running in a worker thread, and stays so
+        found = await reader.find_trace(trace_id)  # a query on the same event loop meanwhile
+        assert found is not None and found.num_spans > 0
+        assert "block" not in result
+        release.set()
+    whole = encode_block(spantable.concat(tables), **ENCODE)  # type: ignore[arg-type]
+    assert _comparable(result["block"]) == _comparable(whole)
