@@ -5,6 +5,10 @@ retry after a crash rewrites the same block), then marks each input compacted by
 `meta.compacted.json` and removing `meta.json`, which makes it invisible to new queries. Marked blocks
 are deleted only after `compacted_block_retention`, so a query that already listed them can finish.
 Retention marks blocks whose newest span is older than `block_retention` the same way.
+
+The compactor shares the process (and the GIL) with queries: inputs are decoded in worker threads, and
+the merge runs in worker threads in slices of whole traces with pauses between them (`merge.py`), so
+the event loop keeps serving while a compaction runs.
 """
 
 from __future__ import annotations
