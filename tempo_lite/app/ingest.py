@@ -62,7 +62,7 @@ async def start_ingest_listeners(
     if protocols.grpc:
         from tempo_lite.receivers.jaeger_grpc import jaeger_grpc_app
 
-        await serve("jaeger_grpc", jaeger_grpc_app(push, max_message_bytes=max_bytes),
+        await serve("jaeger_grpc", jaeger_grpc_app(push, max_message_bytes=max_bytes, limiter=threads),
                     protocols.grpc.endpoint or "127.0.0.1:14250",
                     "distributor.receivers.jaeger.protocols.grpc.endpoint")
     if protocols.thrift_http:

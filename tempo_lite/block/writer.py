@@ -138,12 +138,15 @@ def encode_block(
     source_wal: str = "",
     source_digest: str = "",
     format: str = FORMAT_VERSION,
+    prepared_spans: bool = False,
 ) -> EncodedBlock:
     """Sort, number nested sets, choose dedicated columns and encode in block format `format` (default:
-    the current one; `block.versions`). CPU-bound: run in a thread."""
+    the current one; `block.versions`). CPU-bound: run in a thread. With `prepared_spans`, the table is
+    already deduplicated, sorted by trace and numbered (as the compactor's sliced merge leaves it)."""
     layout = version(format)
-    table = spantable.dedupe_spans(spantable.concat([table]))
-    table = spantable.with_nested_sets(spantable.sort_by_trace(table))
+    if not prepared_spans:
+        table = spantable.dedupe_spans(spantable.concat([table]))
+        table = spantable.with_nested_sets(spantable.sort_by_trace(table))
     strings = spantable.choose_dedicated_keys(table, max_dedicated_columns)
     typed = spantable.choose_typed_dedicated(table, exclude=strings)
     catalogue = attribute_keys(table)

@@ -5,6 +5,10 @@ retry after a crash rewrites the same block), then marks each input compacted by
 `meta.compacted.json` and removing `meta.json`, which makes it invisible to new queries. Marked blocks
 are deleted only after `compacted_block_retention`, so a query that already listed them can finish.
 Retention marks blocks whose newest span is older than `block_retention` the same way.
+
+The compactor shares the process (and the GIL) with queries: inputs are decoded in worker threads, and
+the merge runs in worker threads in slices of whole traces with pauses between them (`merge.py`), so
+the event loop keeps serving while a compaction runs.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from collections.abc import Callable
 
 import trio
 
-from tempo_lite import spantable
 from tempo_lite.block import paths
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import BlockMeta, compacted_block_id
 from tempo_lite.block.reader import open_block
-from tempo_lite.block.writer import encode_block, write_block
+from tempo_lite.block.writer import write_block
+from tempo_lite.compactor.merge import SLICE_SPANS, merge_in_slices
 from tempo_lite.config import BlockConfig, CompactionConfig
 from tempo_lite.errors import StorageError
 from tempo_lite.metrics import Metrics
@@ -78,6 +82,7 @@ class Compactor:
         self.block = block
         self.wall_clock = wall_clock
         self.encode_limiter = trio.CapacityLimiter(1)
+        self.slice_spans = SLICE_SPANS
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -106,19 +111,19 @@ class Compactor:
 
     async def compact(self, inputs: list[BlockMeta]) -> BlockMeta:
         tenant = inputs[0].tenant
+        # Reading decodes in a worker thread (the store's limiter); the merge runs in worker threads in
+        # slices, so queries served by this process keep getting the event loop and the GIL.
         tables = [await open_block(self.store, m, self.cache).read_all() for m in inputs]
-        merged = spantable.concat(tables)
-        block = await trio.to_thread.run_sync(
-            lambda: encode_block(
-                merged,
-                block_id=compacted_block_id(tenant, [m.block_id for m in inputs]),
-                tenant=tenant,
-                row_group_spans=self.block.row_group_spans,
-                max_dedicated_columns=self.block.max_dedicated_columns,
-                bloom_false_positive=self.block.bloom_false_positive,
-                compaction_level=max(m.compaction_level for m in inputs) + 1,
-            ),
-            limiter=self.encode_limiter,
+        block = await merge_in_slices(
+            tables,
+            self.encode_limiter,
+            slice_spans=self.slice_spans,
+            block_id=compacted_block_id(tenant, [m.block_id for m in inputs]),
+            tenant=tenant,
+            row_group_spans=self.block.row_group_spans,
+            max_dedicated_columns=self.block.max_dedicated_columns,
+            bloom_false_positive=self.block.bloom_false_positive,
+            compaction_level=max(m.compaction_level for m in inputs) + 1,
         )
         await write_block(self.store, block)
         self.blocklist.add(block.meta)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tempo_lite._gen import jaeger_api_v2_pb2 as jpb
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.grpc_server import GrpcCall, UnaryMethod, grpc_app
 from tempo_lite.receivers import PushFn
+from tempo_lite.receivers.http_ingest import INLINE_PROTOBUF_BYTES, INLINE_PYTHON_DECODE_BYTES, decode_limiter
 from tempo_lite.receivers.jaeger import batch_to_otlp, jaeger_thrift
 from tempo_lite.server import ASGIApp
 
@@ -123,11 +125,25 @@ def _restore_nanoseconds(part: ExportTraceServiceRequest, spans: list[jpb.Span])
                     event.time_unix_nano = log.timestamp.seconds * 1_000_000_000 + log.timestamp.nanos
 
 
-def jaeger_grpc_app(push: PushFn, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ASGIApp:
+def jaeger_grpc_app(
+    push: PushFn, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, limiter: trio.CapacityLimiter | None = None,
+) -> ASGIApp:
+    """ASGI app for `PostSpans`.
+
+    As in the other ingest receivers, large work leaves the event loop under `limiter` (the decoding
+    threads every ingest listener shares; its own when None): messages over 64 KiB, or compressed, are
+    parsed in a worker thread by the gRPC adapter, and messages over 4 KiB are translated to OTLP (pure
+    Python, about a millisecond per 4 KiB) in a worker thread.
+    """
+    threads = limiter or decode_limiter()
+
     async def post_spans(request: jpb.PostSpansRequest, call: GrpcCall) -> jpb.PostSpansResponse:
-        otlp = decode_post_spans(request)
+        if call.message_bytes <= INLINE_PYTHON_DECODE_BYTES:
+            otlp = decode_post_spans(request)
+        else:
+            otlp = await trio.to_thread.run_sync(decode_post_spans, request, limiter=threads)
         await push(call.metadata.get(TENANT_METADATA) or None, otlp, call.message_bytes)
         return jpb.PostSpansResponse()
 
     return grpc_app({POST_SPANS_METHOD: UnaryMethod(jpb.PostSpansRequest, post_spans)},
-                    max_message_bytes=max_message_bytes)
+                    max_message_bytes=max_message_bytes, limiter=threads, inline_bytes=INLINE_PROTOBUF_BYTES)

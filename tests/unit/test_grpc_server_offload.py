@@ -104,3 +104,57 @@ async def test_messages_over_the_limit_are_refused_from_the_header_before_decodi
     body = frame_message(large_export_request(spans=50))
     trailers = await call(app, body[:5])  # only the header: the length alone is enough to refuse
     assert trailers["grpc-status"] == "8", trailers  # RESOURCE_EXHAUSTED
+
+
+def large_post_spans_request(spans: int) -> bytes:
+    from tempo_lite._gen import jaeger_api_v2_pb2 as jpb
+
+    request = jpb.PostSpansRequest()
+    request.batch.process.service_name = "svc"
+    for i in range(spans):
+        span = request.batch.spans.add(
+            trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"), operation_name=f"op {i}",
+        )
+        span.start_time.seconds = 1_700_000_000
+        span.duration.nanos = 1000
+        span.tags.add(key="http.url", v_str=f"https://example.com/{i}")
+    return request.SerializeToString()
+
+
+async def test_a_large_jaeger_batch_being_translated_does_not_stall_other_calls(monkeypatch: Any) -> None:
+    from tempo_lite.receivers import jaeger_grpc
+
+    pushed: list[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    async def push(tenant: str | None, request: ExportTraceServiceRequest, size: int) -> None:
+        pushed.append(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
+
+    real_decode = jaeger_grpc.decode_post_spans
+
+    def blocking_decode(request: Any) -> ExportTraceServiceRequest:
+        if len(request.batch.spans) > 1:
+            started.set()
+            assert release.wait(30), "the test never released the translation"
+        return real_decode(request)
+
+    monkeypatch.setattr(jaeger_grpc, "decode_post_spans", blocking_decode)
+    app = jaeger_grpc.jaeger_grpc_app(push)
+    large = large_post_spans_request(spans=2000)
+    assert len(large) > 64 * 1024
+    results: dict[str, dict[str, str]] = {}
+
+    async def large_call() -> None:
+        results["large"] = await call(app, frame_message(large), jaeger_grpc.POST_SPANS_METHOD)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(large_call)
+        await trio.to_thread.run_sync(started.wait)  # the large batch is being translated, and stays so
+        small = frame_message(large_post_spans_request(spans=1))
+        results["small"] = await call(app, small, jaeger_grpc.POST_SPANS_METHOD)
+        assert results["small"]["grpc-status"] == "0", results["small"]
+        assert pushed == [1]  # answered while the large one was still being translated
+        assert "large" not in results
+        release.set()
+    assert results["large"]["grpc-status"] == "0", results["large"]
+    assert pushed == [1, 2000]
