@@ -194,6 +194,6 @@ def register_ui_routes(app: QuartTrio, tl: QueryService) -> None:
                             headers=SECURITY_HEADERS)
         page = pages[view]
         if view == "search" and not rest:
-            first = early_search({k: v for k, v in request.args.items() if isinstance(v, str)})
-            page = page.replace(MAIN, MAIN[:-7] + first + MAIN[-7:], 1)
+            early = early_search({k: v for k, v in request.args.items() if isinstance(v, str)})
+            page = page.replace(MAIN, MAIN[:-7] + early + MAIN[-7:], 1)
         return respond(page, CONTENT_TYPES[".html"], cache="no-store")
