@@ -8,7 +8,7 @@ import html
 import json
 import re
 
-from tempo_lite.ui import CSP, load_assets, shell, static_imports
+from tempo_lite.ui import CSP, assets_version, early_search, load_assets, shell, static_imports
 
 
 def test_every_imported_module_and_linked_file_is_shipped() -> None:
@@ -75,3 +75,25 @@ def test_each_view_preloads_exactly_its_static_imports() -> None:
                  preload=["js/b.js", "vendor/c.js"])
     assert b'<link rel="modulepreload" href="/ui/static/js/b.js">\n' \
            b'<link rel="modulepreload" href="/ui/static/vendor/c.js">\n</head>' in page
+
+
+def test_search_first_paint_has_the_query_field_with_the_address_query_as_text() -> None:
+    first = early_search({"q": '{ name = "<img src=x onerror=alert(1)>" }', "since": "1h", "other": "x"}).decode()
+    assert '<input type="text" class="plain-query" name="q"' in first and 'data-testid="query-field"' in first
+    assert 'value="{ name = &quot;&lt;img src=x onerror=alert(1)&gt;&quot; }"' in first
+    assert "<img" not in first and "<script" not in first
+    assert '<input type="hidden" name="since" value="1h">' in first and "other" not in first
+    assert 'form class="query-bar" action="/ui/search" method="get"' in first  # Enter works before any script
+    assert 'value="{ }"' in early_search({}).decode()
+
+
+def test_asset_version_changes_with_any_asset_and_shell_addresses_assets_under_it() -> None:
+    assets = load_assets()
+    version = assets_version(assets)
+    assert re.fullmatch(r"v[0-9a-f]{12}", version)
+    assert assets_version({**assets, "js/dom.js": assets["js/dom.js"] + b"\n"}) != version
+    page = shell(assets["index.html"], multitenancy=False, generator=False, preload=["js/api.js"],
+                 version=version).decode()
+    refs = re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', page)
+    assert f"/ui/static/{version}/js/main.js" in refs and f"/ui/static/{version}/js/api.js" in refs
+    assert all(ref.startswith(f"/ui/static/{version}/") for ref in refs)
