@@ -60,6 +60,8 @@ VIEWS = ("search", "trace", "compare", "services", "metrics", "live")
 # Modules a view imports right after its first render (the search page's editor, swapped in for the plain
 # query field): preloaded after the view's own, so they load while the page starts instead of after it.
 AFTER_FIRST_RENDER = {"search": "js/traceql.js"}
+# Stylesheets written into the page (small; the page's first paint waits for no request).
+INLINE_CSS = ("app.css", "vendor/uplot.css")
 
 
 def load_assets() -> dict[str, bytes]:
@@ -110,15 +112,22 @@ _VERSION = re.compile(r"v[0-9a-f]{12}")
 
 
 def shell(index: bytes, *, multitenancy: bool, generator: bool, preload: Sequence[str] = (),
-          version: str = "") -> bytes:
+          version: str = "", inline_css: dict[str, bytes] | None = None) -> bytes:
     """The page shell with the server facts the UI needs (as data attributes, not script), and
     `<link rel="modulepreload">` for the modules of the view it opens: fetched in parallel instead of one
     import level at a time, and only those (other views' modules cost the page nothing). With `version`,
-    every asset is addressed under `/ui/static/<version>/` (cached as immutable)."""
+    every asset is addressed under `/ui/static/<version>/` (cached as immutable); the stylesheets in
+    `inline_css` are written into the page instead of linked."""
     base = f"/ui/static/{version}/" if version else "/ui/static/"
     facts = html.escape(json.dumps({"multitenancy": multitenancy, "generator": generator}), quote=True)
     links = "".join(f'<link rel="modulepreload" href="{base}{html.escape(m)}">\n' for m in preload)
-    page = index.replace(b'"/ui/static/', f'"{base}'.encode())
+    page = index
+    for name, css in (inline_css or {}).items():  # no request before the first paint on a first visit
+        if b"</style" in css.lower():
+            raise ValueError(f"{name} cannot be written into a <style> element")
+        link = f'<link rel="stylesheet" href="/ui/static/{name}">'.encode()
+        page = page.replace(link, b"<style>" + css + b"</style>")
+    page = page.replace(b'"/ui/static/', f'"{base}'.encode())
     page = page.replace(b"</head>", links.encode() + b"</head>", 1)
     return page.replace(b"<body>", f'<body data-server="{facts}">'.encode(), 1)
 
@@ -158,6 +167,7 @@ def register_ui_routes(app: QuartTrio, tl: QueryService) -> None:
                                               + static_imports(assets, AFTER_FIRST_RENDER.get(view, "")))
                      if m != "js/main.js"],
             version=version,
+            inline_css={name: assets[name] for name in INLINE_CSS},
         )
         for view in VIEWS
     }

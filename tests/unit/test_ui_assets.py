@@ -97,3 +97,11 @@ def test_asset_version_changes_with_any_asset_and_shell_addresses_assets_under_i
     refs = re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', page)
     assert f"/ui/static/{version}/js/main.js" in refs and f"/ui/static/{version}/js/api.js" in refs
     assert all(ref.startswith(f"/ui/static/{version}/") for ref in refs)
+
+
+def test_shell_writes_the_stylesheets_into_the_page() -> None:
+    assets = load_assets()
+    page = shell(assets["index.html"], multitenancy=False, generator=False, version="v0123456789ab",
+                 inline_css={"app.css": assets["app.css"]}).decode()
+    assert "<style>" + assets["app.css"].decode() + "</style>" in page
+    assert "app.css" not in page and 'href="/ui/static/v0123456789ab/vendor/uplot.css"' in page
