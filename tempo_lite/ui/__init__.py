@@ -9,8 +9,8 @@ scripts; see docs/ui.md.
 
 Caching: the pages address the assets under a version, `/ui/static/v<hash of every asset>/js/main.js` (the
 modules' relative imports then resolve under it too), and those answers are `immutable` for a year: a repeat
-visit takes the modules from the browser's cache without asking (and Chromium its compiled code from its
-code cache). A new release changes the version. The unversioned paths (and an old version) are answered
+visit takes the modules from the browser's cache without asking (and Chromium can reuse the code it compiled
+for them). A new release changes the version. The unversioned paths (and an old version) are answered
 with `no-cache` and an `ETag`.
 """
 
