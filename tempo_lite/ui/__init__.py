@@ -6,6 +6,12 @@ single-page shell (`static/index.html`), routed in the browser by its path (`/ui
 shared. Assets ship inside the wheel (package data) and are read once at start; the page loads nothing
 from any other origin. Every UI response carries a Content-Security-Policy that allows only same-origin
 scripts; see docs/ui.md.
+
+Caching: the pages address the assets under a version, `/ui/static/v<hash of every asset>/js/main.js` (the
+modules' relative imports then resolve under it too), and those answers are `immutable` for a year: a repeat
+visit takes the modules from the browser's cache without asking (and Chromium can reuse the code it compiled
+for them). A new release changes the version. The unversioned paths (and an old version) are answered
+with `no-cache` and an `ETag`.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ CONTENT_TYPES = {
     ".json": "application/json",
 }
 VIEWS = ("search", "trace", "compare", "services", "metrics", "live")
+# Modules a view imports right after its first render (the search page's editor, swapped in for the plain
+# query field): preloaded after the view's own, so they load while the page starts instead of after it.
+AFTER_FIRST_RENDER = {"search": "js/traceql.js"}
+# Stylesheets written into the page (small; the page's first paint waits for no request).
+INLINE_CSS = ("app.css", "vendor/uplot.css")
 
 
 def load_assets() -> dict[str, bytes]:
@@ -89,26 +100,74 @@ def static_imports(assets: dict[str, bytes], entry: str) -> list[str]:
     return seen
 
 
-def shell(index: bytes, *, multitenancy: bool, generator: bool, preload: Sequence[str] = ()) -> bytes:
+def assets_version(assets: dict[str, bytes]) -> str:
+    """One version for the whole set of assets (`v` and 12 hex digits of a hash over names and contents)."""
+    digest = hashlib.sha256()
+    for name in sorted(assets):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(assets[name]).digest())
+    return "v" + digest.hexdigest()[:12]
+
+
+_VERSION = re.compile(r"v[0-9a-f]{12}")
+
+
+def shell(index: bytes, *, multitenancy: bool, generator: bool, preload: Sequence[str] = (),
+          version: str = "", inline_css: dict[str, bytes] | None = None) -> bytes:
     """The page shell with the server facts the UI needs (as data attributes, not script), and
     `<link rel="modulepreload">` for the modules of the view it opens: fetched in parallel instead of one
-    import level at a time, and only those (other views' modules cost the page nothing)."""
+    import level at a time, and only those (other views' modules cost the page nothing). With `version`,
+    every asset is addressed under `/ui/static/<version>/` (cached as immutable); the stylesheets in
+    `inline_css` are written into the page instead of linked."""
+    base = f"/ui/static/{version}/" if version else "/ui/static/"
     facts = html.escape(json.dumps({"multitenancy": multitenancy, "generator": generator}), quote=True)
-    links = "".join(f'<link rel="modulepreload" href="/ui/static/{html.escape(m)}">\n' for m in preload)
-    page = index.replace(b"</head>", links.encode() + b"</head>", 1)
+    links = "".join(f'<link rel="modulepreload" href="{base}{html.escape(m)}">\n' for m in preload)
+    page = index
+    for name, css in (inline_css or {}).items():  # no request before the first paint on a first visit
+        if b"</style" in css.lower():
+            raise ValueError(f"{name} cannot be written into a <style> element")
+        link = f'<link rel="stylesheet" href="/ui/static/{name}">'.encode()
+        page = page.replace(link, b"<style>" + css + b"</style>")
+    page = page.replace(b'"/ui/static/', f'"{base}'.encode())
+    page = page.replace(b"</head>", links.encode() + b"</head>", 1)
     return page.replace(b"<body>", f'<body data-server="{facts}">'.encode(), 1)
+
+
+MAIN = b'<main id="main" tabindex="-1"></main>'
+SEARCH_PARAMS = ("since", "start", "end", "limit")
+
+
+def early_search(args: dict[str, str]) -> bytes:
+    """The search page's first paint, written before any script runs: the query field with the address's
+    query (a plain form, so it takes keys at once and Enter runs the search even before the scripts have
+    loaded) and the results area. `js/search.js` takes the field over and later swaps in the editor."""
+    q = args.get("q", "").strip() or "{ }"
+    hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(args[k], quote=True)}">'
+                     for k in SEARCH_PARAMS if args.get(k))
+    return (
+        '<section class="view search-view" data-early-search>'
+        '<form class="query-bar" action="/ui/search" method="get"><div class="editor">'
+        '<input type="text" class="plain-query" name="q" spellcheck="false" autocomplete="off"'
+        ' aria-label="TraceQL query" data-testid="query-field" data-autofocus'
+        f' value="{html.escape(q, quote=True)}">'
+        f'</div>{hidden}</form><div class="results"><p class="muted">Searching…</p></div></section>'
+    ).encode()
 
 
 def register_ui_routes(app: QuartTrio, tl: QueryService) -> None:
     assets = load_assets()
     etags = {name: '"' + hashlib.sha256(body).hexdigest()[:20] + '"' for name, body in assets.items()}
+    version = assets_version(assets)
     common = static_imports(assets, "js/main.js")
     pages = {
         view: shell(
             assets["index.html"],
             multitenancy=tl.config.multitenancy_enabled,
             generator=tl.config.metrics_generator.enabled,
-            preload=[m for m in dict.fromkeys(static_imports(assets, f"js/{view}.js") + common) if m != "js/main.js"],
+            preload=[m for m in dict.fromkeys(static_imports(assets, f"js/{view}.js") + common
+                                              + static_imports(assets, AFTER_FIRST_RENDER.get(view, "")))
+                     if m != "js/main.js"],
+            version=version,
+            inline_css={name: assets[name] for name in INLINE_CSS},
         )
         for view in VIEWS
     }
@@ -134,12 +193,22 @@ def register_ui_routes(app: QuartTrio, tl: QueryService) -> None:
     @app.route("/ui/<view>/<path:rest>")
     async def ui_page(view: str = "search", rest: str = "") -> Response:
         if view == "static":
+            cache = "no-cache"
+            first, _, path = rest.partition("/")
+            if path and _VERSION.fullmatch(first):
+                rest = path
+                if first == version:  # this release's assets never change under this address
+                    cache = "public, max-age=31536000, immutable"
             ext = "." + rest.rsplit(".", 1)[-1] if "." in rest else ""
             if rest not in assets or ext not in CONTENT_TYPES:
                 return Response("404 page not found\n", status=404, content_type="text/plain; charset=utf-8",
                                 headers=SECURITY_HEADERS)
-            return respond(assets[rest], CONTENT_TYPES[ext], cache="no-cache", etag=etags[rest])
+            return respond(assets[rest], CONTENT_TYPES[ext], cache=cache, etag=etags[rest])
         if view not in VIEWS:
             return Response("404 page not found\n", status=404, content_type="text/plain; charset=utf-8",
                             headers=SECURITY_HEADERS)
-        return respond(pages[view], CONTENT_TYPES[".html"], cache="no-store")
+        page = pages[view]
+        if view == "search" and not rest:
+            early = early_search({k: v for k, v in request.args.items() if isinstance(v, str)})
+            page = page.replace(MAIN, MAIN[:-7] + early + MAIN[-7:], 1)
+        return respond(page, CONTENT_TYPES[".html"], cache="no-store")

@@ -152,6 +152,27 @@ def test_root_redirects_to_ui_and_ui_pages_carry_a_same_origin_script_policy(ser
     assert httpx.get(srv.api + "/api/echo").text == "echo\n"  # the API paths stay as they are
 
 
+def test_pages_address_assets_under_a_version_cached_as_immutable(server) -> None:
+    srv, _, _ = server
+    page = httpx.get(srv.api + "/ui/search").text
+    scripts = re.findall(r'<script type="module" src="(/ui/static/(v[0-9a-f]{12})/js/main.js)"', page)
+    assert len(scripts) == 1
+    main_js, version = scripts[0]
+    assert re.findall(r'href="(/ui/static/[^"]+)"', page)  # stylesheets and preloads
+    refs = re.findall(r'(?:href|src)="(/ui/static/[^"]+)"', page)
+    assert all(ref.startswith(f"/ui/static/{version}/") for ref in refs)
+    r = httpx.get(srv.api + main_js)
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert r.content == httpx.get(srv.api + "/ui/static/js/main.js").content
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    # Unversioned and other versions' addresses still answer, revalidated each time (never immutable).
+    for path in ("/ui/static/js/main.js", "/ui/static/v000000000000/js/main.js"):
+        r = httpx.get(srv.api + path)
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache", path
+        assert httpx.get(srv.api + path, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    assert httpx.get(srv.api + f"/ui/static/{version}/js/nope.js").status_code == 404
+
+
 def test_typed_traceql_query_lists_exactly_the_matching_traces(page, server) -> None:
     srv, sent, _ = server
     page.goto(srv.api + "/ui/search?since=1h")
@@ -166,6 +187,36 @@ def test_typed_traceql_query_lists_exactly_the_matching_traces(page, server) -> 
     page.go_back()  # Back returns to the query the page opened with, and runs it again
     wait_until(lambda: page.inner_text(".cm-content") == "{ }")
     wait_until(lambda: result_count(page).startswith(f"{len(sent.checkout_ids) + 2} traces"))
+
+
+def test_query_typed_before_the_editor_has_loaded_is_kept_and_runs(page, server) -> None:
+    """The first paint has a plain query field: what is typed there before CodeMirror has loaded runs on
+    Enter, and the editor that replaces the field keeps the text, the cursor and the focus."""
+    srv, sent, _ = server
+    held: list = []  # the editor's code is held back until the test lets it through
+    page.route("**/vendor/codemirror.js", lambda route: held.append(route))
+    page.goto(srv.api + "/ui/search?since=1h")
+    page.wait_for_selector("[data-testid=query-field]")
+    wait_until(lambda: held or page.wait_for_timeout(50))  # routes are handled while Playwright is called
+    assert page.locator(".cm-content").count() == 0  # the editor has not loaded
+    query = '{ resource.service.name = "payment" && status = error }'
+    page.fill("[data-testid=query-field]", "")
+    page.type("[data-testid=query-field]", query)
+    page.keyboard.press("Enter")
+    wait_until(lambda: result_count(page).startswith(f"{len(sent.error_ids)} traces"))
+    shown = set(page.eval_on_selector_all("tr[data-trace-id]", "rows => rows.map(r => r.dataset.traceId)"))
+    assert shown == {short(t) for t in sent.error_ids}
+    assert "payment" in urllib.parse.unquote(page.url)
+    for _ in range(2):
+        page.keyboard.press("ArrowLeft")  # the cursor before " }"
+    for route in held:
+        route.continue_()
+    page.unroute("**/vendor/codemirror.js")
+    page.wait_for_selector(".cm-content[contenteditable=true]")
+    assert page.locator("[data-testid=query-field]").count() == 0  # replaced by the editor
+    assert page.inner_text(".cm-content") == query
+    page.keyboard.type(" && kind = server")  # the editor has the focus and the cursor where it was
+    assert page.inner_text(".cm-content") == query[:-2] + " && kind = server" + query[-2:]
 
 
 def test_search_address_restores_the_query_and_the_scatter_opens_a_trace(page, server) -> None:

@@ -1,6 +1,6 @@
 // Router: every view has its own address under /ui/; links marked data-nav navigate without a reload.
 import { server, setTenant, tenant } from "./api.js";
-import { clear, errorBox, h } from "./dom.js";
+import { errorBox, h } from "./dom.js";
 import { sendEarly } from "./search_request.js";
 
 const views = {
@@ -41,7 +41,8 @@ async function route() {
   if (cleanup) { try { cleanup(); } catch (_) { /* a view's cleanup must not stop navigation */ } }
   cleanup = null;
   const mine = ++generation;
-  clear(main);
+  // The server's first paint of the search page (`[data-early-search]`) stays for the view to take over.
+  for (const el of [...main.children]) if (!(name === "search" && el.matches("[data-early-search]"))) el.remove();
   const load = views[name];
   if (!load) {
     main.append(errorBox(`no view named ${name}`));
@@ -92,7 +93,8 @@ document.addEventListener("keydown", (ev) => {
   if (t.closest && t.closest("input, textarea, select, .cm-editor")) return;
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === "/") {
-    const target = document.querySelector("[data-autofocus] .cm-content, [data-autofocus]");
+    const target = document.querySelector("[data-autofocus] .cm-content") ||
+      document.querySelector("[data-autofocus] .plain-query") || document.querySelector("[data-autofocus]");
     if (target) { ev.preventDefault(); target.focus(); }
     return;
   }

@@ -1,10 +1,13 @@
 // Search view: TraceQL editor (highlighting, autocomplete), a simple form that writes TraceQL, time range,
 // a duration-over-time scatter and the results table with matched spansets.
+// The page is usable before the editor's code has loaded: the first paint has a plain query field (written
+// by the server into the page; Enter runs the search) and the results area, the search is already on its
+// way, and the CodeMirror editor replaces the field when it has loaded, keeping what was typed there, the
+// selection and the focus.
 import { api, valueText } from "./api.js";
 import { clear, errorBox, fmtDuration, fmtTime, h, link, serviceColor } from "./dom.js";
 import { searchRequest, takeEarly } from "./search_request.js";
 import { rangeFromParams, rangeParams, timeRangePicker } from "./timerange.js";
-import { createEditor } from "./traceql.js";
 
 export const title = "Search";
 
@@ -82,7 +85,7 @@ export async function render(main, { params, setAddress }) {
   let range = rangeFromParams(params);
   let limit = Number(params.get("limit")) || 20;
   const page = h("section", { class: "view search-view" });
-  main.append(page);
+  main.prepend(page);
   const editorBox = h("div", { class: "editor", "data-autofocus": true });
   const run = h("button", { type: "submit", class: "btn primary" }, "Run query");
   const limitInput = h("input", { type: "number", min: "1", max: "1000", value: String(limit), "aria-label": "Limit",
@@ -91,18 +94,21 @@ export async function render(main, { params, setAddress }) {
   const form = h("form", { class: "query-bar" }, editorBox,
     h("div", { class: "query-controls" }, timeRangePicker(range, (r) => { range = r; submit(); }),
       h("label", null, "Limit ", limitInput), run));
-  const form2 = builder((q) => editor.set(q));
+  const form2 = builder((q) => field.set(q));
   const builderToggle = h("details", { class: "builder-box" }, h("summary", null, "Query builder"), form2);
   builderToggle.addEventListener("toggle", () => { if (builderToggle.open) form2.loadChoices(); });
   page.append(h("h1", { class: "sr-only" }, "Search traces"), form, builderToggle, results);
 
-  const editor = createEditor(editorBox, { doc: params.get("q") || "{ }", onSubmit: () => submit() });
+  const early = main.querySelector("[data-early-search]");
+  const field = plainField(editorBox, params.get("q") || "{ }", early && early.querySelector("[data-testid=query-field]"));
+  if (early) early.remove();
+  field.upgrade(() => submit());
   let abort = null;
   let chart = null;
 
   let first = true;
   async function submit() {
-    const q = editor.get().trim() || "{ }";
+    const q = field.get().trim() || "{ }";
     limit = Math.max(1, Number(limitInput.value) || 20);
     const qs = new URLSearchParams({ q, ...rangeParams(range), limit: String(limit) });
     setAddress(`/ui/search?${qs}`, { replace: first });
@@ -125,7 +131,46 @@ export async function render(main, { params, setAddress }) {
   }
   form.addEventListener("submit", (ev) => { ev.preventDefault(); submit(); });
   submit();
-  return () => { if (abort) abort.abort(); if (chart) chart.dispose(); };
+  return () => { field.dispose(); if (abort) abort.abort(); if (chart) chart.dispose(); };
+}
+
+// The query field of the first paint: a text field that takes keys at once (Enter submits its form, which runs
+// the query), swapped for the TraceQL editor by `upgrade` once `traceql.js` (CodeMirror) has loaded. The
+// server writes it into the search page (`early`, so it is there before any script has run); otherwise it is
+// made here. Until the swap `get`/`set` read and write the field, afterwards the editor.
+export function plainField(box, doc, early = null) {
+  let ta = early;
+  if (ta) {
+    const focused = document.activeElement === ta;
+    const [from, to, dir] = [ta.selectionStart, ta.selectionEnd, ta.selectionDirection];
+    box.append(ta); // moving the field takes its focus: give it back, with the selection
+    if (focused) { ta.focus(); ta.setSelectionRange(from, to, dir); }
+  } else {
+    ta = h("input", { type: "text", class: "plain-query", name: "q", spellcheck: "false", autocomplete: "off",
+      "aria-label": "TraceQL query", "data-testid": "query-field",
+      placeholder: "{ resource.service.name = \"checkout\" && status = error }" });
+    ta.value = doc;
+    box.append(ta);
+  }
+  let editor = null;
+  let disposed = false;
+  return {
+    get: () => (editor ? editor.get() : ta.value),
+    set: (text) => { if (editor) editor.set(text); else ta.value = text; },
+    dispose() { disposed = true; if (editor) editor.view.destroy(); },
+    upgrade(submit) {
+      return import("./traceql.js").then(({ createEditor }) => {
+        if (disposed || !ta.isConnected) return;
+        const focused = document.activeElement === ta;
+        const back = ta.selectionDirection === "backward";
+        const selection = { anchor: back ? ta.selectionEnd : ta.selectionStart,
+          head: back ? ta.selectionStart : ta.selectionEnd };
+        editor = createEditor(box, { doc: ta.value, selection, onSubmit: submit });
+        ta.remove();
+        if (focused) editor.focus();
+      }).catch((err) => { box.title = `editor not loaded: ${err.message}`; }); // the plain field keeps working
+    },
+  };
 }
 
 function spanCount(t) {

@@ -149,7 +149,8 @@ async function complete(context) {
   return null;
 }
 
-// createEditor(parent, {doc, onSubmit, onChange, placeholderText, label}) -> {get, set, focus, view}
+// createEditor(parent, {doc, selection: {anchor, head}, onSubmit, onChange, placeholderText, label})
+//   -> {get, set, focus, view}
 export function createEditor(parent, opts = {}) {
   const submit = (view) => {
     if (completionStatus(view.state) === "active") return false; // Enter picks the completion
@@ -158,6 +159,7 @@ export function createEditor(parent, opts = {}) {
     parent,
     state: EditorState.create({
       doc: opts.doc || "",
+      selection: opts.selection,
       extensions: [
         history(),
         closeBrackets(),
