@@ -129,14 +129,7 @@ async def search_answer(tl: QueryService, tenants: list[str], params: Params) ->
     for tenant in tenants:
         found, stats = await tl.frontend.searcher.search_columns(tenant, req)
         results.append(found)
-        total.inspected_bytes += stats.inspected_bytes
-        total.inspected_traces += stats.inspected_traces
-        total.inspected_spans += stats.inspected_spans
-        total.total_blocks += stats.total_blocks
-        total.total_jobs += stats.total_jobs
-        total.completed_jobs += stats.completed_jobs
-        total.total_block_bytes += stats.total_block_bytes
-        total.failed_blocks += stats.failed_blocks
+        total.add(stats)
     tl.metrics.query_seconds.labels("search").observe(time.perf_counter() - started)
     _check_answerable(total)
     return ResultColumns.concat(results).merged(parsed.limit), total.message()

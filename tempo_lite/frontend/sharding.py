@@ -156,14 +156,7 @@ class ShardedSearcher(_Planner):
         await _run_jobs(jobs, run)
         stats = SearchStats()
         for answer in answers:
-            m = answer.metrics
-            stats.inspected_traces += m.inspectedTraces
-            stats.inspected_bytes += m.inspectedBytes
-            stats.inspected_spans += m.inspectedSpans
-            stats.total_blocks += m.totalBlocks
-            stats.completed_jobs += m.completedJobs
-            stats.total_jobs += m.totalJobs
-            stats.total_block_bytes += m.totalBlockBytes
+            stats.add(SearchStats.from_message(answer.metrics))
         # Each job answered its `limit` best (newest, with most_recent): the newest `limit` of their union
         # are the single process's answer.
         return merge_search_results(*(a.traces for a in answers), limit=request.limit), stats

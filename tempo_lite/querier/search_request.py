@@ -68,6 +68,24 @@ class SearchStats:
     total_block_bytes: int = 0
     failed_blocks: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_message(cls, m: pb.SearchMetrics) -> SearchStats:
+        """The stats a querier answered with (a sharded search job)."""
+        return cls(inspected_traces=m.inspectedTraces, inspected_spans=m.inspectedSpans,
+                   inspected_bytes=m.inspectedBytes, total_blocks=m.totalBlocks, completed_jobs=m.completedJobs,
+                   total_jobs=m.totalJobs, total_block_bytes=m.totalBlockBytes)
+
+    def add(self, other: SearchStats) -> None:
+        """Count `other` (another tenant's or job's search) into these."""
+        self.inspected_traces += other.inspected_traces
+        self.inspected_spans += other.inspected_spans
+        self.inspected_bytes += other.inspected_bytes
+        self.total_blocks += other.total_blocks
+        self.completed_jobs += other.completed_jobs
+        self.total_jobs += other.total_jobs
+        self.total_block_bytes += other.total_block_bytes
+        self.failed_blocks += other.failed_blocks
+
     def message(self) -> pb.SearchMetrics:
         return pb.SearchMetrics(
             inspectedTraces=self.inspected_traces,

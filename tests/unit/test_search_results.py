@@ -147,3 +147,13 @@ def test_search_response_json_is_the_json_format_document() -> None:
     resp = pb.SearchResponse(traces=[*found, edge], metrics=pb.SearchMetrics(inspectedBytes=5, totalBlocks=1))
     assert json.loads(search_json.search_response_json(resp)) == MessageToDict(resp)
     assert json.loads(search_json.search_response_json(pb.SearchResponse())) == {}
+
+
+def test_search_stats_add_up_across_tenants_and_from_a_querier_answer() -> None:
+    from tempo_lite.querier.search import SearchStats
+
+    total = SearchStats(inspected_traces=1, inspected_bytes=10, failed_blocks=["a"])
+    total.add(SearchStats(inspected_traces=2, inspected_spans=5, total_jobs=3, failed_blocks=["b"]))
+    total.add(SearchStats.from_message(SearchStats(total_blocks=4, total_block_bytes=7, completed_jobs=2).message()))
+    assert total == SearchStats(inspected_traces=3, inspected_spans=5, inspected_bytes=10, total_blocks=4,
+                                completed_jobs=2, total_jobs=3, total_block_bytes=7, failed_blocks=["a", "b"])
