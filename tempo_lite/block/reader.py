@@ -124,7 +124,7 @@ class BlockReader:
         protocol = self.store.fs.protocol
         return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
 
-    def open_data(self) -> Any:
+    def _open_data(self) -> Any:
         """data.parquet as a file pyarrow can read: a native OS file for the local backend (reads
         release the GIL and skip fsspec's Python-level buffering), else fsspec's range-reading file
         (which counts the bytes it fetches; native reads are counted by `_count_native_read`)."""
@@ -141,7 +141,7 @@ class BlockReader:
         """The data.parquet footer and what is derived from it (cached)."""
 
         def read_footer() -> Footer:
-            with self.open_data() as f:
+            with self._open_data() as f:
                 metadata = pq.ParquetFile(f).metadata
             if self._native:
                 self.store.count_read(metadata.serialized_size + 8)
@@ -182,7 +182,7 @@ class BlockReader:
             stored, rebuild = [c for c in footer.names if c != "trace_id"], True
 
         def read() -> pa.Table:
-            with self.open_data() as f:
+            with self._open_data() as f:
                 # The reader under pq.ParquetFile, opened with the cached footer and leaf indices.
                 reader = ParquetReader()
                 reader.open(f, metadata=footer.metadata)
@@ -224,9 +224,24 @@ class BlockReader:
         """Raw span rows of some row groups (None: all) and columns (None: all), bytes counted."""
         return await self._read_rows(row_groups, columns)
 
-    def count_native_read(self, footer: Footer, row_groups: list[int] | None, columns: list[str]) -> None:
-        """Account bytes of a read done through `open_data()` by another module (no-op off local disk)."""
-        self._count_native_read(footer, row_groups, columns)
+    def distinct_values(self, footer: Footer, column: str) -> pa.Array:
+        """Distinct non-null values of a top-level column of data.parquet (call from a worker thread).
+        String columns are read dictionary-encoded, so this is the union of the row groups' (used)
+        dictionary entries: tag values without decoding every row."""
+        typ = footer.metadata.schema.to_arrow_schema().field(column).type
+        as_dict = [column] if pa.types.is_string(typ) or pa.types.is_binary(typ) else None
+        with self._open_data() as f:
+            table = pq.ParquetFile(f, metadata=footer.metadata, read_dictionary=as_dict).read(
+                columns=[column], use_threads=False)
+        self._count_native_read(footer, None, [column])
+        col = table.column(0)
+        if as_dict is None:
+            return pc.unique(col.combine_chunks()).drop_null()
+        # A chunk's dictionary may hold entries no row uses (after a filtered write): take the used ones.
+        parts = [ch.dictionary.take(pc.unique(ch.indices).drop_null()) for ch in col.chunks if len(ch)]
+        if not parts:
+            return pa.array([], typ)
+        return pc.unique(pa.concat_arrays(parts))
 
     def _table(self, spans: pa.Table, resources: pa.Table) -> spantable.SpanTable:
         return spantable.SpanTable(spans, resources, dict(self.meta.dedicated_columns))

@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import trio
 
 from tempo_lite import spantable
@@ -249,7 +247,7 @@ class TagSource:
             return None
 
         def read() -> frozenset[tuple[str, str]]:
-            return frozenset(typed_value(slot, x) for x in _distinct(reader, footer, column))
+            return frozenset(typed_value(slot, x) for x in reader.distinct_values(footer, column))
 
         async def load() -> frozenset[tuple[str, str]]:
             return await trio.to_thread.run_sync(read, limiter=self.querier.store.limiter)
@@ -273,7 +271,7 @@ class TagSource:
         footer = await reader.footer_info()
 
         def read() -> np.ndarray:
-            index = _distinct(reader, footer, "resource_index")
+            index = reader.distinct_values(footer, "resource_index")
             return np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
 
         async def load() -> np.ndarray:
@@ -284,22 +282,3 @@ class TagSource:
             return await self._cached(meta, "distinct:resource_index", load, lambda a: a.nbytes + 64)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise StorageError(f"block {meta.tenant}/{meta.block_id}: reading resource_index: {exc}") from exc
-
-
-def _distinct(reader: BlockReader, footer: Any, column: str) -> pa.Array:
-    """Distinct non-null values of a top-level column of data.parquet. String columns are read
-    dictionary-encoded, so this is the union of the row groups' (used) dictionary entries."""
-    typ = footer.metadata.schema.to_arrow_schema().field(column).type
-    as_dict = [column] if pa.types.is_string(typ) or pa.types.is_binary(typ) else None
-    with reader.open_data() as f:
-        table = pq.ParquetFile(f, metadata=footer.metadata, read_dictionary=as_dict).read(
-            columns=[column], use_threads=False)
-    reader.count_native_read(footer, None, [column])
-    col = table.column(0)
-    if as_dict is None:
-        return pc.unique(col.combine_chunks()).drop_null()
-    # A chunk's dictionary may hold entries no row uses (after a filtered write): take the used ones.
-    parts = [ch.dictionary.take(pc.unique(ch.indices).drop_null()) for ch in col.chunks if len(ch)]
-    if not parts:
-        return pa.array([], typ)
-    return pc.unique(pa.concat_arrays(parts))
