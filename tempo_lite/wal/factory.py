@@ -87,11 +87,17 @@ async def open_wal(config: WalOptions) -> AsyncIterator[WriteAheadLog]:
         try:
             if config.backend in MANAGED_BACKENDS:
                 supervisor, config = await _start_broker(config, nursery)
-            wal = await open_backend(config)
-            if supervisor is not None:
+                # The plain Kafka client under the supervisor: ManagedWal waits out the broker's restarts
+                # itself (not kafka_outage.py, which serves brokers tempo-lite does not run).
+                from tempo_lite.wal.kafka import open_kafka_wal
                 from tempo_lite.wal.managed import ManagedWal
 
-                wal = ManagedWal(wal, supervisor, outage_timeout=config.managed.start_timeout)
+                kafka = await open_kafka_wal(
+                    config.kafka_brokers, config.kafka_topic, config.partitions, config.groups, config.bytes_limit
+                )
+                wal: WriteAheadLog = ManagedWal(kafka, supervisor, outage_timeout=config.managed.start_timeout)
+            else:
+                wal = await open_backend(config)
         except Exception as exc:
             # Raised after the nursery, unwrapped: start-up errors (ConfigError) reach the CLI as they are.
             failure = exc
