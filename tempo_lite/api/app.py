@@ -1,6 +1,6 @@
 """The query API (port 3200) as a quart-trio app: thin handlers over the frontend and querier.
 
-Paths, parameters and bodies follow Tempo's HTTP API (shared/reference/tempo-api.md).
+Paths, parameters and bodies follow Tempo's HTTP API (the calls Grafana makes are listed in docs/grafana.md).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def _equals_str(c: Col, value: str) -> np.ndarray:
 
 
 def legacy_tag_search(table: SpanTable, search: LegacySearch) -> list[bytes]:
-    """Trace IDs matching a legacy tag search (vParquet4 semantics, tempo-api.md §3.4).
+    """Trace IDs matching a legacy tag search (vParquet4 semantics, as Tempo's /api/search tags= parameter).
 
     Every tag must hold within one batch (a resource/scope of one trace): on the resource or on one of
     the batch's spans. Well-known keys match by case-sensitive substring; `http.status_code` is an

@@ -7,8 +7,8 @@ operators, structural operators (nested-set integer comparisons), aggregates, `b
 and `select()` on numpy arrays of row indices per trace. `candidate_trace_ids(query, table)` is the
 cheap superset for traces split across sources.
 
-Semantics decisions (see shared/reference/traceql.md):
-* `{ !(<cond>) }` is evaluated logically (Tempo's storage push-down makes it return nothing, §5.4).
+Semantics decisions (docs/traceql.md has the language notes):
+* `{ !(<cond>) }` is evaluated logically (Tempo's storage push-down makes it return nothing).
 * int `^` int computes lhs to the power rhs (Tempo's Go code swaps the operands).
 * Unscoped `.a` matches if the span value or the resource value satisfies the comparison (never event,
   link or instrumentation values, as in Tempo's storage; docs/traceql.md). Returned spans show each of

@@ -1,4 +1,4 @@
-"""The TraceQL grammar (Tempo 3.0, reference/traceql.md §10) for parsimonious, compiled once at import.
+"""The TraceQL grammar (Tempo 3.0's TraceQL; docs/traceql.md) for parsimonious, compiled once at import.
 
 PEG has no left recursion, so binary operators are parsed as flat `operand (op operand)*` lists and
 `precedence.py` folds them (traceql.md §5.1). The lexer rules of Tempo (Go `text/scanner` plus the attribute
