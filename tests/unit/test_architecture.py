@@ -258,6 +258,15 @@ def test_every_test_file_is_in_a_lane() -> None:
     assert not stray, f"move {stray} into tests/unit/ (pure) or tests/e2e/ (see CONTRIBUTING.md)"
 
 
+def test_test_files_have_unique_names_across_lanes() -> None:
+    """The lanes share one module namespace (pytest's `pythonpath` holds both), so a name in tests/unit/ and
+    tests/e2e/ at once stops the whole run at collection."""
+    tests = PACKAGE.parent / "tests"
+    unit = {p.name for p in (tests / "unit").glob("test_*.py")}
+    e2e = {p.name for p in (tests / "e2e").glob("test_*.py")}
+    assert not unit & e2e, f"rename one of each pair: {sorted(unit & e2e)}"
+
+
 def test_no_module_is_over_500_lines_without_a_reason_at_its_top() -> None:
     long = []
     for module, path in sorted(MODULES.items()):
