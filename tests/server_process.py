@@ -92,3 +92,24 @@ block_builder: {{consume_cycle_duration: {cycle}}}
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+
+def kafka_role(tmp_path: Path, broker: str, topic: str, name: str, target: str, body: str = "") -> ServerProcess:
+    """A `-target=<target>` process in tmp_path/name on the kafka WAL `topic` with blocks shared in
+    tmp_path/blocks (1 s block list poll and block-builder cycle); `body` is appended to its config."""
+    home = tmp_path / name
+    home.mkdir()
+    proc = ServerProcess(home)
+    proc.config.write_text(f"""
+server: {{http_listen_address: 127.0.0.1, http_listen_port: {proc.http_port}, log_level: info}}
+distributor: {{receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{proc.otlp_port}"}}}}}}}}}}
+storage:
+  trace:
+    backend: local
+    local: {{path: {tmp_path / "blocks"}, shared: true}}
+    blocklist_poll: 1s
+    wal: {{backend: kafka, partitions: 4, path: {home / "wal"}, kafka: {{brokers: '{broker}', topic: {topic}}}}}
+block_builder: {{consume_cycle_duration: 1s}}
+{body}""")
+    proc.args = [f"-target={target}"]
+    return proc

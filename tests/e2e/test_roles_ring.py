@@ -21,7 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from opentelemetry.sdk.trace.export import SpanExportResult
 from otlp_helpers import by_trace, encoded, normalize, sdk_spans
-from server_process import ServerProcess
+from server_process import ServerProcess, kafka_role
 from wal_brokers import tansu_broker
 
 from tempo_lite import spantable
@@ -35,25 +35,6 @@ TENANT = "single-tenant"
 def broker() -> Iterator[str]:
     with tansu_broker() as brokers:
         yield brokers
-
-
-def role(tmp_path: Path, broker: str, topic: str, name: str, target: str, body: str = "") -> ServerProcess:
-    home = tmp_path / name
-    home.mkdir()
-    proc = ServerProcess(home)
-    proc.config.write_text(f"""
-server: {{http_listen_address: 127.0.0.1, http_listen_port: {proc.http_port}, log_level: info}}
-distributor: {{receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{proc.otlp_port}"}}}}}}}}}}
-storage:
-  trace:
-    backend: local
-    local: {{path: {tmp_path / "blocks"}, shared: true}}
-    blocklist_poll: 1s
-    wal: {{backend: kafka, partitions: 4, path: {home / "wal"}, kafka: {{brokers: '{broker}', topic: {topic}}}}}
-block_builder: {{consume_cycle_duration: 1s}}
-{body}""")
-    proc.args = [f"-target={target}"]
-    return proc
 
 
 def status(proc: ServerProcess) -> dict[str, str]:
@@ -97,11 +78,11 @@ def wait_until(check, timeout: float, what: str) -> None:  # noqa: ANN001
 def test_live_stores_join_are_added_and_drained_through_the_partition_ring(broker: str, tmp_path: Path) -> None:
     topic = f"ring-{uuid.uuid4().hex[:8]}"
     keep = "live_store: {complete_block_timeout: 2s, partitions: [%s]}"
-    live_a = role(tmp_path, broker, topic, "live-a", "live-store", keep % "0, 1")
-    live_b = role(tmp_path, broker, topic, "live-b", "live-store", keep % "2, 3")
-    distributor = role(tmp_path, broker, topic, "distributor", "distributor")
-    builder = role(tmp_path, broker, topic, "block-builder", "block-builder")
-    querier = role(tmp_path, broker, topic, "querier", "querier", f"""
+    live_a = kafka_role(tmp_path, broker, topic, "live-a", "live-store", keep % "0, 1")
+    live_b = kafka_role(tmp_path, broker, topic, "live-b", "live-store", keep % "2, 3")
+    distributor = kafka_role(tmp_path, broker, topic, "distributor", "distributor")
+    builder = kafka_role(tmp_path, broker, topic, "block-builder", "block-builder")
+    querier = kafka_role(tmp_path, broker, topic, "querier", "querier", f"""
 querier:
   live_stores:
     - {{url: "{live_a.api}", partitions: [0, 1]}}
