@@ -31,8 +31,10 @@ from tempo_lite.traceql.ast import (
     Static,
     StaticType,
 )
-from tempo_lite.traceql.engine import _field_refs, _stages_filters, _starts_unfiltered, referenced_fields
-from tempo_lite.traceql.engine_context import TRACE_DEPENDENT
+from tempo_lite.traceql.engine_query import TRACE_DEPENDENT, referenced_fields
+from tempo_lite.traceql.engine_query import field_refs as _field_refs
+from tempo_lite.traceql.engine_query import stage_filters as _stages_filters
+from tempo_lite.traceql.engine_query import starts_unfiltered as _starts_unfiltered
 
 # Span columns of intrinsics that a span filter reads directly.
 _INTRINSIC_COLUMNS = {

@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.querier import result_json as rj
 from tempo_lite.querier.search_json import trace_json
-from tempo_lite.traceql.engine import SpansetColumns
+from tempo_lite.traceql.engine_columns import SpansetColumns
 from tempo_lite.traceql.engine_summary import ROOT_NOT_YET_RECEIVED, TraceSummaries
 
 SCHEMA = pa.schema([

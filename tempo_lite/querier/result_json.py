@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tempo_lite.querier.search_pb import KIND_TEXT, STATUS_TEXT, plain_typed, render_go_duration
-from tempo_lite.traceql.engine import SpansetColumns, TypedValue
-from tempo_lite.traceql.engine_values import Col
+from tempo_lite.traceql.engine_columns import SpansetColumns
+from tempo_lite.traceql.engine_values import Col, TypedValue
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 

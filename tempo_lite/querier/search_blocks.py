@@ -22,12 +22,11 @@ from tempo_lite.querier import pushdown
 from tempo_lite.querier.search_request import SearchRequest, SearchStats, columns_for
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.traceql.ast import Intrinsic
-from tempo_lite.traceql.engine import (
-    _needs_nested_sets,
-    referenced_fields,
-    trace_matches,
-)
-from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, TraceLevel, hex_ids
+from tempo_lite.traceql.engine import trace_matches
+from tempo_lite.traceql.engine_attrs import hex_ids
+from tempo_lite.traceql.engine_query import TRACE_DEPENDENT, referenced_fields
+from tempo_lite.traceql.engine_query import needs_nested_sets as _needs_nested_sets
+from tempo_lite.traceql.engine_span_values import TraceLevel
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.spantable import SpanTable
 from tempo_lite.traceql.ast import Kind, format_duration
-from tempo_lite.traceql.engine import TraceMatch, TypedValue
+from tempo_lite.traceql.engine_results import TraceMatch
 from tempo_lite.traceql.engine_summary import ROOT_NOT_YET_RECEIVED, TraceSummaries, trace_summaries
+from tempo_lite.traceql.engine_values import TypedValue
 
 STATUS_TEXT = {0: "unset", 1: "ok", 2: "error"}
 KIND_TEXT = {k.value: k.text for k in Kind}

@@ -18,11 +18,8 @@ from tempo_lite.querier.result_columns import ResultColumns, from_matches, from_
 from tempo_lite.querier.search_pb import search_results, trace_metadata
 from tempo_lite.traceql import parse
 from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, Scope
-from tempo_lite.traceql.engine import (
-    evaluate,
-    evaluate_columns,
-    referenced_fields,
-)
+from tempo_lite.traceql.engine import evaluate, evaluate_columns
+from tempo_lite.traceql.engine_query import referenced_fields
 from tempo_lite.traceql.engine_summary import trace_summaries
 
 # Columns every evaluation needs (structure, intrinsics, result fields); attribute, event and link

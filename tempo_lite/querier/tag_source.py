@@ -42,8 +42,8 @@ from tempo_lite.querier.tags import (
     typed_values,
 )
 from tempo_lite.traceql.ast import Attribute, Intrinsic, Scope, SpansetFilter, render
-from tempo_lite.traceql.engine import referenced_fields
 from tempo_lite.traceql.engine_context import SpanContext
+from tempo_lite.traceql.engine_query import referenced_fields
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ other pipeline are collected into the same columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,21 +25,13 @@ from tempo_lite.traceql.ast import (
     SpansetOperation,
     render,
 )
-from tempo_lite.traceql.engine_values import Col
+from tempo_lite.traceql.engine_results import Spanset, result_fields
+from tempo_lite.traceql.engine_structural import NestedSets, related
+from tempo_lite.traceql.engine_values import Col, TypedValue
 
 if TYPE_CHECKING:
     from tempo_lite.spantable import SpanTable
     from tempo_lite.traceql.ast import AttributeRef, Query
-
-# A typed value for results: (type, value) with type in str/int/float/bool/dur/status/kind/array.
-TypedValue = tuple[str, object]
-
-
-@dataclass
-class _Spanset:
-    rows: np.ndarray  # sorted span rows of the evaluated table
-    attrs: list[tuple[str, TypedValue]] = field(default_factory=list)
-
 
 @dataclass
 class SpansetColumns:
@@ -84,13 +76,11 @@ class ColumnResults:
         def _candidates(self, limit: int | None) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]: ...
 
         def _walk(self, ids: pa.Array, span_trace: np.ndarray, candidates: np.ndarray,
-                  limit: int | None) -> list[tuple[bytes, list[_Spanset]]]: ...
+                  limit: int | None) -> list[tuple[bytes, list[Spanset]]]: ...
 
-        def _nested_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+        def _nested_sets(self) -> NestedSets: ...
 
         def trace_matches(self, span_trace: np.ndarray, n_traces: int) -> np.ndarray | None: ...
-
-        def _result_fields(self) -> tuple[bool, dict[str, AttributeRef]]: ...
 
         def _shown_values(self, ref: AttributeRef) -> list[Col]: ...
 
@@ -104,30 +94,6 @@ class ColumnResults:
             chosen = candidates[exact[candidates]][:limit]
             return self._filter_columns(ids, span_trace, chosen, spss, passing, count_key)
         return self._walk_columns(self._walk(ids, span_trace, candidates, limit), ids.type, spss)
-
-    def _related(self, op: SpansetOp, a: np.ndarray, b: np.ndarray, span_trace: np.ndarray) -> np.ndarray:
-        """`{a} > {b}` (child) or `{a} ~ {b}` (sibling) over every trace at once: the rows of b related
-        to some row of a in the same trace, as `_structural` judges them per trace (nested-set numbers,
-        disconnected spans left out), by (trace, nested-set number) keys instead of a per-trace matrix."""
-        left, _, parent = self._nested_sets()
-        connected = left > 0
-        a_rows = np.flatnonzero(a & connected)
-        b_rows = np.flatnonzero(b & connected)
-        out = np.zeros(self.n, dtype=bool)
-        if not len(a_rows) or not len(b_rows):
-            return out
-        base = int(max(left.max(), parent.max())) + 3
-        trace = span_trace.astype(np.int64) * base
-        if op is SpansetOp.CHILD:  # b's parent is a
-            hit = np.isin(trace[b_rows] + parent[b_rows] + 2, trace[a_rows] + left[a_rows] + 2)
-        else:  # sibling: a row of a with the same parent, other than b itself
-            keys, counts = np.unique(trace[a_rows] + parent[a_rows] + 2, return_counts=True)
-            b_keys = trace[b_rows] + parent[b_rows] + 2
-            pos = np.minimum(np.searchsorted(keys, b_keys), len(keys) - 1)
-            same = np.where(keys[pos] == b_keys, counts[pos], 0)
-            hit = same - a[b_rows].astype(np.int64) > 0
-        out[b_rows[hit]] = True
-        return out
 
     def _passing(self) -> np.ndarray:
         """Rows passing every filter of a pipeline of filters."""
@@ -152,7 +118,7 @@ class ColumnResults:
                 return None
             a, b = self._masks[op.lhs], self._masks[op.rhs]
             if op.op in (SpansetOp.CHILD, SpansetOp.SIBLING):
-                hit = self._related(op.op, a, b, span_trace)
+                hit = related(op.op, a, b, span_trace, self._nested_sets())
                 return hit, np.bincount(span_trace[hit], minlength=n_traces) > 0, None
             if op.op is SpansetOp.AND:
                 exact = (np.bincount(span_trace[a], minlength=n_traces) > 0) & (
@@ -192,7 +158,7 @@ class ColumnResults:
         return self._columns(ids.take(pa.array(chosen, pa.int64())), np.arange(len(chosen)), matched, attrs,
                              key[shown], rows[shown])
 
-    def _walk_columns(self, matches: list[tuple[bytes, list[_Spanset]]], id_type: pa.DataType,
+    def _walk_columns(self, matches: list[tuple[bytes, list[Spanset]]], id_type: pa.DataType,
                       spss: int) -> SpansetColumns:
         """The walk's matches column-wise (one small Python step per spanset, none per shown span)."""
         set_trace: list[int] = []
@@ -223,7 +189,7 @@ class ColumnResults:
     def _columns(self, trace_ids: pa.Array, set_trace: np.ndarray, matched: np.ndarray,
                  attrs: list[list[tuple[str, TypedValue]]] | None, shown_set: np.ndarray,
                  shown_rows: np.ndarray) -> SpansetColumns:
-        want_name, fields = self._result_fields()
+        want_name, fields = result_fields(self.query)
         spans = self.table.spans
         idx = pa.array(shown_rows, pa.int64())
         values = [(key, col.take(shown_rows)) for key, ref in fields.items() for col in self._shown_values(ref)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +35,10 @@ SLOT_TYPES: dict[str, pa.DataType] = {
     "status": pa.int8(),
     "kind": pa.int8(),
 }
-Slot = pa.Array | pa.Scalar
+# One type slot of a column: an array with a value per row, or a scalar standing for every row.
+Slot: TypeAlias = pa.Array | pa.Scalar
+# A typed value for results: (type, value) with type in str/int/float/bool/dur/status/kind/array.
+TypedValue: TypeAlias = tuple[str, object]
 
 
 class EvaluationError(TempoLiteError):
@@ -451,11 +455,11 @@ def truth(a: Col, unknown_is_true: bool = False) -> np.ndarray:
 # Grouping keys (by())
 
 
-def group_codes(c: Col) -> tuple[np.ndarray, list[tuple[str, object]]]:
+def group_codes(c: Col) -> tuple[np.ndarray, list[TypedValue]]:
     """A code per row identifying its (type, value), -1 for nil, and the (slot, value) of each code."""
     c = c.primary()
     codes = np.full(c.n, -1, dtype=np.int64)
-    values: list[tuple[str, object]] = []
+    values: list[TypedValue] = []
     for name, v in c.slots.items():
         v = _broadcast_slot(v, c.n, name)
         enc = pc.dictionary_encode(v)

@@ -45,8 +45,9 @@ from tempo_lite.traceql.ast import (
     TraceQLError,
     render,
 )
-from tempo_lite.traceql.engine import evaluate, referenced_fields
-from tempo_lite.traceql.engine_context import TRACE_DEPENDENT, SpanContext, uses_nested_sets
+from tempo_lite.traceql.engine import evaluate
+from tempo_lite.traceql.engine_context import SpanContext
+from tempo_lite.traceql.engine_query import TRACE_DEPENDENT, referenced_fields, uses_nested_sets
 from tempo_lite.traceql.engine_values import _broadcast_slot, group_codes
 from tempo_lite.traceql.metrics_buckets import SECOND, TimeBuckets, log2_bucketize, log2_exponent, log2_quantile
 from tempo_lite.traceql.metrics_compare import COMPARE_INTRINSICS, CompareCounts

@@ -23,8 +23,10 @@ from traceql_fixtures import (
 
 from tempo_lite import spantable
 from tempo_lite.traceql import parse
-from tempo_lite.traceql.engine import EvaluationError, TraceMatch, candidate_trace_ids, evaluate
+from tempo_lite.traceql.engine import candidate_trace_ids, evaluate
+from tempo_lite.traceql.engine_results import TraceMatch
 from tempo_lite.traceql.engine_summary import ROOT_NOT_YET_RECEIVED, trace_summaries
+from tempo_lite.traceql.engine_values import EvaluationError
 
 CASES = load_cases().get("cases_fixture_A", [])
 ROOT_SPAN = "0000000000040506"
