@@ -20,10 +20,12 @@ from tempo_lite.traceql.ast import (
     BinaryOp,
     FieldExpr,
     Intrinsic,
+    Kind,
     Op,
     Scope,
     Static,
     StaticType,
+    Status,
     TraceQLError,
     UnaryOp,
 )
@@ -64,6 +66,13 @@ class Domain:
     def spans(self, n: int) -> np.ndarray:
         return np.arange(n) if self.span_idx is None else self.span_idx
 
+    def sub_rows(self, which: str) -> np.ndarray:
+        """Each row's flat event (`which` "event") or link ("link") index, -1 for none."""
+        idx = self.event_idx if which == "event" else self.link_idx
+        if idx is None:  # domain_for explodes by every level an expression reads
+            raise ValueError(f"{which} values need a domain exploded by {which}s")
+        return idx
+
 
 class SpanContext(SpanValues):
     """Values of one span table for TraceQL evaluation, with caches, and expressions evaluated over them.
@@ -81,7 +90,7 @@ class SpanContext(SpanValues):
     # -- domains
 
     def domain_for(self, expr: FieldExpr) -> Domain:
-        levels = set()
+        levels: set[str] = set()
         _levels(expr, levels)
         dom = Domain(self.n)
         if "event" in levels:
@@ -92,12 +101,12 @@ class SpanContext(SpanValues):
 
     def _explode(self, dom: Domain, info: NestedList, which: str) -> Domain:
         span_of = dom.spans(self.n)
-        lens = info["lens"][span_of]  # type: ignore[index]
+        lens = info["lens"][span_of]
         rep = np.maximum(lens, 1)
         total = int(rep.sum())
         rows = np.repeat(np.arange(dom.m), rep)
         within = np.arange(total) - np.repeat(np.cumsum(rep) - rep, rep)
-        flat = np.repeat(info["offsets"][span_of], rep) + within  # type: ignore[index]
+        flat = np.repeat(info["offsets"][span_of], rep) + within
         flat[np.repeat(lens == 0, rep)] = -1
         out = Domain(
             total,
@@ -144,10 +153,10 @@ class SpanContext(SpanValues):
                 return Col.nil(dom.m)
             slot = _STATIC_SLOTS[expr.type]
             v = expr.value
-            if expr.type is StaticType.STATUS:
-                v = v.otlp_code  # type: ignore[union-attr]
-            elif expr.type is StaticType.KIND:
-                v = v.value  # type: ignore[union-attr]
+            if isinstance(v, Status):
+                v = v.otlp_code
+            elif isinstance(v, Kind):
+                v = v.value
             return Col.literal(dom.m, slot, v)
         if isinstance(expr, Attribute):
             if expr.parent:
@@ -159,15 +168,13 @@ class SpanContext(SpanValues):
             if expr.scope is Scope.INSTRUMENTATION:
                 return self._at(self.resource_level("scope", expr.name), dom)
             if expr.scope is Scope.EVENT:
-                return self.sub_attr("event", expr.name).take(dom.event_idx)  # type: ignore[arg-type]
+                return self.sub_attr("event", expr.name).take(dom.sub_rows("event"))
             if expr.scope is Scope.LINK:
-                return self.sub_attr("link", expr.name).take(dom.link_idx)  # type: ignore[arg-type]
+                return self.sub_attr("link", expr.name).take(dom.sub_rows("link"))
             return self._at(self.unscoped(expr.name), dom)
         if isinstance(expr, Intrinsic):
-            if expr.level == "event":
-                return self.sub_intrinsic(expr).take(dom.event_idx)  # type: ignore[arg-type]
-            if expr.level == "link":
-                return self.sub_intrinsic(expr).take(dom.link_idx)  # type: ignore[arg-type]
+            if expr.level in ("event", "link"):
+                return self.sub_intrinsic(expr).take(dom.sub_rows(expr.level))
             return self._at(self.intrinsic(expr), dom)
         if isinstance(expr, UnaryOp):
             inner = self.value(expr.operand, dom)
@@ -222,7 +229,7 @@ class SpanContext(SpanValues):
         info = self.events() if which == "event" else self.links()
         vals = self.sub_attr(which, attr.name)
         m = vals.n
-        owner = np.repeat(np.arange(self.n), info["lens"])  # type: ignore[arg-type]
+        owner = np.repeat(np.arange(self.n), info["lens"])
         sub = np.arange(m)
         dom = Domain(m, owner, sub if which == "event" else None, sub if which == "link" else None)
         ok = np.zeros(m, dtype=bool)

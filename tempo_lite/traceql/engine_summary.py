@@ -9,6 +9,7 @@ They feed search result metadata (`rootServiceName`, `rootTraceName`, `startTime
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,17 @@ from tempo_lite.spantable import SpanTable
 
 ROOT_NOT_YET_RECEIVED = "<root span not yet received>"
 _STATUS_ERROR = 2
+
+
+class TraceSummary(TypedDict):
+    """One trace's facts (a `TraceSummaries.by_trace_id()` entry); `services`: {name: (spans, errors)}."""
+
+    trace_id: bytes
+    start_unix_nano: int
+    end_unix_nano: int
+    root_service_name: str | None
+    root_span_name: str | None
+    services: dict[str, tuple[int, int]]
 
 
 @dataclass
@@ -30,9 +42,9 @@ class TraceSummaries:
     services: pa.Table
     span_trace: np.ndarray
 
-    def by_trace_id(self) -> dict[bytes, dict]:
+    def by_trace_id(self) -> dict[bytes, TraceSummary]:
         """Plain per-trace dicts keyed by trace ID, with a `services` map {name: (spans, errors)}."""
-        out: dict[bytes, dict] = {}
+        out: dict[bytes, TraceSummary] = {}
         for row in self.traces.to_pylist():
             row["services"] = {}
             out[row["trace_id"]] = row

@@ -195,7 +195,7 @@ _ANY_VALUE_SLOTS = {"string_value": "str", "int_value": "int", "double_value": "
 def decode_arrays(rows: np.ndarray, raws: list[bytes | None], n: int) -> Elements:
     """Decode serialized OTLP `AnyValue` arrays into typed elements (strings, ints, doubles, bools)."""
     parents: list[int] = []
-    cols: dict[str, list] = {"str": [], "int": [], "float": [], "bool": []}
+    cols: dict[str, list[object]] = {"str": [], "int": [], "float": [], "bool": []}
     has = np.zeros(n, dtype=bool)
     for row, raw in zip(rows.tolist(), raws, strict=True):
         has[row] = True
@@ -219,7 +219,7 @@ def decode_arrays(rows: np.ndarray, raws: list[bytes | None], n: int) -> Element
 # --------------------------------------------------------------------------------------------------
 # Comparisons
 
-_CMP: dict[str, Callable] = {
+_CMP: dict[str, Callable[[Slot, Slot], Slot]] = {
     "=": pc.equal,
     "!=": pc.not_equal,
     "<": pc.less,
@@ -230,10 +230,10 @@ _CMP: dict[str, Callable] = {
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
-def _pairwise(op: str, a: dict[str, Slot], b: dict[str, Slot]) -> list[pa.Array | pa.Scalar]:
+def _pairwise(op: str, a: dict[str, Slot], b: dict[str, Slot]) -> list[Slot]:
     """Boolean results of comparing every compatible slot pair (null where a slot is absent)."""
     fn = _CMP[op]
-    out: list = []
+    out: list[Slot] = []
     ordered = op in ("<", "<=", ">", ">=")
     if "str" in a and "str" in b:
         out.append(fn(a["str"], b["str"]))
@@ -254,7 +254,7 @@ def _pairwise(op: str, a: dict[str, Slot], b: dict[str, Slot]) -> list[pa.Array 
     return out
 
 
-def _or_results(results: list, n: int) -> np.ndarray:
+def _or_results(results: list[Slot], n: int) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     for r in results:
         if isinstance(r, pa.Scalar):
