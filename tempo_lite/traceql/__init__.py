@@ -3,56 +3,19 @@
     parse(query)                 -> Query (parsed and validated) or TraceQLError (HTTP 400)
     parse_attribute(tag_name)    -> Attribute | Intrinsic, for /api/v2/search/tag/<tag>/values
     parse_lenient_filter(q)      -> SpansetFilter | None, for the tags / tag-values `q` filter
-    render(node)                 -> canonical text (`name`, `.foo`, `count()`, `by(resource.service.name)`)
     compile_regex(pattern)       -> Python regex with Tempo's anchored RE2 semantics
+    parse_duration(text) ...     -> nanoseconds of a TraceQL, Go or Prometheus duration
 
-The evaluation engine lives beside this package's parser (`engine*.py`) and consumes the AST only.
+This package exports the parsing functions only; the AST's names (nodes, `TraceQLError`, `render`,
+`result_key`, the type rules) are imported from `tempo_lite.traceql.ast`, their one namespace. The
+evaluation engine lives beside the parser (`engine*.py`) and consumes the AST only.
 """
 
 from __future__ import annotations
 
 import sys
 
-from tempo_lite.traceql.ast import (
-    Aggregate,
-    AggregateOp,
-    Attribute,
-    AttributeRef,
-    BinaryOp,
-    BottomK,
-    Coalesce,
-    FieldExpr,
-    GroupBy,
-    Intrinsic,
-    Kind,
-    MetricsAggregate,
-    MetricsFilter,
-    MetricsOp,
-    Op,
-    Pipeline,
-    Query,
-    ScalarFilter,
-    ScalarOperation,
-    ScalarPipeline,
-    Scope,
-    Select,
-    SpansetFilter,
-    SpansetOp,
-    SpansetOperation,
-    Static,
-    StaticType,
-    Status,
-    TopK,
-    TraceQLError,
-    UnaryOp,
-    format_duration,
-    format_float,
-    implied_type,
-    left_spine,
-    references_span,
-    render,
-    result_key,
-)
+from tempo_lite.traceql.ast import Attribute, Intrinsic, Query, SpansetFilter, TraceQLError
 from tempo_lite.traceql.literals import parse_duration, parse_go_duration, parse_prom_duration
 from tempo_lite.traceql.parser import MAX_QUERY_BYTES, parse_query, parse_tree
 from tempo_lite.traceql.validate import anchored_re2, compile_regex, validate
@@ -108,59 +71,15 @@ def parse_lenient_filter(query: str) -> SpansetFilter | None:
     return only if isinstance(only, SpansetFilter) else None
 
 
-def canonical_name(node: object) -> str:
-    """Alias of `render` for attribute keys and metric labels."""
-    return render(node)
-
-
 __all__ = [
     "MAX_QUERY_BYTES",
-    "Aggregate",
-    "AggregateOp",
-    "Attribute",
-    "AttributeRef",
-    "BinaryOp",
-    "BottomK",
-    "Coalesce",
-    "FieldExpr",
-    "GroupBy",
-    "Intrinsic",
-    "Kind",
-    "MetricsAggregate",
-    "MetricsFilter",
-    "MetricsOp",
-    "Op",
-    "Pipeline",
-    "Query",
-    "ScalarFilter",
-    "ScalarOperation",
-    "ScalarPipeline",
-    "Scope",
-    "Select",
-    "SpansetFilter",
-    "SpansetOp",
-    "SpansetOperation",
-    "Static",
-    "StaticType",
-    "Status",
-    "TopK",
-    "TraceQLError",
-    "UnaryOp",
     "anchored_re2",
-    "canonical_name",
     "compile_regex",
-    "format_duration",
-    "format_float",
-    "implied_type",
-    "left_spine",
     "parse",
     "parse_attribute",
     "parse_duration",
     "parse_go_duration",
     "parse_lenient_filter",
     "parse_prom_duration",
-    "references_span",
-    "render",
-    "result_key",
     "validate",
 ]

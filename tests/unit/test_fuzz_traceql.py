@@ -6,7 +6,8 @@ from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tempo_lite.traceql import Query, TraceQLError, parse, parse_attribute
+from tempo_lite.traceql import parse, parse_attribute
+from tempo_lite.traceql.ast import Query, TraceQLError
 
 # parse() raises the recursion limit once; do it before hypothesis records the limit it restores.
 parse("{}")

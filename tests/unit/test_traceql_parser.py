@@ -6,7 +6,8 @@ import pytest
 from conformance import TRACEQL_EXAMPLES, load_yaml, params, requires
 
 from tempo_lite.errors import InvalidRequest
-from tempo_lite.traceql import (
+from tempo_lite.traceql import compile_regex, parse, parse_attribute, parse_duration, parse_lenient_filter
+from tempo_lite.traceql.ast import (
     Aggregate,
     AggregateOp,
     Attribute,
@@ -33,14 +34,9 @@ from tempo_lite.traceql import (
     TopK,
     TraceQLError,
     UnaryOp,
-    compile_regex,
     format_duration,
     format_float,
     left_spine,
-    parse,
-    parse_attribute,
-    parse_duration,
-    parse_lenient_filter,
     render,
     result_key,
 )
