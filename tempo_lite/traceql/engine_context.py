@@ -269,7 +269,6 @@ def _levels(expr: FieldExpr, out: set[str]) -> None:
         _levels(expr.operand, out)
 
 
-
 def _trim_trace_ids(e: BinaryOp, lhs: Col, rhs: Col) -> tuple[Col, Col]:
     """`trace:id` / `link:traceID` compare without leading zeros: trim the string literal too."""
     ids = (Intrinsic.TRACE_ID, Intrinsic.LINK_TRACE_ID)
@@ -278,4 +277,3 @@ def _trim_trace_ids(e: BinaryOp, lhs: Col, rhs: Col) -> tuple[Col, Col]:
     elif e.rhs in ids and isinstance(e.lhs, Static) and e.lhs.type is StaticType.STRING:
         lhs = Col.literal(lhs.n, "str", str(e.lhs.value).lower().lstrip("0"))
     return lhs, rhs
-
