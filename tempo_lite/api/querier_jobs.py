@@ -85,7 +85,7 @@ class JobRunner:
         self.cache = cache
         self.blocklist = blocklist
         self.metrics = metrics
-        self._live: dict[tuple[tuple[str, tuple[int, ...]], ...], RemoteLiveStores] = {}
+        self._live: dict[tuple[tuple[str, tuple[int, ...], str], ...], RemoteLiveStores] = {}
 
     async def aclose(self) -> None:
         for live in self._live.values():
@@ -94,11 +94,14 @@ class JobRunner:
     def _live_source(self, job: Job) -> RemoteLiveStores | _NoLive:
         if not job.live_stores:
             return _NoLive()
-        key = tuple(sorted((i.url, i.partitions) for i in job.live_stores))
+        key = tuple(sorted((i.url, i.partitions, i.zone) for i in job.live_stores))
         source = self._live.get(key)
         if source is None:
-            source = RemoteLiveStores(job.live_stores, timeout=float(self.config.querier.live_store_timeout),
-                                      wait=READ_AFTER_WRITE_TIMEOUT)
+            # Zone twins in one job: this querier asks the one in its own zone first (read quorum 1).
+            cfg = self.config
+            source = RemoteLiveStores(job.live_stores, timeout=float(cfg.querier.live_store_timeout),
+                                      wait=READ_AFTER_WRITE_TIMEOUT, partitions=cfg.storage.trace.wal.partitions,
+                                      zone=cfg.querier.zone)
             self._live[key] = source
         return source
 

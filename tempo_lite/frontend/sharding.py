@@ -38,7 +38,7 @@ from tempo_lite.block.meta import BlockMeta
 from tempo_lite.config import Config, LiveStoreInstance
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unavailable
 from tempo_lite.frontend.jobs import Job, plan_jobs
-from tempo_lite.frontend.remote_live import serving
+from tempo_lite.frontend.remote_live import Readable, serving
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats
@@ -119,12 +119,12 @@ async def _run_jobs(jobs: list[Job], run: Callable[[Job], Awaitable[None]]) -> N
 
 class _Planner:
     def __init__(self, pool: QuerierPool, blocklist: BlockList, live_stores: Sequence[LiveStoreInstance],
-                 partitions: int, readable: Callable[[], frozenset[int] | None]) -> None:
+                 partitions: int, readable: Callable[[], Readable]) -> None:
         self.pool = pool
         self.blocklist = blocklist
         self.live_stores = tuple(live_stores)
         self.partitions = partitions
-        self.readable = readable  # the partition ring's readable partitions; None: no ring
+        self.readable = readable  # the partition ring's readable live-store instances; None: no ring
 
     def jobs(self, tenant: str, blocks: Sequence[BlockMeta]) -> list[Job]:
         live = serving(self.live_stores, self.readable(), self.partitions)
@@ -196,7 +196,7 @@ class ShardedTraces(_Planner):
 
 
 def sharded_frontend(
-    config: Config, blocklist: BlockList, readable: Callable[[], frozenset[int] | None] = lambda: None,
+    config: Config, blocklist: BlockList, readable: Callable[[], Readable] = lambda: None,
 ) -> tuple[QueryFrontend, QuerierPool]:
     """The frontend of a sharding query-frontend process, and its querier pool (closed by the caller)."""
     pool = QuerierPool(config.query_frontend.queriers, timeout=float(config.query_frontend.querier_timeout))
