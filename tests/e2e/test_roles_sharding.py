@@ -122,6 +122,13 @@ querier:
         services = {line.split(":")[0] for line in httpx.get(f"{frontend.api}/api/status/services").text.splitlines()}
         assert "query-frontend" in services and "querier" not in services
 
+        def ring_active() -> bool:
+            text = httpx.get(f"{distributor.api}/api/status/services", timeout=10).text
+            return all(f"partition-{p}: ACTIVE" in text for p in range(4))
+
+        # Both live-stores joined before the first write, or the first spans skip one's partitions.
+        wait_until(ring_active, 30, "the distributor sees every partition ACTIVE")
+
         # Older spans reach blocks (and leave the live-stores); then the block-builder stops, so newer ones
         # stay live and every answer stays the same while the test runs.
         sent: dict[bytes, dict] = {}
