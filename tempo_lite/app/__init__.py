@@ -409,9 +409,9 @@ class TempoLite:
                 register_ring_routes(api, self.ring_member)
         app: ASGIApp
         if plan.sharding:
-            from tempo_lite.frontend.sharding import forward_to_queriers
+            from tempo_lite.frontend.sharding import with_request_params
 
-            app = forward_to_queriers(cast(ASGIApp, api), self.querier_pool)
+            app = with_request_params(cast(ASGIApp, api))
         elif plan.query:
             from tempo_lite.api.querier_jobs import JobRunner, register_querier_job_routes
 
