@@ -72,10 +72,11 @@ class RemoteLiveStores:
         self.partitions = partitions
         self.zone = zone  # this querier's zone: its twins are asked first
         self._failed_at: dict[str, float] = {}  # live-store URL -> trio time of its last failure
-        self.fallbacks = 0  # partitions answered by a twin after the first live-store asked failed
         self.timeout = timeout
         self.wait = wait  # read after write: how long each live-store may wait to consume what it holds
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout + wait))
+        # The bound is `_ask`'s deadline (timeout + wait for the whole answer); the client's own per-read
+        # timeout only backs it up.
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout + wait + 1.0))
         self._cache: dict[tuple[str, str], _Cached] = {}
 
     async def aclose(self) -> None:
@@ -138,8 +139,6 @@ class RemoteLiveStores:
             async with trio.open_nursery() as nursery:
                 for instance in chosen:
                     nursery.start_soon(ask, instance)
-            if problems and needed:
-                self.fallbacks += 1
         return found
 
     def _no_answer(self, partition: int, asked: list[LiveStoreInstance], problems: dict[str, str]) -> str:

@@ -4,12 +4,15 @@ sharding query-frontend (over that querier) ask one live-store per partition and
 
 No block-builder runs, so every span is only in the live-stores (recent data): kill -9 live-store A and every
 acknowledged trace is still found by ID and by TraceQL search, through the querier and through the frontend,
-from B; A comes back (replaying the WAL), B is killed, and everything is found from A; with both gone the
-query answers 503 naming the partition.
+from B; A comes back (replaying the WAL) and hangs (SIGSTOP): queries still answer, from B, once A's timeout
+has passed; B is killed, and everything is found from A; with both gone the query answers 503 naming the
+partition.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -116,8 +119,22 @@ querier:
         everything_found(sent, querier, frontend)
         assert f"live-store {live_a.api} (partitions 0,1,2,3, zone a) did not answer" in querier.log.read_text()
 
-        # A comes back (it replays the WAL, acknowledged spans sent while it was down included); B is killed.
+        # A comes back (it replays the WAL, acknowledged spans sent while it was down included). Then it
+        # hangs (SIGSTOP: connections are accepted, nothing answers): after querier.live_store_timeout (plus
+        # the read-after-write wait) its partitions go to B.
         live_a.start(timeout=90)
+        assert live_a.proc is not None
+        os.kill(live_a.proc.pid, signal.SIGSTOP)
+        try:
+            assert searched(querier) == set(sent)
+            assert searched(frontend) == set(sent)
+            trace_id, want = next(iter(sent.items()))
+            assert fetch(querier, trace_id) == want
+            assert "no answer within 6s" in querier.log.read_text()
+        finally:
+            os.kill(live_a.proc.pid, signal.SIGCONT)
+
+        # B is killed: A answers.
         live_b.kill()
         third = sdk_spans("zones-three", traces=16)
         send(distributor, third)
