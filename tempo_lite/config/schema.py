@@ -204,11 +204,11 @@ class LiveStoreInstance:
 @dataclass(frozen=True)
 class QuerierConfig:
     # Where a `querier` role (without a live-store of its own) finds recent data: every partition of the
-    # WAL must be listed under exactly one instance (docs/scaling.md).
+    # WAL must be listed under at least one instance, at most one per zone (docs/scaling.md).
     live_stores: tuple[LiveStoreInstance, ...] = ()
     # The zone this querier (or sharding query-frontend) is in: of two zone twins it asks its own first.
     zone: str = ""
-    # How long a query waits for a live-store's answer before failing with 503.
+    # How long a query waits for a live-store's answer before asking its zone twin (none left: 503).
     live_store_timeout: Duration = Duration(10.0)
 
 
