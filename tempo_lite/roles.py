@@ -123,13 +123,22 @@ def check_live_store_partitions(config: Config, partitions: int) -> tuple[int, .
 
 
 def check_querier_coverage(config: Config, partitions: int) -> None:
-    """Every WAL partition must be served by exactly one configured live-store, or recent data is missed."""
+    """Every WAL partition must be served by a configured live-store, or recent data is missed; by at most
+    one per zone (two live-stores of a partition in different zones are twins: either answers for it)."""
     owners: dict[int, list[str]] = {}
+    zones: dict[tuple[int, str], str] = {}
     for instance in config.querier.live_stores:
         if not instance.url:
             raise ConfigError("querier.live_stores: an instance has no url")
         for p in instance.partitions or range(partitions):
             owners.setdefault(p, []).append(instance.url)
+            twin = zones.setdefault((p, instance.zone), instance.url)
+            if twin != instance.url:
+                where = f"zone {instance.zone!r}" if instance.zone else "no zone"
+                raise ConfigError(
+                    f"querier.live_stores: WAL partition {p} is listed under {twin} and {instance.url}, both in "
+                    f"{where}: two live-stores of one partition must be in different zones (set zone on each)"
+                )
     missing = [p for p in range(partitions) if p not in owners]
     if missing:
         raise ConfigError(

@@ -4,16 +4,26 @@
 search (the same parameters as `/api/search`) over the job's sources only: its live-stores and its blocks.
 `POST /internal/querier/trace` `{"job": Job, "id": HEX, "start_ns": N, "end_ns": N}` -> the spans of one
 trace in those sources as `spantable.to_ipc` bytes (404: none), with `X-Inspected-Bytes` and
-`X-Failed-Blocks` (JSON list). The searches run through the querier's own code (`frontend.search.run_search`,
-`Querier.find_trace`) on a `Querier` narrowed to the job. Internal: not part of Tempo's API.
+`X-Failed-Blocks` (JSON list).
+`POST /internal/querier/tag-names` `{"job": Job, "start_ns": N, "end_ns": N, "q": TEXT}` -> `{"names": {scope:
+[name, ...]}, "stats": {...}}`, and `/internal/querier/tag-values` (the same plus `"ref"`: `{"intrinsic": name}`
+or `{"attribute": name, "scope": scope, "parent": bool}`) -> `{"values": [[type, value], ...], "stats": ...}`:
+the job's sources' unlimited sets, as the querier's `TagSource` finds them.
+`POST /internal/querier/metrics` `{"job": Job, "params": MetricsParams}` -> `{"states": [...], "stats": ...}`:
+each evaluator of the request (`frontend.metrics.evaluators_for`) fed the job's spans, its exemplars given
+their IDs, as `traceql.metrics_partial.to_partial` state. The searches run through the
+querier's own code (`frontend.search.run_search`, `Querier.find_trace`, `TagSource`) on a `Querier` narrowed
+to the job. Internal: not part of Tempo's API.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -25,12 +35,19 @@ from tempo_lite.block.meta import META, BlockMeta
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import InvalidRequest
 from tempo_lite.frontend.jobs import Job
+from tempo_lite.frontend.metrics import accumulate, evaluators_for
+from tempo_lite.frontend.metrics_params import MetricsParams
 from tempo_lite.frontend.remote_live import RemoteLiveStores
 from tempo_lite.frontend.search import run_search
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.livestore.freshness import READ_AFTER_WRITE_TIMEOUT
-from tempo_lite.querier.search import Searcher
+from tempo_lite.querier.search import Searcher, SearchStats
+from tempo_lite.querier.tag_source import TagSource
 from tempo_lite.querier.tracebyid import Querier
+from tempo_lite.traceql import parse_lenient_filter
+from tempo_lite.traceql.metrics import Series
+from tempo_lite.traceql.metrics_partial import to_partial
+from tempo_lite.traceql.nodes import Attribute, Intrinsic, Scope, SpansetFilter
 
 if TYPE_CHECKING:
     from tempo_lite.config import Config
@@ -85,7 +102,7 @@ class JobRunner:
         self.cache = cache
         self.blocklist = blocklist
         self.metrics = metrics
-        self._live: dict[tuple[tuple[str, tuple[int, ...]], ...], RemoteLiveStores] = {}
+        self._live: dict[tuple[tuple[str, tuple[int, ...], str], ...], RemoteLiveStores] = {}
 
     async def aclose(self) -> None:
         for live in self._live.values():
@@ -94,11 +111,14 @@ class JobRunner:
     def _live_source(self, job: Job) -> RemoteLiveStores | _NoLive:
         if not job.live_stores:
             return _NoLive()
-        key = tuple(sorted((i.url, i.partitions) for i in job.live_stores))
+        key = tuple(sorted((i.url, i.partitions, i.zone) for i in job.live_stores))
         source = self._live.get(key)
         if source is None:
-            source = RemoteLiveStores(job.live_stores, timeout=float(self.config.querier.live_store_timeout),
-                                      wait=READ_AFTER_WRITE_TIMEOUT)
+            # Zone twins in one job: this querier asks the one in its own zone first (read quorum 1).
+            cfg = self.config
+            source = RemoteLiveStores(job.live_stores, timeout=float(cfg.querier.live_store_timeout),
+                                      wait=READ_AFTER_WRITE_TIMEOUT, partitions=cfg.storage.trace.wal.partitions,
+                                      zone=cfg.querier.zone)
             self._live[key] = source
         return source
 
@@ -133,6 +153,47 @@ async def _job_body() -> tuple[Job, dict[str, Any]]:
     return job, body
 
 
+def _range(body: dict[str, Any]) -> tuple[int, int]:
+    try:
+        return int(body.get("start_ns", 0)), int(body.get("end_ns", 0))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("invalid querier job: start_ns and end_ns must be integers") from exc
+
+
+def _filter(body: dict[str, Any]) -> SpansetFilter | None:
+    q = body.get("q", "")
+    if not isinstance(q, str):
+        raise InvalidRequest("invalid querier job: q must be a string")
+    return parse_lenient_filter(q) if q else None
+
+
+def _ref(raw: object) -> Attribute | Intrinsic:
+    try:
+        assert isinstance(raw, dict)
+        if "intrinsic" in raw:
+            return Intrinsic(raw["intrinsic"])
+        name, scope, parent = raw["attribute"], Scope(raw["scope"]), raw.get("parent", False)
+        assert isinstance(name, str) and isinstance(parent, bool)
+        return Attribute(name, scope, parent)
+    except (AssertionError, KeyError, ValueError) as exc:
+        raise InvalidRequest(f"invalid querier job: bad tag reference {json.dumps(raw)[:200]}") from exc
+
+
+def _metrics_params(raw: object) -> MetricsParams:
+    try:
+        assert isinstance(raw, dict)
+        p = MetricsParams(**raw)
+        assert isinstance(p.query, str) and isinstance(p.instant, bool)
+        assert all(isinstance(getattr(p, n), int) for n in ("start_ns", "end_ns", "step_ns", "exemplars"))
+    except (AssertionError, TypeError) as exc:
+        raise InvalidRequest(f"invalid querier job: bad metrics parameters {json.dumps(raw)[:200]}") from exc
+    return p
+
+
+def _tags_answer(key: str, found: object, stats: SearchStats) -> Response:
+    return Response(json.dumps({key: found, "stats": dataclasses.asdict(stats)}), content_type="application/json")
+
+
 def register_querier_job_routes(app: QuartTrio, tl: QueryService, runner: JobRunner) -> None:
     @app.route("/internal/querier/search", methods=["POST"])
     async def search_job() -> Response:
@@ -145,14 +206,45 @@ def register_querier_job_routes(app: QuartTrio, tl: QueryService, runner: JobRun
         service = _JobService(tl, QueryFrontend(querier, searcher))
         return respond(await run_search(service, [job.tenant], params))
 
+    async def tag_source(job: Job) -> TagSource:
+        querier = await runner.querier(job)
+        return TagSource(Searcher(querier, concurrency=tl.config.query_frontend.search.concurrent_jobs))
+
+    @app.route("/internal/querier/tag-names", methods=["POST"])
+    async def tag_names_job() -> Response:
+        job, body = await _job_body()
+        (start_ns, end_ns), q = _range(body), _filter(body)
+        stats = SearchStats()
+        names = await (await tag_source(job)).names(job.tenant, start_ns, end_ns, q, stats)
+        return _tags_answer("names", {scope: sorted(found) for scope, found in names.items()}, stats)
+
+    @app.route("/internal/querier/tag-values", methods=["POST"])
+    async def tag_values_job() -> Response:
+        job, body = await _job_body()
+        (start_ns, end_ns), q, ref = _range(body), _filter(body), _ref(body.get("ref"))
+        stats = SearchStats()
+        values = await (await tag_source(job)).values(job.tenant, start_ns, end_ns, ref, q, stats)
+        return _tags_answer("values", sorted(values), stats)
+
+    @app.route("/internal/querier/metrics", methods=["POST"])
+    async def metrics_job() -> Response:
+        job, body = await _job_body()
+        _expr, _leaves, evaluators = evaluators_for(_metrics_params(body.get("params")))
+        querier = await runner.querier(job)
+        stats = SearchStats()
+        searcher = Searcher(querier, concurrency=tl.config.query_frontend.search.concurrent_jobs)
+        source = await accumulate(searcher, [job.tenant], evaluators, stats)
+        for ev in evaluators:  # exemplars leave with their IDs (block-row references mean nothing elsewhere)
+            await source.resolve([Series((), np.zeros(0), acc.exemplars) for acc in ev.accs.values()], stats)
+        states = [to_partial(ev) for ev in evaluators]
+        return Response(json.dumps({"states": states, "stats": dataclasses.asdict(stats)}),
+                        content_type="application/json")
+
     @app.route("/internal/querier/trace", methods=["POST"])
     async def trace_job() -> Response:
         job, body = await _job_body()
         trace_id = parse_trace_id(str(body.get("id", "")))
-        try:
-            start_ns, end_ns = int(body.get("start_ns", 0)), int(body.get("end_ns", 0))
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest("invalid querier job: start_ns and end_ns must be integers") from exc
+        start_ns, end_ns = _range(body)
         querier = await runner.querier(job)
         found = await querier.find_trace(job.tenant, trace_id, start_ns, end_ns)
         headers = {"X-Inspected-Bytes": str(found.inspected_bytes),

@@ -1,9 +1,10 @@
 """A live-store's partition-ring routes (split deployments; wal/ring.py): drain its partitions before
 removing it, or make them active again.
 
-`POST /internal/live/drain` marks every partition of this live-store INACTIVE: distributors stop writing
-to them within the ring's poll interval, this live-store keeps serving them, and their entries leave the
-ring once the block-builders have committed everything in them (then `/api/status/services` shows
+`POST /internal/live/drain` marks this live-store's instance of each of its partitions INACTIVE: distributors
+stop writing to them within the ring's poll interval (unless a zone twin's instance is still ACTIVE;
+`tempo-lite ring drain` drains a whole partition), this live-store keeps serving them, and its entries leave
+the ring once the block-builders have committed everything in them (then `/api/status/services` shows
 `live-store-ring: Drained` and the process can be stopped). `POST /internal/live/activate` makes them
 ACTIVE again. Both answer with the partitions' states, one `partition-<n>: <STATE> (<owner>)` line each.
 """
@@ -19,8 +20,7 @@ from tempo_lite.wal.ring import LiveStoreMember, status_lines
 
 def register_ring_routes(app: QuartTrio, member: LiveStoreMember) -> None:
     def states() -> Response:
-        mine = {p: e for p, e in member.ring.ring.items() if p in member.partitions}
-        return text("".join(f"{name}: {state}\n" for name, state in status_lines(mine)) or "drained\n")
+        return text("".join(f"{name}: {state}\n" for name, state in status_lines(member.mine())) or "drained\n")
 
     @app.route("/internal/live/drain", methods=["POST"])
     async def drain() -> Response:

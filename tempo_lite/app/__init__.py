@@ -236,7 +236,7 @@ class TempoLite:
 
         self.remote_live = RemoteLiveStores(cfg.querier.live_stores, timeout=float(cfg.querier.live_store_timeout),
                                             wait=READ_AFTER_WRITE_TIMEOUT, readable=self._readable,
-                                            partitions=cfg.storage.trace.wal.partitions)
+                                            partitions=cfg.storage.trace.wal.partitions, zone=cfg.querier.zone)
         return self.remote_live
 
     async def _start(self, nursery: trio.Nursery, name: str, run: Any, *args: Any) -> None:
@@ -272,7 +272,8 @@ class TempoLite:
                     await nursery.start(self.livestore.follow_flushes, FOLLOW_COMMITS_SECONDS)
                 if self.ring is not None and plan.live_store:
                     self.ring_member = LiveStoreMember(self.ring, self.wal, self.livestore.partitions,
-                                                       self._ring_owner(), BLOCKBUILDER_GROUP)
+                                                       self._ring_owner(), BLOCKBUILDER_GROUP,
+                                                       self.config.live_store.zone)
                     await self.ring_member.join()
                     nursery.start_soon(self.ring_member.watch_drains)
                 self.services["live-store"] = "Running"
@@ -332,7 +333,7 @@ class TempoLite:
                 for partition in range(self.wal.partitions):
                     await self.wal.committed(group, partition)
 
-    def _readable(self) -> frozenset[int] | None:
+    def _readable(self) -> frozenset[tuple[int, str]] | None:
         return self.ring.readable_partitions(self.config.storage.trace.wal.partitions) if self.ring else None
 
     def _ring_owner(self) -> str:
@@ -408,9 +409,9 @@ class TempoLite:
                 register_ring_routes(api, self.ring_member)
         app: ASGIApp
         if plan.sharding:
-            from tempo_lite.frontend.sharding import forward_to_queriers
+            from tempo_lite.frontend.sharding import with_request_params
 
-            app = forward_to_queriers(cast(ASGIApp, api), self.querier_pool)
+            app = with_request_params(cast(ASGIApp, api))
         elif plan.query:
             from tempo_lite.api.querier_jobs import JobRunner, register_querier_job_routes
 

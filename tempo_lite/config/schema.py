@@ -187,6 +187,9 @@ class LiveStoreConfig:
     complete_block_timeout: Duration = Duration(60.0)
     # The WAL partitions a `live-store` role consumes; empty: all of them (docs/scaling.md).
     partitions: tuple[int, ...] = ()
+    # Its availability zone: two live-stores of one partition in different zones both consume it and a
+    # querier asks one of them (docs/scaling.md, "Zones"); empty: no zones.
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,14 +198,17 @@ class LiveStoreInstance:
 
     url: str = ""
     partitions: tuple[int, ...] = ()
+    zone: str = ""  # its live_store.zone: live-stores of one partition in different zones are twins
 
 
 @dataclass(frozen=True)
 class QuerierConfig:
     # Where a `querier` role (without a live-store of its own) finds recent data: every partition of the
-    # WAL must be listed under exactly one instance (docs/scaling.md).
+    # WAL must be listed under at least one instance, at most one per zone (docs/scaling.md).
     live_stores: tuple[LiveStoreInstance, ...] = ()
-    # How long a query waits for a live-store's answer before failing with 503.
+    # The zone this querier (or sharding query-frontend) is in: of two zone twins it asks its own first.
+    zone: str = ""
+    # How long a query waits for a live-store's answer before asking its zone twin (none left: 503).
     live_store_timeout: Duration = Duration(10.0)
 
 

@@ -23,7 +23,7 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.errors import StorageError
 from tempo_lite.frontend.metrics_params import MetricsParams, parse_query_instant, parse_query_range
 from tempo_lite.querier.metrics_source import MetricsRead, MetricsSource
-from tempo_lite.querier.search import SearchStats
+from tempo_lite.querier.search import Searcher, SearchStats
 from tempo_lite.querier.search_pb import any_value
 from tempo_lite.spantable import SpanTable
 from tempo_lite.traceql import metrics_expr, parse
@@ -63,11 +63,10 @@ def _exemplar_limit(query: Query, requested: int) -> int:
     return requested
 
 
-async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats]:
-    """Series of the query, or of an arithmetic expression between queries (`traceql.metrics_expr`).
-
-    Span tables stream from every source overlapping the range (`querier.metrics_source`: a few row
-    groups at a time, only the columns the queries read, each span once); each feeds every query."""
+def evaluators_for(
+    p: MetricsParams,
+) -> tuple[metrics_expr.Node | None, list[metrics_expr.Leaf], list[MetricsEvaluator]]:
+    """The request's expression (None: one query), its leaves and one evaluator per query."""
     expr = parse_metrics_expression(p.query)
     leaves = metrics_expr.leaves(expr) if expr is not None else []
     queries = [leaf.query for leaf in leaves] if expr is not None else [_metrics_query(p.query)]
@@ -78,9 +77,15 @@ async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> t
     # Exemplars belong to one query's series: an expression's results have none.
     evaluators = [MetricsEvaluator(q, buckets, exemplars=0 if expr is not None else _exemplar_limit(q, p.exemplars))
                   for q in queries]
-    read = MetricsRead.of(queries, exemplars=any(ev.max_exemplars for ev in evaluators))
-    stats = SearchStats()
-    started = time.perf_counter()
+    return expr, leaves, evaluators
+
+
+async def accumulate(searcher: Searcher, tenants: list[str], evaluators: list[MetricsEvaluator],
+                     stats: SearchStats) -> MetricsSource:
+    """Feed every span of the tenants' sources in the evaluators' range to them (see `_evaluate`); the
+    source, whose `resolve` gives exemplars their IDs."""
+    read = MetricsRead.of([ev.query for ev in evaluators], exemplars=any(ev.max_exemplars for ev in evaluators))
+    buckets = evaluators[0].buckets
 
     def observe(table: SpanTable) -> None:
         for ev in evaluators:
@@ -89,12 +94,31 @@ async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> t
     async def consume(table: SpanTable) -> None:
         await trio.to_thread.run_sync(observe, table)
 
-    source = MetricsSource(tl.frontend.local_searcher(), read)
+    source = MetricsSource(searcher, read)
     for tenant in tenants:
         await source.stream(tenant, buckets.start_ns, buckets.end_ns, stats, consume)
-    results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]
-    for result in results:
-        await source.resolve(result, stats)
+    return source
+
+
+async def _evaluate(tl: QueryService, tenants: list[str], p: MetricsParams) -> tuple[list[Series], SearchStats]:
+    """Series of the query, or of an arithmetic expression between queries (`traceql.metrics_expr`).
+
+    Span tables stream from every source overlapping the range (`querier.metrics_source`: a few row
+    groups at a time, only the columns the queries read, each span once); each feeds every query. A
+    sharding query-frontend (`tl.frontend.metrics_jobs`) has its queriers run the same over their jobs'
+    sources and merges their evaluators' states (`traceql.metrics_partial`)."""
+    expr, leaves, evaluators = evaluators_for(p)
+    stats = SearchStats()
+    started = time.perf_counter()
+    sharded = tl.frontend.metrics_jobs
+    if sharded is not None:
+        await sharded.accumulate(tenants, p, evaluators, stats)
+        results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]
+    else:
+        source = await accumulate(tl.frontend.local_searcher(), tenants, evaluators, stats)
+        results = [await trio.to_thread.run_sync(ev.result) for ev in evaluators]
+        for result in results:
+            await source.resolve(result, stats)
     tl.metrics.query_seconds.labels("metrics").observe(time.perf_counter() - started)
     if stats.failed_blocks and len(stats.failed_blocks) >= stats.total_blocks:
         raise StorageError(f"{len(stats.failed_blocks)} block(s) could not be read: {stats.failed_blocks[0]}")

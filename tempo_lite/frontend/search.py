@@ -18,7 +18,6 @@ from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time
 from tempo_lite.querier.legacy_search import LegacySearch
 from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
-from tempo_lite.querier.tag_source import TagSource
 from tempo_lite.querier.tags import (
     V1_VIRTUAL_VALUES,
     merge_tag_names,
@@ -140,7 +139,7 @@ async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: 
     q = _q_filter(params) if v2 else None  # v1 accepts but ignores q, as Tempo does
     stats = SearchStats()
     start_ns, end_ns = _tag_range(params)
-    source = TagSource(tl.frontend.local_searcher())
+    source = tl.frontend.tag_source()
     names = merge_tag_names(*[await source.names(t, start_ns, end_ns, q, stats) for t in tenants])
     _check_answerable(stats)
     build = search_tags_v2_response if v2 else search_tags_response
@@ -153,7 +152,7 @@ async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params:
     q = _q_filter(params)
     stats = SearchStats()
     start_ns, end_ns = _tag_range(params)
-    source = TagSource(tl.frontend.local_searcher())
+    source = tl.frontend.tag_source()
     if v2:
         try:
             ref = parse_attribute(tag)

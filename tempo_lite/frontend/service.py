@@ -13,10 +13,14 @@ from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import Config
 from tempo_lite.errors import InvalidRequest
+from tempo_lite.frontend.metrics_params import MetricsParams
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import Searcher, SearchRequest, SearchStats
+from tempo_lite.querier.tag_source import TagSource, TypedValues
 from tempo_lite.querier.tracebyid import TraceLookup
+from tempo_lite.traceql.metrics import MetricsEvaluator
+from tempo_lite.traceql.nodes import Attribute, Intrinsic, SpansetFilter
 
 # (the trace's span rows or None, inspected bytes, unreadable blocks); `api/encoding.py` writes the answer
 # from the rows (`spantable.encode_traces_data`), no OTLP message objects in between.
@@ -39,20 +43,49 @@ class SearchSource(Protocol):
         ...
 
 
-class QueryFrontend:
-    """Queries over the querier: search (`searcher`) and trace by ID across the request's tenants."""
+class TagLookup(Protocol):
+    """Tag names and values of one tenant: the querier's `TagSource`, or the sharding frontend's `ShardedTags`."""
 
-    def __init__(self, querier: TraceSource, searcher: SearchSource) -> None:
+    async def names(
+        self, tenant: str, start_ns: int, end_ns: int, q: SpansetFilter | None, stats: SearchStats
+    ) -> dict[str, set[str]]: ...
+
+    async def values(
+        self, tenant: str, start_ns: int, end_ns: int, ref: Attribute | Intrinsic, q: SpansetFilter | None,
+        stats: SearchStats,
+    ) -> TypedValues: ...
+
+
+class MetricsJobs(Protocol):
+    """TraceQL metrics evaluated elsewhere: the sharding frontend's `ShardedMetrics` fills the evaluators
+    with its queriers' jobs' states."""
+
+    async def accumulate(self, tenants: list[str], p: MetricsParams, evaluators: list[MetricsEvaluator],
+                         stats: SearchStats) -> None: ...
+
+
+class QueryFrontend:
+    """Queries over the querier: search (`searcher`) and trace by ID across the request's tenants; tag
+    names and values through `tags` and TraceQL metrics through `metrics_jobs` (a sharding frontend's), else
+    the querier's own `TagSource` and `MetricsSource` (frontend/metrics.py)."""
+
+    def __init__(self, querier: TraceSource, searcher: SearchSource, tags: TagLookup | None = None,
+                 metrics_jobs: MetricsJobs | None = None) -> None:
         self.querier = querier
         self.searcher = searcher
+        self.tags = tags
+        self.metrics_jobs = metrics_jobs
+
+    def tag_source(self) -> TagLookup:
+        return self.tags if self.tags is not None else TagSource(self.local_searcher())
 
     def local_searcher(self) -> Searcher:
         """The querier's own `Searcher`, for tag and metrics queries, which read blocks in this process.
-        A sharding query-frontend forwards those to a querier over HTTP (frontend/sharding.py) and refuses
-        the ones it cannot forward (gRPC streaming)."""
+        A sharding query-frontend splits those into querier jobs over HTTP (frontend/sharding.py) and
+        refuses the ones it cannot (gRPC streaming)."""
         if not isinstance(self.searcher, Searcher):
-            raise InvalidRequest("this query-frontend forwards tag and metrics queries to a querier over HTTP; "
-                                 "send gRPC streaming ones to a querier")
+            raise InvalidRequest("this query-frontend shards tag and metrics queries over queriers for HTTP "
+                                 "requests only: send gRPC streaming ones to a querier")
         return self.searcher
 
     async def find_trace(self, tenants: list[str], trace_id: bytes, start_ns: int = 0, end_ns: int = 0) -> TraceAnswer:

@@ -7,19 +7,27 @@
   code one process uses: `merge_search_results` for search, `dedupe_spans` + `sort_by_trace` for a trace.
   `ShardedSearcher` and `ShardedTraces` take the places of the querier's `Searcher` and `Querier` behind
   the unchanged API handlers.
-- **Tags, tag values and TraceQL metrics**: forwarded whole to one querier (`forward_to_queriers`).
+- **Tag names and values**: split into the same jobs (`POST /internal/querier/tag-names`, `/tag-values`),
+  each answering the unlimited sets of its sources; `ShardedTags` takes the place of the querier's
+  `TagSource` and the sets are combined with `merge_tag_names` / `merge_tag_values`, then limited and
+  encoded by the single process's code (`frontend/search.py`).
+- **TraceQL metrics** (range and instant, arithmetic between queries included): split into the same jobs
+  (`POST /internal/querier/metrics`); each querier feeds its job's spans to the request's evaluators and
+  answers their accumulated states; `ShardedMetrics` merges them into the frontend's evaluators
+  (`traceql.metrics_partial`), which then give the series as one process does (`frontend/metrics.py`).
 - A job a querier does not answer (connection refused, timeout, 5xx) is sent to the next querier; when
   none answers the query fails with 503 naming each querier and why. A 4xx answer (a bad query) is the
   client's, passed through as it is.
 
-The raw search parameters reach `ShardedSearcher.search` through `SEARCH_PARAMS`, set for each HTTP request
-by `forward_to_queriers` (the parsed query cannot travel; the querier parses the same text again). Search
-over gRPC streaming is not sharded: a sharding frontend serves HTTP only.
+The raw search and tag parameters reach `ShardedSearcher.search` and `ShardedTags` through `SEARCH_PARAMS`,
+set for each such HTTP request by `with_request_params` (the parsed query cannot travel; the querier parses
+the same text again). Queries over gRPC streaming are not sharded: a sharding frontend serves HTTP only.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import itertools
 import json
 import logging
@@ -38,12 +46,18 @@ from tempo_lite.block.meta import BlockMeta
 from tempo_lite.config import Config, LiveStoreInstance
 from tempo_lite.errors import InvalidRequest, TempoLiteError, Unavailable
 from tempo_lite.frontend.jobs import Job, plan_jobs
-from tempo_lite.frontend.remote_live import serving
+from tempo_lite.frontend.metrics_params import MetricsParams
+from tempo_lite.frontend.remote_live import Readable, serving
 from tempo_lite.frontend.service import QueryFrontend
 from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats
 from tempo_lite.querier.search_pb import merge_search_results
+from tempo_lite.querier.tag_source import TypedValues
+from tempo_lite.querier.tags import merge_tag_names, merge_tag_values
 from tempo_lite.querier.tracebyid import TraceLookup
+from tempo_lite.traceql.metrics import MetricsEvaluator
+from tempo_lite.traceql.metrics_partial import merge_partial
+from tempo_lite.traceql.nodes import Attribute, Intrinsic, SpansetFilter
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +69,8 @@ PROTOBUF = "application/protobuf"
 SEARCH_PARAMS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
     "tempo_lite_search_params", default=None
 )
-# Paths answered whole by one querier (tag discovery, TraceQL metrics).
-FORWARDED = ("/api/search/tag", "/api/v2/search/tag", "/api/metrics/")
-_HOP_HEADERS = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding", b"accept-encoding"})
+# Paths whose raw parameters the sharded sources read (SEARCH_PARAMS): search, tags, tag values (v1, v2).
+SHARDED = ("/api/search", "/api/v2/search/tag")
 
 
 class QuerierError(TempoLiteError):
@@ -119,16 +132,75 @@ async def _run_jobs(jobs: list[Job], run: Callable[[Job], Awaitable[None]]) -> N
 
 class _Planner:
     def __init__(self, pool: QuerierPool, blocklist: BlockList, live_stores: Sequence[LiveStoreInstance],
-                 partitions: int, readable: Callable[[], frozenset[int] | None]) -> None:
+                 partitions: int, readable: Callable[[], Readable]) -> None:
         self.pool = pool
         self.blocklist = blocklist
         self.live_stores = tuple(live_stores)
         self.partitions = partitions
-        self.readable = readable  # the partition ring's readable partitions; None: no ring
+        self.readable = readable  # the partition ring's readable live-store instances; None: no ring
 
     def jobs(self, tenant: str, blocks: Sequence[BlockMeta]) -> list[Job]:
         live = serving(self.live_stores, self.readable(), self.partitions)
         return plan_jobs(tenant, live, self.partitions, blocks)
+
+    async def each_job(self, tenant: str, blocks: Sequence[BlockMeta], path: str,
+                       body: dict[str, Any]) -> list[dict[str, Any]]:
+        """`body` with each job POSTed to `path` on a querier; their JSON answers, in job order."""
+        jobs = self.jobs(tenant, blocks)
+        answers: list[dict[str, Any]] = [{} for _ in jobs]
+
+        async def run(job: Job) -> None:
+            response = await self.pool.request("POST", path, json={"job": job.to_json(), **body},
+                                               headers={"X-Scope-OrgID": tenant})
+            if response.status_code != 200:
+                raise Unavailable(f"querier {response.url} answered a job with HTTP {response.status_code} "
+                                  "(is it a tempo-lite querier of this version?)")
+            answers[jobs.index(job)] = response.json()
+
+        await _run_jobs(jobs, run)
+        return answers
+
+
+def _raw_q(q: SpansetFilter | None) -> str:
+    """The request's `q` text for a querier to parse again (the parsed filter cannot travel)."""
+    if q is None:
+        return ""
+    params = SEARCH_PARAMS.get()
+    if params is None:
+        raise InvalidRequest("this query-frontend shards tag queries over queriers for HTTP requests only: "
+                             "send gRPC streaming ones to a querier")
+    return params.get("q", "")
+
+
+def ref_to_json(ref: Attribute | Intrinsic) -> dict[str, object]:
+    if isinstance(ref, Intrinsic):
+        return {"intrinsic": ref.value}
+    return {"attribute": ref.name, "scope": ref.scope.value, "parent": ref.parent}
+
+
+class ShardedTags(_Planner):
+    """Tag names and values split into querier jobs; the querier's `TagSource` interface."""
+
+    async def names(
+        self, tenant: str, start_ns: int, end_ns: int, q: SpansetFilter | None, stats: SearchStats
+    ) -> dict[str, set[str]]:
+        body = {"start_ns": start_ns, "end_ns": end_ns, "q": _raw_q(q)}
+        answers = await self.each_job(tenant, self.blocklist.blocks(tenant, start_ns, end_ns),
+                                      "/internal/querier/tag-names", body)
+        for answer in answers:
+            stats.add(SearchStats(**answer["stats"]))
+        return merge_tag_names(*({scope: set(names) for scope, names in a["names"].items()} for a in answers))
+
+    async def values(
+        self, tenant: str, start_ns: int, end_ns: int, ref: Attribute | Intrinsic, q: SpansetFilter | None,
+        stats: SearchStats,
+    ) -> TypedValues:
+        body = {"start_ns": start_ns, "end_ns": end_ns, "q": _raw_q(q), "ref": ref_to_json(ref)}
+        answers = await self.each_job(tenant, self.blocklist.blocks(tenant, start_ns, end_ns),
+                                      "/internal/querier/tag-values", body)
+        for answer in answers:
+            stats.add(SearchStats(**answer["stats"]))
+        return merge_tag_values(*({(str(t), str(v)) for t, v in a["values"]} for a in answers))
 
 
 class ShardedSearcher(_Planner):
@@ -195,28 +267,39 @@ class ShardedTraces(_Planner):
         return result
 
 
+class ShardedMetrics(_Planner):
+    """TraceQL metrics split into querier jobs, their evaluators' states merged (`MetricsJobs`)."""
+
+    async def accumulate(self, tenants: list[str], p: MetricsParams, evaluators: list[MetricsEvaluator],
+                         stats: SearchStats) -> None:
+        buckets = evaluators[0].buckets
+        for tenant in tenants:
+            answers = await self.each_job(tenant, self.blocklist.blocks(tenant, buckets.start_ns, buckets.end_ns),
+                                          "/internal/querier/metrics", {"params": dataclasses.asdict(p)})
+            for answer in answers:  # in job order: sums of floats add up the same way every time
+                stats.add(SearchStats(**answer["stats"]))
+                for ev, state in zip(evaluators, answer["states"], strict=True):
+                    merge_partial(ev, state)
+
+
 def sharded_frontend(
-    config: Config, blocklist: BlockList, readable: Callable[[], frozenset[int] | None] = lambda: None,
+    config: Config, blocklist: BlockList, readable: Callable[[], Readable] = lambda: None,
 ) -> tuple[QueryFrontend, QuerierPool]:
     """The frontend of a sharding query-frontend process, and its querier pool (closed by the caller)."""
     pool = QuerierPool(config.query_frontend.queriers, timeout=float(config.query_frontend.querier_timeout))
     args = (pool, blocklist, config.querier.live_stores, config.storage.trace.wal.partitions, readable)
-    return QueryFrontend(ShardedTraces(*args), ShardedSearcher(*args)), pool
+    return QueryFrontend(ShardedTraces(*args), ShardedSearcher(*args), ShardedTags(*args), ShardedMetrics(*args)), pool
 
 
-def forward_to_queriers(app: ASGIApp, pool: QuerierPool) -> ASGIApp:
-    """`app` (the frontend's API) with tag and metrics queries forwarded whole to a querier, and each
-    search request's parameters made available to `ShardedSearcher` (`SEARCH_PARAMS`)."""
+def with_request_params(app: ASGIApp) -> ASGIApp:
+    """`app` (the frontend's API) with each search and tag request's parameters made available to
+    `ShardedSearcher` and `ShardedTags` (`SEARCH_PARAMS`)."""
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
             await app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        if path.startswith(FORWARDED):
-            await _forward(pool, scope, receive, send)
-            return
-        if path == "/api/search":
+        if scope.get("path", "").startswith(SHARDED):
             query = scope.get("query_string", b"").decode("latin-1")
             token = SEARCH_PARAMS.set(dict(parse_qsl(query, keep_blank_values=True)))
             try:
@@ -227,27 +310,3 @@ def forward_to_queriers(app: ASGIApp, pool: QuerierPool) -> ASGIApp:
         await app(scope, receive, send)
 
     return wrapped
-
-
-async def _forward(pool: QuerierPool, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])
-               if k.lower() not in _HOP_HEADERS]
-    path = scope.get("raw_path") or scope.get("path", "").encode()
-    query = scope.get("query_string", b"")
-    target = path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else "")
-    try:
-        response = await pool.request(scope.get("method", "GET"), target, headers=headers, content=body or None)
-        status, content = response.status_code, response.content
-        out = [(k.encode(), v.encode()) for k, v in response.headers.items()
-               if k.lower().encode() not in _HOP_HEADERS and k.lower() != "content-encoding"]
-    except TempoLiteError as exc:
-        status, content = exc.http_status, (exc.message.rstrip("\n") + "\n").encode()
-        out = [(b"content-type", b"text/plain; charset=utf-8")]
-    await send({"type": "http.response.start", "status": status, "headers": out})
-    await send({"type": "http.response.body", "body": content})

@@ -44,8 +44,22 @@ def test_a_query_of_recent_data_is_one_job_per_live_store() -> None:
     assert plan_jobs("t", [A, B], 4, []) == [Job("t", (A,), ()), Job("t", (B,), ())]
 
 
+def test_zone_twins_share_one_job_with_their_partitions_blocks() -> None:
+    a1 = LiveStoreInstance(url="http://a1:3200", partitions=(0, 1), zone="a")
+    a2 = LiveStoreInstance(url="http://a2:3200", partitions=(2, 3), zone="a")
+    b1 = LiveStoreInstance(url="http://b1:3200", partitions=(0, 1), zone="b")
+    b2 = LiveStoreInstance(url="http://b2:3200", partitions=(2, 3), zone="b")
+    blocks = [block("p0", 0), block("p3", 3), block("c", -1)]
+    assert plan_jobs("t", [a1, a2, b1, b2], 4, blocks) == [
+        Job("t", (a1, b1), ("p0",)), Job("t", (a2, b2), ("p3",)), Job("t", (), ("c",))]
+    # Zone b split differently: everything that overlaps is one job.
+    every_b = LiveStoreInstance(url="http://b:3200", zone="b")
+    assert plan_jobs("t", [a1, a2, every_b], 4, blocks) == [
+        Job("t", (a1, a2, every_b), ("p0", "p3")), Job("t", (), ("c",))]
+
+
 def test_jobs_cross_processes_as_json_and_a_malformed_one_is_a_400() -> None:
-    job = Job("tenant-1", (A, B), ("x", "y"))
+    job = Job("tenant-1", (A, B, LiveStoreInstance("http://z:3200", (0,), "zone-b")), ("x", "y"))
     assert Job.from_json(job.to_json()) == job
     for bad in (None, [], {"tenant": "t"}, {"tenant": 1, "live_stores": [], "blocks": []},
                 {"tenant": "t", "live_stores": [{"url": "u"}], "blocks": []}):

@@ -5,8 +5,20 @@ from __future__ import annotations
 import pytest
 
 from tempo_lite.config import LiveStoreInstance
-from tempo_lite.frontend.remote_live import serving
-from tempo_lite.wal.ring import Entry, State, check_transition, readable, ring_topic, status_lines, writable
+from tempo_lite.frontend.remote_live import replicas, serving
+from tempo_lite.wal.ring import (
+    Entry,
+    State,
+    check_transition,
+    parse_record_key,
+    partitions_of,
+    readable,
+    readable_instances,
+    record_key,
+    ring_topic,
+    status_lines,
+    writable,
+)
 
 
 def entry(p: int, state: State) -> Entry:
@@ -48,6 +60,41 @@ def test_queries_skip_a_live_store_whose_partitions_all_left_the_ring() -> None:
     b = LiveStoreInstance("http://b:3200", (2, 3))
     every = LiveStoreInstance("http://all:3200")
     assert serving([a, b], None, 4) == (a, b)  # no ring: ask every live-store
-    assert serving([a, b], frozenset({0, 1, 3}), 4) == (a, b)
-    assert serving([a, b], frozenset({0, 1}), 4) == (a,)
-    assert serving([every], frozenset({3}), 4) == (every,)
+    assert serving([a, b], frozenset({(0, ""), (1, ""), (3, "")}), 4) == (a, LiveStoreInstance("http://b:3200", (3,)))
+    assert serving([a, b], frozenset({(0, ""), (1, "")}), 4) == (a,)
+    assert serving([every], frozenset({(3, "")}), 4) == (LiveStoreInstance("http://all:3200", (3,)),)
+
+
+def zoned(p: int, state: State, zone: str) -> Entry:
+    return Entry(p, state, f"http://live-{zone}:3200", 1.5, zone)
+
+
+def test_zone_twins_have_their_own_records_and_the_partition_takes_writes_while_either_is_active() -> None:
+    assert parse_record_key(record_key(3, "")) == (3, "") and record_key(3, "") == b"3"
+    assert parse_record_key(record_key(3, "eu-1a")) == (3, "eu-1a")
+    e = zoned(1, State.ACTIVE, "b")
+    assert Entry.from_record(1, e.to_bytes()) == e
+    instances = {(0, "a"): zoned(0, State.ACTIVE, "a"), (0, "b"): zoned(0, State.PENDING, "b"),
+                 (1, "a"): zoned(1, State.INACTIVE, "a"), (1, "b"): zoned(1, State.ACTIVE, "b"),
+                 (2, "a"): zoned(2, State.INACTIVE, "a"), (2, "b"): zoned(2, State.INACTIVE, "b"),
+                 (3, "b"): zoned(3, State.PENDING, "b")}
+    ring = partitions_of(instances)
+    # A twin still joining, or one zone's live-store leaving, does not stop writes; a drained partition
+    # (every instance INACTIVE) takes none but is read; one only joining takes none yet.
+    assert {p: e.state for p, e in ring.items()} == {0: State.ACTIVE, 1: State.ACTIVE, 2: State.INACTIVE,
+                                                      3: State.PENDING}
+    assert writable(ring, 4) == (0, 1) and readable(ring, 4) == {0, 1, 2, 3}
+    assert status_lines(ring)[0] == ("partition-0", "ACTIVE (http://live-a:3200 zone a, http://live-b:3200 zone b)")
+    assert readable_instances(instances, 4) == set(instances)
+
+
+def test_a_querier_asks_its_own_zone_first_and_skips_a_twin_whose_instance_left_the_ring() -> None:
+    a = LiveStoreInstance("http://a:3200", (0, 1), "a")
+    b = LiveStoreInstance("http://b:3200", (0, 1), "b")
+    assert replicas([a, b], 2, "b") == {0: [b, a], 1: [b, a]}
+    assert replicas([a, b], 2, "a") == {0: [a, b], 1: [a, b]}
+    assert replicas([a, b], 2, "") == {0: [a, b], 1: [a, b]}  # no zone of its own: the listed order
+    # Zone a's instance of partition 1 was drained out of the ring: only b is asked for it.
+    live = serving([a, b], frozenset({(0, "a"), (0, "b"), (1, "b")}), 2)
+    assert live == (LiveStoreInstance("http://a:3200", (0,), "a"), b)
+    assert replicas(live, 2, "a") == {0: [live[0], b], 1: [b]}

@@ -79,6 +79,21 @@ def test_queriers_must_find_a_live_store_for_every_partition() -> None:
             load_config_text("querier: {live_stores: [{url: 'http://a', partitions: [0, 1, 2, 3, 5]}]}\n"), 4)
 
 
+def test_two_live_stores_of_a_partition_must_be_in_different_zones() -> None:
+    twins = ("querier: {zone: b, live_stores: [{url: 'http://a', zone: a}, {url: 'http://b', zone: b}]}\n"
+             "live_store: {zone: a}\n")
+    config = load_config_text(twins)
+    check_querier_coverage(config, 4)
+    assert config.querier.zone == "b" and config.live_store.zone == "a"
+    assert [i.zone for i in config.querier.live_stores] == ["a", "b"]
+    with pytest.raises(ConfigError, match="partition 1 is listed under http://a and http://b, both in zone 'a'"):
+        check_querier_coverage(load_config_text(
+            "querier: {live_stores: [{url: 'http://a', zone: a}, {url: 'http://b', partitions: [1], zone: a}]}\n"), 4)
+    with pytest.raises(ConfigError, match="both in no zone"):
+        check_querier_coverage(load_config_text(
+            "querier: {live_stores: [{url: 'http://a'}, {url: 'http://b', partitions: [1]}]}\n"), 4)
+
+
 def test_span_tables_cross_processes_unchanged() -> None:
     from otlp_helpers import encoded, sdk_spans
 
