@@ -182,10 +182,16 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return enc.dictionary.to_numpy(zero_copy_only=False), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _per_resource(ref: AttributeRef) -> bool:
+    """Whether a field is a resource or scope attribute (one value per resources row)."""
+    return isinstance(ref, Attribute) and ref.scope in (Scope.RESOURCE, Scope.INSTRUMENTATION) and not ref.parent
+
+
 def _group_codes(ctx: SpanContext, ref: AttributeRef) -> tuple[np.ndarray, list[TypedValue]]:
     """`group_codes` of a field per span row; resource and scope attributes are coded once per resources
     row and broadcast with the span's resource index (not every typed slot broadcast to every span)."""
-    if isinstance(ref, Attribute) and ref.scope in (Scope.RESOURCE, Scope.INSTRUMENTATION) and not ref.parent:
+    if _per_resource(ref):
+        assert isinstance(ref, Attribute)
         per = ctx.per_resource("resource" if ref.scope is Scope.RESOURCE else "scope", ref.name)
         codes, values = group_codes(per)
         return (codes[ctx.resource_index] if len(codes) else np.full(ctx.n, -1, dtype=np.int64)), values
@@ -292,12 +298,42 @@ class MetricsEvaluator:
         if not m.by:
             base: Labels = () if m.op in _HIST_OPS else (("__name__", ("str", m.op.value)),)
             return np.zeros(n, dtype=np.int64), [base]
+        if ctx.table.resources.num_rows and all(_per_resource(ref) for ref in m.by):
+            return self._series_by_resource(ctx, rows)
         codes = []
         values = []
         for ref in m.by:
             c, v = _group_codes(ctx, ref)
             codes.append(c if rows is None else c[rows])
             values.append(v)
+        return self._series_of_codes(codes, values, n)
+
+    def _series_by_resource(self, ctx: SpanContext, rows: np.ndarray | None) -> tuple[np.ndarray, list[Labels]]:
+        """`_series_of` when every `by()` field is a resource or scope attribute: the series are found per
+        resources row (a few rows), and each span takes its row's series through its resource index, one
+        gather instead of coding and factorizing every span (`rate() by (resource.service.name)`)."""
+        codes, values = [], []
+        for ref in self.m.by:
+            assert isinstance(ref, Attribute)
+            per = ctx.per_resource("resource" if ref.scope is Scope.RESOURCE else "scope", ref.name)
+            c, v = group_codes(per)
+            codes.append(c)
+            values.append(v)
+        res_series, labels = self._series_of_codes(codes, values, ctx.table.resources.num_rows)
+        index = ctx.resource_index if rows is None else ctx.resource_index[rows]
+        series = res_series[index]
+        # Only the series of rows present (a resources row no span of these rows uses gives none).
+        used = np.bincount(series, minlength=len(labels)) > 0
+        if used.all():
+            return series, labels
+        lookup = np.cumsum(used) - 1
+        return lookup[series], [lab for lab, u in zip(labels, used.tolist(), strict=True) if u]
+
+    def _series_of_codes(
+        self, codes: list[np.ndarray], values: list[list[TypedValue]], n: int
+    ) -> tuple[np.ndarray, list[Labels]]:
+        """Series index per row and the series' labels from each `by()` field's codes (-1: nil)."""
+        m = self.m
         # One int64 key per row (mixed radix over the codes, nil = 0), factorized by hashing: a 1-D key
         # instead of np.unique(axis=1) took `rate() by (two attributes)` over 200k spans from 0.34 s to 0.10 s.
         radices = [len(v) + 1 for v in values]

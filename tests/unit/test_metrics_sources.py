@@ -158,6 +158,7 @@ async def test_every_metrics_function_agrees_over_live_block_and_split_forms(
     # Blocks stream in slices of two 25-span row groups: traces straddle slices (carried when whole
     # traces are needed), and every block is several slices.
     monkeypatch.setattr(metrics_source, "CHUNK_ROWS", 40)
+    monkeypatch.setattr(metrics_source, "CHUNK_BYTES", 1)  # narrow reads too: slices of CHUNK_ROWS
     data = _data()
     forms = _forms(data)
     live, _ = forms["live"]
