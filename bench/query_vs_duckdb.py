@@ -631,12 +631,15 @@ def main() -> None:
         if "tags" in sections:
             for tag, col in (("span.http.route", "http_route"), ("resource.service.name", "service_name"),
                              ("span.user.id", "user_id")):
+                # The first call for a key is timed on its own: without a value catalogue it reads the blocks.
+                first_ms, _ = timed(lambda tag=tag: tempo.tag_values(tag), 1)
                 tl_ms, n_tl = timed(lambda tag=tag: tempo.tag_values(tag), args.runs)
                 dk_ms, n_dk = timed(lambda col=col: len(con.sql(
                     f"SELECT DISTINCT {col} FROM spans WHERE {col} IS NOT NULL").to_arrow_table()), args.runs)
                 note = "" if n_tl == n_dk else f"{n_tl} vs {n_dk} values"
+                rows.append(("tag values, 1st call", tag, first_ms, dk_ms, note))
                 rows.append(("tag values", tag, tl_ms, dk_ms, note))
-                print(f"  tag values {tag}: {tl_ms:.1f} vs {dk_ms:.1f} ms {note}", flush=True)
+                print(f"  tag values {tag}: 1st {first_ms:.1f}, then {tl_ms:.1f} vs {dk_ms:.1f} ms {note}", flush=True)
     finally:
         sampling.set()
         server.terminate(timeout=600)

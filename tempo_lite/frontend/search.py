@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import trio
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import tenant_overrides
@@ -174,7 +175,8 @@ async def tag_values_answer(
             raise InvalidRequest(f"please provide a valid tagName: {tag!r}: {exc.message}") from exc
         parts = [await source.values_table(t, start_ns, end_ns, ref, q, stats) for t in tenants]
         _check_answerable(stats)
-        answer = TagValuesAnswer.v2(distinct_values(parts), limit=limit, max_bytes=max_bytes)
+        answer = await trio.to_thread.run_sync(
+            lambda: TagValuesAnswer.v2(distinct_values(parts), limit=limit, max_bytes=max_bytes))
     else:
         if tag in V1_VIRTUAL_VALUES:
             strings = pa.array(V1_VIRTUAL_VALUES[tag], pa.string())
@@ -183,7 +185,7 @@ async def tag_values_answer(
             parts = [await source.values_table(t, start_ns, end_ns, ref, q, stats) for t in tenants]
             _check_answerable(stats)
             strings = distinct_values(parts).column("value")
-        answer = TagValuesAnswer.v1(strings, limit=limit, max_bytes=max_bytes)
+        answer = await trio.to_thread.run_sync(lambda: TagValuesAnswer.v1(strings, limit=limit, max_bytes=max_bytes))
     answer.metrics = _metadata_metrics(stats)
     return answer
 

@@ -137,7 +137,11 @@ def distinct_values(parts: Iterable[pa.Table]) -> pa.Table:
     if not tables:
         return VALUES_SCHEMA.empty_table()
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    return table.group_by(["type", "value"], use_threads=False).aggregate([])
+    types = pc.unique(table.column("type"))
+    if len(types) == 1:  # the usual case (one type): a hash pass over the values alone
+        values = pc.unique(table.column("value"))
+        return pa.table([pa.array([types[0].as_py()] * len(values), pa.string()), values], schema=VALUES_SCHEMA)
+    return table.group_by(["type", "value"], use_threads=False).aggregate([]).select(["type", "value"])
 
 
 def _prefix_within(sizes: np.ndarray, max_bytes: int) -> int:
@@ -150,6 +154,14 @@ def _prefix_within(sizes: np.ndarray, max_bytes: int) -> int:
 
 def _byte_lengths(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(pc.binary_length(col).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _json_insides(values: list[str]) -> list[str]:
+    """Each string JSON-encoded without its quotes, from one `json.dumps` of the list: inside an encoded
+    string every quote is escaped, so `","` only ever separates two of them."""
+    if not values:
+        return []
+    return json.dumps(values, separators=(",", ":"))[2:-2].split('","')
 
 
 @dataclass
@@ -186,20 +198,24 @@ class TagValuesAnswer:
         )
 
     def json(self) -> bytes:
-        """The message's JSON (as `json_format.MessageToDict` renders it: empty strings left out)."""
+        """The message's JSON, byte for byte as `json.dumps(json_format.MessageToDict(...))` writes it (empty
+        strings left out), with one `json.dumps` call for all values instead of a message per value."""
         metrics = json.dumps(json_format.MessageToDict(self.metrics), separators=(",", ":"))
         if self.types is None:
             body = json.dumps(self.values, separators=(",", ":"))
         else:
-            types = {t: json.dumps(t) for t in set(self.types)}
-            parts = []
-            for t, v in zip(self.types, self.values, strict=True):
-                head = f'{{"type":{types[t]}' if t else "{"
-                if v:
-                    parts.append(f'{head},"value":{json.dumps(v)}}}' if t else f'{{"value":{json.dumps(v)}}}')
-                else:
-                    parts.append(f"{head}}}")
-            body = f"[{','.join(parts)}]"
+            inside = _json_insides(self.values)
+            kinds = set(self.types)
+            if len(kinds) == 1 and "" not in kinds and "" not in self.values:
+                head = f'{{"type":{json.dumps(self.types[0])},"value":"'
+                body = f'[{head}{(chr(34) + "},"  + head).join(inside)}"}}]'
+            else:
+                types = {t: f'"type":{json.dumps(t)}' for t in kinds}
+                parts = [
+                    "{" + ",".join(x for x in (types[t] if t else "", f'"value":"{e}"' if v else "") if x) + "}"
+                    for t, v, e in zip(self.types, self.values, inside, strict=True)
+                ]
+                body = f"[{','.join(parts)}]"
         doc = f'"tagValues":{body},' if self.values else ""
         return f'{{{doc}"metrics":{metrics}}}'.encode()
 

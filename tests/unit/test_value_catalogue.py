@@ -249,6 +249,16 @@ def test_v2_answer_is_sorted_and_renders_as_json_format_does() -> None:
     assert json.loads(empty.json()) == MessageToDict(pb.SearchTagValuesV2Response(metrics=pb.MetadataMetrics()))
 
 
+@pytest.mark.parametrize("types", [["string"], ["string", "int", ""]])
+def test_json_is_json_formats_for_any_string(types: list[str]) -> None:
+    tricky = ['","', "a\\", "\\", '"', "é", "\u2028", 'x"', '"",""', "plain", "", "\n\t", "🙂"]
+    values = [(t, v) for t in types for v in tricky]
+    answer = TagValuesAnswer.v2(values_table(values))
+    assert answer.json() == json.dumps(MessageToDict(answer.message()), separators=(",", ":")).encode()
+    v1 = TagValuesAnswer.v1(values_table(values).column("value"))
+    assert v1.json() == json.dumps(MessageToDict(v1.message()), separators=(",", ":")).encode()
+
+
 def test_v1_answer_is_distinct_sorted_strings() -> None:
     table = values_table(VALUES + [("int", "b")])
     answer = TagValuesAnswer.v1(table.column("value"), limit=3)
