@@ -255,3 +255,24 @@ async def test_an_unreadable_block_gives_a_partial_answer_from_the_others(tmp_pa
     # the readable block's spans, counted as if it were the only source (its split traces included)
     alone = await run_query_range(await _tempo(tmp_path / "one", spantable.empty_span_table(), [evens]), [TENANT], q)
     assert _canonical(got).series == _canonical(alone).series
+
+
+def test_exemplar_picks_are_the_first_spans_of_each_interval_spread_over_time() -> None:
+    """`spread_pick` (prefix search, then the later spans of intervals the prefix lacks) against the rule
+    it implements: the first ceil(limit / intervals) spans of each interval, taken rank by rank."""
+    import math
+
+    import numpy as np
+
+    from tempo_lite.traceql.metrics_series import spread_pick
+
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        n = int(rng.integers(1, 200_000 if trial % 40 == 0 else 5_000))
+        k = int(rng.integers(1, 60))
+        iv = rng.choice(k, size=n, p=rng.dirichlet(np.ones(k) * rng.choice([0.05, 1.0, 10.0])))
+        limit, intervals = int(rng.integers(1, 150)), int(rng.choice([0, k]))
+        per = max(1, math.ceil(limit / max(intervals, 1)))
+        firsts = [(rank, int(v), int(i)) for v in range(k) for rank, i in enumerate(np.flatnonzero(iv == v)[:per])]
+        want = sorted(i for _, _, i in sorted(firsts)[:limit])
+        assert spread_pick(iv, limit, intervals).tolist() == want, trial
