@@ -11,6 +11,7 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import Unauthenticated
+from tempo_lite.frontend.metrics import query_range_json
 from tempo_lite.querier.search_json import search_response_json
 from tempo_lite.querier.tags import TagValuesAnswer
 
@@ -48,6 +49,8 @@ def respond(message) -> Response:  # noqa: ANN001 - a protobuf message, or an an
         body = message.SerializeToString()
     elif isinstance(message, pb.SearchResponse):
         body = search_response_json(message)  # the same document, built without json_format's reflection
+    elif isinstance(message, pb.QueryRangeResponse):
+        body = query_range_json(message)  # likewise
     else:
         body = encoding.message_json(message)
     return Response(body, content_type=ctype)

@@ -276,3 +276,28 @@ def test_exemplar_picks_are_the_first_spans_of_each_interval_spread_over_time() 
         firsts = [(rank, int(v), int(i)) for v in range(k) for rank, i in enumerate(np.flatnonzero(iv == v)[:per])]
         want = sorted(i for _, _, i in sorted(firsts)[:limit])
         assert spread_pick(iv, limit, intervals).tolist() == want, trial
+
+
+async def test_query_range_json_is_json_formats_rendering(tmp_path: Path) -> None:
+    """The metrics answer's JSON (`frontend.metrics.query_range_json`, written field by field) is byte for
+    byte `json.dumps(MessageToDict(...))` for every query, with exemplars, partial answers and odd values."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    from tempo_lite.frontend.metrics import query_range_json
+
+    data = _data()
+    tl = await _tempo(tmp_path, spantable.flatten(data.resource_spans), [])
+    for q in QUERIES:
+        for exemplars in ("0", "20"):
+            msg = await run_query_range(tl, [TENANT], {"q": q, **WINDOW, "exemplars": exemplars})
+            assert query_range_json(msg) == json.dumps(MessageToDict(msg), separators=(",", ":")).encode(), q
+    odd = pb.QueryRangeResponse(status=pb.PARTIAL, message="cut", metrics=pb.SearchMetrics(inspectedBytes=5))
+    series = odd.series.add(labels=[pb.KeyValue(key="a", value=pb.AnyValue(int_value=3)),
+                                    pb.KeyValue(key="b", value=pb.AnyValue())])
+    for v in (0.0, -0.0, 1.5, float("nan"), float("inf"), -float("inf"), 1e300, 5e-324):
+        series.samples.add(value=v, timestamp_ms=7)
+        series.exemplars.add(value=v, timestamp_ms=0, labels=[pb.KeyValue(key="c", value=pb.AnyValue(bool_value=True))])
+    assert query_range_json(odd) == json.dumps(MessageToDict(odd), separators=(",", ":")).encode()
+    assert query_range_json(pb.QueryRangeResponse()) == b"{}"
