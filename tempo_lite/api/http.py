@@ -11,7 +11,9 @@ from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.distributor.tenant import check_tenant_id
 from tempo_lite.errors import Unauthenticated
+from tempo_lite.frontend.metrics import query_range_json
 from tempo_lite.querier.search_json import search_response_json
+from tempo_lite.querier.tags import TagValuesAnswer
 
 if TYPE_CHECKING:
     from tempo_lite.frontend.service import QueryService
@@ -39,12 +41,16 @@ def resolve_query_tenants(tl: QueryService) -> list[str]:
     return query_tenants(tl.config.multitenancy_enabled, request.headers.get("X-Scope-OrgID"))
 
 
-def respond(message) -> Response:  # noqa: ANN001 - a protobuf message
+def respond(message) -> Response:  # noqa: ANN001 - a protobuf message, or an answer that renders itself
     ctype = encoding.negotiate(request.headers.get("Accept"))
+    if isinstance(message, TagValuesAnswer):  # built column-wise: no message per value for JSON
+        return Response(message.protobuf() if ctype == encoding.PROTOBUF else message.json(), content_type=ctype)
     if ctype == encoding.PROTOBUF:
         body = message.SerializeToString()
     elif isinstance(message, pb.SearchResponse):
         body = search_response_json(message)  # the same document, built without json_format's reflection
+    elif isinstance(message, pb.QueryRangeResponse):
+        body = query_range_json(message)  # likewise
     else:
         body = encoding.message_json(message)
     return Response(body, content_type=ctype)

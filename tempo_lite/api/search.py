@@ -12,7 +12,7 @@ from quart import Response, request
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.api.http import resolve_query_tenants, respond
-from tempo_lite.frontend.search import run_tag_values, run_tags, search_answer
+from tempo_lite.frontend.search import run_tags, search_answer, tag_values_answer
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -41,8 +41,8 @@ def register_search_routes(app: QuartTrio, tl: QueryService) -> None:
     # Grafana double-encodes the tag in the path; the router decoded it once.
     @app.route("/api/search/tag/<path:tag>/values")
     async def tag_values(tag: str) -> Response:
-        return respond(await run_tag_values(tl, resolve_query_tenants(tl), unquote(tag), request.args, v2=False))
+        return respond(await tag_values_answer(tl, resolve_query_tenants(tl), unquote(tag), request.args, v2=False))
 
     @app.route("/api/v2/search/tag/<path:tag>/values")
     async def tag_values_v2_route(tag: str) -> Response:
-        return respond(await run_tag_values(tl, resolve_query_tenants(tl), unquote(tag), request.args, v2=True))
+        return respond(await tag_values_answer(tl, resolve_query_tenants(tl), unquote(tag), request.args, v2=True))

@@ -7,6 +7,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import Any
 
 from tempo_lite.block.paths import (  # noqa: F401 - file names re-exported for code that imported them here
     BLOOM,
@@ -15,6 +16,7 @@ from tempo_lite.block.paths import (  # noqa: F401 - file names re-exported for 
     META,
     RESOURCES,
     TRACES,
+    VALUES,
 )
 from tempo_lite.errors import TempoLiteError
 
@@ -83,6 +85,9 @@ class BlockMeta:
     # the attribute types seen (spantable.STRING...); search skips a block whose keys rule a query out.
     # Empty: unknown (blocks written before it existed).
     attribute_keys: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    # The block's tag-value catalogue (values.parquet): {"max_bytes_per_key": N, "capped": {scope: [keys]}},
+    # keys whose values took more than N bytes being left out. Empty: no catalogue (older blocks).
+    value_catalogue: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()

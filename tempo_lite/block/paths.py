@@ -7,6 +7,7 @@
 <tenant>/<block-id>/resources.parquet     resources and scopes
 <tenant>/<block-id>/traces.parquet        one row per trace
 <tenant>/<block-id>/bloom                 trace-ID bloom filter
+<tenant>/<block-id>/values.parquet        distinct tag values per attribute key (blocks with `value_catalogue`)
 <tenant>/<block-id>/meta.json             written last: the block exists once this exists
 <tenant>/<block-id>/meta.compacted.json   replaces meta.json when the block is compacted or expired
 ```
@@ -20,6 +21,7 @@ DATA = "data.parquet"
 RESOURCES = "resources.parquet"
 TRACES = "traces.parquet"
 BLOOM = "bloom"
+VALUES = "values.parquet"
 
 # The store's root, listed for tenants.
 ROOT = ""
@@ -36,5 +38,5 @@ def block_dir(tenant: str, block_id: str) -> str:
 
 
 def block_file(tenant: str, block_id: str, name: str) -> str:
-    """One file of a block: `name` is META, COMPACTED_META, DATA, RESOURCES, TRACES or BLOOM."""
+    """One file of a block: `name` is META, COMPACTED_META, DATA, RESOURCES, TRACES, BLOOM or VALUES."""
     return f"{tenant}/{block_id}/{name}"

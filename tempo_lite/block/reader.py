@@ -1,6 +1,6 @@
-"""Read blocks of every format version (`block.versions`): meta, bloom filter, trace index and Parquet
-footer come from a bounded cache (`warm` loads them when the block list first sees a block); span rows
-are read by row group."""
+"""Read blocks of every format version (`block.versions`): meta, bloom filter, trace index, Parquet
+footer and tag-value catalogue come from a bounded cache (`warm` loads them when the block list first sees
+a block); span rows are read by row group."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pyarrow._parquet import ParquetReader
 from tempo_lite import spantable
 from tempo_lite.block import paths
 from tempo_lite.block.bloom import BloomFilter
+from tempo_lite.block.catalogue import ValueCatalogue
 from tempo_lite.block.footer import Footer
 from tempo_lite.block.meta import BlockMeta
 from tempo_lite.block.traceindex import TraceIndex, id_array
@@ -81,6 +82,7 @@ class BlockReader:
         await self.trace_index()
         await self.footer_info()
         await self.resources()
+        await self.value_catalogue()
 
     async def bloom(self) -> BloomFilter:
         async def load() -> BloomFilter:
@@ -92,6 +94,17 @@ class BlockReader:
         """True when the cached bloom filter proves the block lacks the trace (False if not cached)."""
         bloom = self._cached_now(paths.BLOOM)
         return bloom is not None and not bloom.may_contain(trace_id)
+
+    async def value_catalogue(self) -> ValueCatalogue | None:
+        """The block's tag-value catalogue (cached); None for blocks written without one."""
+        if not self.meta.value_catalogue:
+            return None
+
+        async def load() -> ValueCatalogue:
+            data = await self.store.read(self._path(paths.VALUES))
+            return await trio.to_thread.run_sync(ValueCatalogue.decode, data, self.meta.value_catalogue)
+
+        return await self._cached(paths.VALUES, load, lambda c: c.nbytes)
 
     async def resources(self) -> pa.Table:
         async def load() -> pa.Table:

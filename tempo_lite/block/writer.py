@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from tempo_lite import spantable
 from tempo_lite.block import paths
 from tempo_lite.block.bloom import BloomFilter
+from tempo_lite.block.catalogue import MAX_BYTES_PER_KEY, encode_catalogue
 from tempo_lite.block.meta import FORMAT_VERSION, BlockMeta, RowGroupRange
 from tempo_lite.block.versions import version
 from tempo_lite.storage.store import ObjectStore
@@ -139,9 +140,11 @@ def encode_block(
     source_digest: str = "",
     format: str = FORMAT_VERSION,
     prepared_spans: bool = False,
+    max_catalogue_bytes_per_key: int = MAX_BYTES_PER_KEY,
 ) -> EncodedBlock:
     """Sort, number nested sets, choose dedicated columns and encode in block format `format` (default:
-    the current one; `block.versions`). CPU-bound: run in a thread. With `prepared_spans`, the table is
+    the current one; `block.versions`), with the key catalogue and the tag-value catalogue (`values.parquet`,
+    keys over `max_catalogue_bytes_per_key` left out). CPU-bound: run in a thread. With `prepared_spans`, the table is
     already deduplicated, sorted by trace and numbered (as the compactor's sliced merge leaves it)."""
     layout = version(format)
     if not prepared_spans:
@@ -150,6 +153,7 @@ def encode_block(
     strings = spantable.choose_dedicated_keys(table, max_dedicated_columns)
     typed = spantable.choose_typed_dedicated(table, exclude=strings)
     catalogue = attribute_keys(table)
+    values_file, values_info = encode_catalogue(table, catalogue, max_catalogue_bytes_per_key)
     table = _dedupe_resources(spantable.dedicate(table, {**{k: spantable.STRING for k in strings}, **typed}))
     spans = table.spans
     # tl2 rebuilds trace_id from traces.parquet (same order, span counts): the column is not stored.
@@ -167,6 +171,7 @@ def encode_block(
         paths.RESOURCES: _parquet_bytes(table.resources, 100_000),
         paths.TRACES: _parquet_bytes(traces, 100_000, TRACE_NO_DICTIONARY, TRACE_BYTE_STREAM_SPLIT),
         paths.BLOOM: BloomFilter.build(trace_ids, bloom_false_positive).to_bytes(),
+        paths.VALUES: values_file,
     }
     meta = BlockMeta(
         block_id=block_id,
@@ -186,6 +191,7 @@ def encode_block(
         source_digest=source_digest,
         created_unix=time.time(),
         attribute_keys=catalogue,
+        value_catalogue=values_info,
         format=layout.name,
     )
     return EncodedBlock(meta, files)

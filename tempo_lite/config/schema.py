@@ -269,9 +269,16 @@ class GlobalLimits:
 
 
 @dataclass(frozen=True)
+class ReadLimits:
+    # Tag-values answers stop before this many bytes of values (v2: type + value); 0: no limit (Tempo's default).
+    max_bytes_per_tag_values_query: ByteSize = ByteSize(1_000_000)
+
+
+@dataclass(frozen=True)
 class TenantOverrides:
     ingestion: IngestionLimits = field(default_factory=IngestionLimits)
     global_: GlobalLimits = field(default_factory=GlobalLimits)
+    read: ReadLimits = field(default_factory=ReadLimits)
     max_attribute_bytes: ByteSize = ByteSize(2048)
 
 

@@ -13,11 +13,14 @@ worker thread, slice by slice.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import trio
+from google.protobuf import json_format
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.errors import StorageError
@@ -141,6 +144,70 @@ def _status(msg, series: list[Series], p: MetricsParams, stats: SearchStats) -> 
         msg.message = max_series_message(p.max_series)
         return series[: p.max_series]
     return series
+
+
+def _json_double(value: float) -> object:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _labels_json(labels, cache: dict[bytes, dict]) -> list[dict]:  # noqa: ANN001 - repeated pb.KeyValue
+    out = []
+    for kv in labels:
+        raw = kv.SerializeToString()
+        doc = cache.get(raw)
+        if doc is None:
+            doc = cache[raw] = json_format.MessageToDict(kv)
+        out.append(doc)
+    return out
+
+
+def query_range_json(msg: pb.QueryRangeResponse) -> bytes:
+    """`json.dumps(json_format.MessageToDict(msg))`, byte for byte, without the reflection per sample and
+    exemplar (which took 25-50 ms of a 1M-span `rate() by (...)` answer of 8 series and 100 exemplars):
+    samples and exemplars are written field by field, labels once per distinct label."""
+    cache: dict[bytes, dict] = {}
+    series = []
+    for ts in msg.series:
+        doc: dict = {}
+        if ts.labels:
+            doc["labels"] = _labels_json(ts.labels, cache)
+        if ts.samples:
+            samples = []
+            for smp in ts.samples:
+                item: dict = {}
+                if smp.value or math.copysign(1.0, smp.value) < 0:
+                    item["value"] = _json_double(smp.value)
+                if smp.timestamp_ms:
+                    item["timestampMs"] = str(smp.timestamp_ms)
+                samples.append(item)
+            doc["samples"] = samples
+        if ts.exemplars:
+            exemplars = []
+            for ex in ts.exemplars:
+                item = {}
+                if ex.labels:
+                    item["labels"] = _labels_json(ex.labels, cache)
+                if ex.value or math.copysign(1.0, ex.value) < 0:
+                    item["value"] = _json_double(ex.value)
+                if ex.timestamp_ms:
+                    item["timestampMs"] = str(ex.timestamp_ms)
+                exemplars.append(item)
+            doc["exemplars"] = exemplars
+        series.append(doc)
+    out: dict = {}
+    if series:
+        out["series"] = series
+    if msg.HasField("metrics"):
+        out["metrics"] = json_format.MessageToDict(msg.metrics)
+    if msg.status:
+        out["status"] = pb.PartialStatus.Name(msg.status)
+    if msg.message:
+        out["message"] = msg.message
+    return json.dumps(out, separators=(",", ":")).encode()
 
 
 def _end_cutoff_ns(tl: QueryService) -> int:

@@ -12,7 +12,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import trio
+
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.config import tenant_overrides
 from tempo_lite.errors import InvalidRequest, StorageError
 from tempo_lite.frontend.params import MAX_QUERY_BYTES, parse_search, parse_time_range
 from tempo_lite.querier.legacy_search import LegacySearch
@@ -20,12 +24,11 @@ from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats, parse_search_query
 from tempo_lite.querier.tags import (
     V1_VIRTUAL_VALUES,
+    TagValuesAnswer,
+    distinct_values,
     merge_tag_names,
-    merge_tag_values,
     search_tags_response,
     search_tags_v2_response,
-    tag_values_response,
-    tag_values_v2_response,
 )
 from tempo_lite.traceql import parse_attribute, parse_lenient_filter
 from tempo_lite.traceql.ast import Attribute, Scope
@@ -148,26 +151,44 @@ async def run_tags(tl: QueryService, tenants: list[str], params: Params, *, v2: 
     return msg
 
 
-async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
+def _max_tag_values_bytes(tl: QueryService, tenants: list[str]) -> int:
+    """`overrides.*.read.max_bytes_per_tag_values_query` of the query's tenants: the smallest set limit (0: none)."""
+    limits = [int(tenant_overrides(tl.config, t).read.max_bytes_per_tag_values_query) for t in tenants]
+    return min((n for n in limits if n > 0), default=0)
+
+
+async def tag_values_answer(
+    tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool
+) -> TagValuesAnswer:
+    """The tag-values answer, built column-wise (sorted, then cut at `limit` values and at Tempo's
+    `max_bytes_per_tag_values_query`); `.message()` is the tempopb message, `.json()` its JSON."""
     q = _q_filter(params)
     stats = SearchStats()
     start_ns, end_ns = _tag_range(params)
     source = tl.frontend.tag_source()
+    limit, max_bytes = _limit(params), _max_tag_values_bytes(tl, tenants)
     if v2:
         try:
             ref = parse_attribute(tag)
         except InvalidRequest as exc:
             raise InvalidRequest(f"please provide a valid tagName: {tag!r}: {exc.message}") from exc
-        values = merge_tag_values(*[await source.values(t, start_ns, end_ns, ref, q, stats) for t in tenants])
+        parts = [await source.values_table(t, start_ns, end_ns, ref, q, stats) for t in tenants]
         _check_answerable(stats)
-        msg = tag_values_v2_response(values, _limit(params))
+        answer = await trio.to_thread.run_sync(
+            lambda: TagValuesAnswer.v2(distinct_values(parts), limit=limit, max_bytes=max_bytes))
     else:
         if tag in V1_VIRTUAL_VALUES:
-            strings = set(V1_VIRTUAL_VALUES[tag])
+            strings = pa.array(V1_VIRTUAL_VALUES[tag], pa.string())
         else:
-            typed = [await source.values(t, start_ns, end_ns, Attribute(tag, Scope.NONE), q, stats) for t in tenants]
+            ref = Attribute(tag, Scope.NONE)
+            parts = [await source.values_table(t, start_ns, end_ns, ref, q, stats) for t in tenants]
             _check_answerable(stats)
-            strings = {v for _, v in merge_tag_values(*typed)}
-        msg = tag_values_response(strings, _limit(params))
-    msg.metrics.CopyFrom(_metadata_metrics(stats))
-    return msg
+            strings = distinct_values(parts).column("value")
+        answer = await trio.to_thread.run_sync(lambda: TagValuesAnswer.v1(strings, limit=limit, max_bytes=max_bytes))
+    answer.metrics = _metadata_metrics(stats)
+    return answer
+
+
+async def run_tag_values(tl: QueryService, tenants: list[str], tag: str, params: Params, *, v2: bool):  # noqa: ANN201
+    """The tag-values tempopb message (gRPC, the querier job API)."""
+    return (await tag_values_answer(tl, tenants, tag, params, v2=v2)).message()

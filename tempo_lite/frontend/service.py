@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import pyarrow as pa
+
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.config import Config
@@ -17,7 +19,7 @@ from tempo_lite.frontend.metrics_params import MetricsParams
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import Searcher, SearchRequest, SearchStats
-from tempo_lite.querier.tag_source import TagSource, TypedValues
+from tempo_lite.querier.tag_source import TagSource
 from tempo_lite.querier.tracebyid import TraceLookup
 from tempo_lite.traceql.metrics import MetricsEvaluator
 from tempo_lite.traceql.nodes import Attribute, Intrinsic, SpansetFilter
@@ -50,10 +52,10 @@ class TagLookup(Protocol):
         self, tenant: str, start_ns: int, end_ns: int, q: SpansetFilter | None, stats: SearchStats
     ) -> dict[str, set[str]]: ...
 
-    async def values(
+    async def values_table(
         self, tenant: str, start_ns: int, end_ns: int, ref: Attribute | Intrinsic, q: SpansetFilter | None,
         stats: SearchStats,
-    ) -> TypedValues: ...
+    ) -> pa.Table: ...
 
 
 class MetricsJobs(Protocol):

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+import pyarrow as pa
 import trio
 
 from tempo_lite import spantable
@@ -53,7 +54,7 @@ from tempo_lite.querier.result_columns import ResultColumns
 from tempo_lite.querier.search import SearchRequest, SearchStats
 from tempo_lite.querier.search_pb import merge_search_results
 from tempo_lite.querier.tag_source import TypedValues
-from tempo_lite.querier.tags import merge_tag_names, merge_tag_values
+from tempo_lite.querier.tags import merge_tag_names, merge_tag_values, values_table
 from tempo_lite.querier.tracebyid import TraceLookup
 from tempo_lite.traceql.metrics import MetricsEvaluator
 from tempo_lite.traceql.metrics_partial import merge_partial
@@ -201,6 +202,12 @@ class ShardedTags(_Planner):
         for answer in answers:
             stats.add(SearchStats(**answer["stats"]))
         return merge_tag_values(*({(str(t), str(v)) for t, v in a["values"]} for a in answers))
+
+    async def values_table(
+        self, tenant: str, start_ns: int, end_ns: int, ref: Attribute | Intrinsic, q: SpansetFilter | None,
+        stats: SearchStats,
+    ) -> pa.Table:
+        return values_table(await self.values(tenant, start_ns, end_ns, ref, q, stats))
 
 
 class ShardedSearcher(_Planner):

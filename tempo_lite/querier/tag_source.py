@@ -2,6 +2,10 @@
 
 Blocks never change, so what a block answers without a `q` filter is computed once and cached:
 
+* tag values come from the block's value catalogue (`values.parquet`, loaded with the block's other
+  metadata when the block list first sees it) for every attribute key and for `name` / `statusMessage`;
+  blocks written without one, keys it left out for size (capped), and unscoped keys that both spans and
+  resources hold take the paths below;
 * tag names come from the block's key catalogue (`meta.json` `attribute_keys`), without reading spans;
 * values of a span attribute kept in a dedicated column, and of `name` / `statusMessage`, are the distinct
   values of that column, read dictionary-encoded (a string column's distinct values are the union of its
@@ -35,15 +39,18 @@ from tempo_lite.querier.search import Searcher, SearchStats
 from tempo_lite.querier.tags import (
     ATTRIBUTE_SCOPES,
     constant_tag_values,
+    distinct_values,
     merge_tag_names,
     tag_names,
     tag_values_v2,
     typed_value,
     typed_values,
+    values_table,
 )
 from tempo_lite.traceql.ast import Attribute, Intrinsic, Scope, SpansetFilter, render
 from tempo_lite.traceql.engine_context import SpanContext
 from tempo_lite.traceql.engine_query import referenced_fields
+from tempo_lite.traceql.tag_values import CATALOGUE_INTRINSICS, CATALOGUE_SCOPES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ TypedValues = set[tuple[str, str]]
 _CATALOGUE_SCOPES = {"span": "span", "resource": "resource", "scope": "instrumentation", "event": "event",
                      "link": "link"}
 _INTRINSIC_COLUMNS = {Intrinsic.NAME: "name", Intrinsic.STATUS_MESSAGE: "status_message"}
+_CATALOGUED_INTRINSICS = {it: key for key, it in CATALOGUE_INTRINSICS.items()}
+_SCOPE_NAMES = {scope: name for name, scope in CATALOGUE_SCOPES.items()}
 
 
 def _values_size(values: frozenset[tuple[str, str]]) -> int:
@@ -68,6 +77,25 @@ def _slot_of(typ: pa.DataType) -> str | None:
     if pa.types.is_boolean(typ):
         return "bool"
     return None
+
+
+def _catalogue_name(meta: BlockMeta, ref: Attribute | Intrinsic) -> tuple[str, str] | None:
+    """The (scope, key) under which a block's value catalogue holds `ref`'s values, if it does."""
+    if not meta.value_catalogue:
+        return None
+    if isinstance(ref, Intrinsic):
+        key = _CATALOGUED_INTRINSICS.get(ref)
+        return None if key is None else ("intrinsic", key)
+    if ref.parent:
+        return None
+    if ref.scope is Scope.NONE:
+        # Unscoped: a span's value, else its resource's. Held by one of the two only, that one answers.
+        in_span = ref.name in meta.attribute_keys.get("span", {})
+        in_resource = ref.name in meta.attribute_keys.get("resource", {})
+        if in_span and in_resource:
+            return None
+        return ("span" if in_span else "resource", ref.name)
+    return (_SCOPE_NAMES[ref.scope], ref.name)
 
 
 class TagSource:
@@ -180,17 +208,31 @@ class TagSource:
         stats: SearchStats,
     ) -> TypedValues:
         """Distinct typed values of `ref` on the spans matching `q` (every span without `q`)."""
+        table = await self.values_table(tenant, start_ns, end_ns, ref, q, stats)
+        return set(zip(table.column("type").to_pylist(), table.column("value").to_pylist(), strict=True))
+
+    async def values_table(
+        self, tenant: str, start_ns: int, end_ns: int, ref: Attribute | Intrinsic, q: SpansetFilter | None,
+        stats: SearchStats,
+    ) -> pa.Table:
+        """`values` as a table of distinct (type, value) rows, unsorted: blocks with a value catalogue answer
+        from it when there is no `q`, without reading spans."""
         fixed = constant_tag_values(ref, q)
         if fixed is not None:
-            return fixed
+            return values_table(fixed)
         live = await self.querier.live.snapshot(tenant)
-        found: TypedValues = set()
+        parts: list[pa.Table] = []
         if live.num_spans:
             stats.inspected_bytes += live.nbytes
-            found |= await trio.to_thread.run_sync(tag_values_v2, live, ref, q)
+            parts.append(values_table(await trio.to_thread.run_sync(tag_values_v2, live, ref, q)))
         fields = [ref, *(referenced_fields(q) if q is not None else [])]
 
-        async def block(meta: BlockMeta) -> frozenset[tuple[str, str]]:
+        async def block(meta: BlockMeta) -> pa.Table:
+            if q is None:
+                catalogued = await self._catalogue_values(meta, ref)
+                if catalogued is not None:
+                    return catalogued
+
             def each(table: spantable.SpanTable) -> TypedValues:
                 return tag_values_v2(table, ref, q)
 
@@ -201,13 +243,21 @@ class TagSource:
                 return frozenset(fast)
 
             if q is not None:
-                return await load()
+                return values_table(await load())
             # Without q the block's answer never changes: cached whole.
-            return await self._cached(meta, f"tag-values:{render(ref)}", load, _values_size)
+            return values_table(await self._cached(meta, f"tag-values:{render(ref)}", load, _values_size))
 
-        for part in await self._each_block(tenant, start_ns, end_ns, stats, block):
-            found |= part
-        return found
+        parts += await self._each_block(tenant, start_ns, end_ns, stats, block)
+        return await trio.to_thread.run_sync(distinct_values, parts)
+
+    async def _catalogue_values(self, meta: BlockMeta, ref: Attribute | Intrinsic) -> pa.Table | None:
+        """The values of `ref` from the block's value catalogue; None when it has none for `ref` (no
+        catalogue, a capped key, a field it does not cover, or an unscoped key held by spans and resources)."""
+        name = _catalogue_name(meta, ref)
+        if name is None:
+            return None
+        catalogue = await self.querier.reader(meta).value_catalogue()
+        return None if catalogue is None else catalogue.values(*name)
 
     async def _block_values(
         self, meta: BlockMeta, ref: Attribute | Intrinsic, stats: SearchStats

@@ -7,34 +7,26 @@ Field rules follow Tempo's `/api/search/tags`, `/api/v2/search/tags` and `.../ta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf import json_format
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.spantable import SpanTable
-from tempo_lite.traceql.ast import (
-    Attribute,
-    BinaryOp,
-    Intrinsic,
-    Kind,
-    Op,
-    Scope,
-    SpansetFilter,
-    Static,
-    StaticType,
-    format_duration,
-    format_float,
-)
-from tempo_lite.traceql.engine_context import SpanContext
-from tempo_lite.traceql.engine_values import Col
+from tempo_lite.traceql.ast import Attribute, Scope, SpansetFilter
 from tempo_lite.traceql.tag_names import ATTRIBUTE_SCOPES, tag_names
-
-_STATUS_TEXT = {0: "unset", 1: "ok", 2: "error"}  # OTLP status codes
-_KIND_TEXT = {k.value: k.text for k in Kind}
+from tempo_lite.traceql.tag_values import (
+    constant_tag_values,
+    tag_value_bytes,
+    tag_values_v2,
+    typed_value,
+    typed_values,
+)
 
 # /api/v2/search/tags intrinsic scope (pkg/search/util.go GetVirtualIntrinsicValues, Tempo 3.0).
 INTRINSIC_TAGS = [
@@ -108,106 +100,7 @@ def search_tags_v2_response(names: Mapping[str, set[str]], scope: str = "", limi
 # --------------------------------------------------------------------------------------------------
 # Tag values
 
-_KEYWORD_VALUES = {
-    Intrinsic.STATUS: ["ok", "error", "unset"],
-    Intrinsic.KIND: ["client", "server", "producer", "consumer", "internal", "unspecified"],
-}
-_NO_VALUES = frozenset({Intrinsic.DURATION, Intrinsic.TRACE_DURATION})
 V1_VIRTUAL_VALUES = {"status.code": ["unset", "ok", "error"], "error": ["true"]}
-
-
-def typed_values(c: Col) -> set[tuple[str, str]]:
-    """Distinct (type, value-as-string) pairs of a column, arrays contributing their elements."""
-    out: set[tuple[str, str]] = set()
-    cols = [c, *c.alts]
-    for col in cols:
-        slots = dict(col.slots)
-        for slot, v in slots.items():
-            if not isinstance(v, (pa.Array, pa.ChunkedArray)):
-                continue
-            for x in pc.unique(v.drop_null()).to_pylist():
-                out.add(typed_value(slot, x))
-        if col.arr is not None:
-            for slot, v in col.arr.slots.items():
-                for x in pc.unique(v.drop_null()).to_pylist():
-                    out.add(typed_value(slot, x))
-    return out
-
-
-def typed_value(slot: str, x: Any) -> tuple[str, str]:
-    if slot == "str":
-        return ("string", str(x))
-    if slot == "int":
-        return ("int", str(x))
-    if slot == "float":
-        return ("float", format_float(float(x)))
-    if slot == "bool":
-        return ("bool", "true" if x else "false")
-    if slot == "dur":
-        return ("duration", format_duration(int(x)))
-    if slot == "status":
-        return ("keyword", _STATUS_TEXT.get(int(x), "unset"))
-    return ("keyword", _KIND_TEXT.get(int(x), "unspecified"))
-
-
-def _same_tag_value(ref: Attribute | Intrinsic, q: SpansetFilter | None) -> tuple[str, str] | None:
-    """`tag = value` on the same tag inside q's `&&` chain: that value is the answer."""
-    if q is None:
-        return None
-    stack = [q.expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, BinaryOp) and e.op is Op.AND:
-            stack += [e.lhs, e.rhs]
-        elif isinstance(e, BinaryOp) and e.op is Op.EQ and e.lhs == ref and isinstance(e.rhs, Static):
-            s = e.rhs
-            if s.type is StaticType.STRING:
-                return ("string", str(s.value))
-            if s.type is StaticType.INT:
-                return ("int", str(s.value))
-            if s.type is StaticType.FLOAT:
-                return ("float", format_float(float(s.value)))  # type: ignore[arg-type]
-            if s.type is StaticType.BOOL:
-                return ("bool", "true" if s.value else "false")
-            if s.type in (StaticType.STATUS, StaticType.KIND):
-                return ("keyword", s.value.text)  # type: ignore[union-attr]
-    return None
-
-
-def constant_tag_values(ref: Attribute | Intrinsic, q: SpansetFilter | None) -> set[tuple[str, str]] | None:
-    """The answer when it does not depend on the spans (keyword intrinsics, durations, `q` fixing the tag)."""
-    if isinstance(ref, Intrinsic):
-        if ref in _KEYWORD_VALUES:
-            return {("keyword", v) for v in _KEYWORD_VALUES[ref]}
-        if ref in _NO_VALUES:
-            return set()
-    same = _same_tag_value(ref, q)
-    return None if same is None else {same}
-
-
-def tag_values_v2(table: SpanTable, ref: Attribute | Intrinsic, q: SpansetFilter | None = None) -> set[tuple[str, str]]:
-    """Distinct typed values of `ref` on the spans matching `q` (all spans without `q`)."""
-    fixed = constant_tag_values(ref, q)
-    if fixed is not None:
-        return fixed
-    if table.num_spans == 0:
-        return set()
-    ctx = SpanContext(table)
-    mask = ctx.filter_mask(q.expr) if q is not None else np.ones(table.num_spans, dtype=bool)
-    rows = np.flatnonzero(mask)
-    if len(rows) == 0:
-        return set()
-    level = ref.scope.value if isinstance(ref, Attribute) else ref.level
-    if level in ("event", "link"):
-        info = ctx.events() if level == "event" else ctx.links()
-        lens = info["lens"]
-        assert isinstance(lens, np.ndarray)
-        owner = np.repeat(np.arange(table.num_spans), lens)
-        flat_rows = np.flatnonzero(mask[owner])
-        full = ctx.sub_attr(level, ref.name) if isinstance(ref, Attribute) else ctx.sub_intrinsic(ref)
-        return typed_values(full.take(flat_rows))
-    value = ctx.span_value(ref)
-    return typed_values(value if len(rows) == table.num_spans else value.take(rows))
 
 
 def tag_values_v1(table: SpanTable, tag: str, q: SpansetFilter | None = None) -> set[str]:
@@ -222,6 +115,112 @@ def merge_tag_values(*sources: Iterable) -> set:
     for src in sources:
         out.update(src)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Tag-values answers, column-wise
+
+VALUES_SCHEMA = pa.schema([("type", pa.string()), ("value", pa.string())])
+
+
+def values_table(values: Iterable[tuple[str, str]]) -> pa.Table:
+    """(type, value) pairs as a two-column table."""
+    pairs = list(values)
+    types = [t for t, _ in pairs]
+    return pa.table([pa.array(types, pa.string()), pa.array([v for _, v in pairs], pa.string())],
+                    schema=VALUES_SCHEMA)
+
+
+def distinct_values(parts: Iterable[pa.Table]) -> pa.Table:
+    """The distinct (type, value) rows of several tables."""
+    tables = [p for p in parts if p.num_rows]
+    if not tables:
+        return VALUES_SCHEMA.empty_table()
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    types = pc.unique(table.column("type"))
+    if len(types) == 1:  # the usual case (one type): a hash pass over the values alone
+        values = pc.unique(table.column("value"))
+        return pa.table([pa.array([types[0].as_py()] * len(values), pa.string()), values], schema=VALUES_SCHEMA)
+    return table.group_by(["type", "value"], use_threads=False).aggregate([]).select(["type", "value"])
+
+
+def _prefix_within(sizes: np.ndarray, max_bytes: int) -> int:
+    """How many values Tempo's collector keeps: it stops at the first whose size would bring the total to
+    `max_bytes` or more (`collector.DistinctValue`); 0 means no limit."""
+    if max_bytes <= 0 or not len(sizes):
+        return len(sizes)
+    return int(np.searchsorted(np.cumsum(sizes), max_bytes, side="left"))
+
+
+def _byte_lengths(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.binary_length(col).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _json_insides(values: list[str]) -> list[str]:
+    """Each string JSON-encoded without its quotes, from one `json.dumps` of the list: inside an encoded
+    string every quote is escaped, so `","` only ever separates two of them."""
+    if not values:
+        return []
+    return json.dumps(values, separators=(",", ":"))[2:-2].split('","')
+
+
+@dataclass
+class TagValuesAnswer:
+    """A tag-values answer, sorted, limited (count and bytes) and rendered without a message per value:
+    `types` is None for v1 (strings only)."""
+
+    values: list[str]
+    types: list[str] | None
+    metrics: pb.MetadataMetrics = field(default_factory=pb.MetadataMetrics)
+
+    @classmethod
+    def v2(cls, table: pa.Table, *, limit: int = 0, max_bytes: int = 0) -> TagValuesAnswer:
+        if table.num_rows:
+            table = table.take(pc.sort_indices(table, [("type", "ascending"), ("value", "ascending")]))
+            sizes = _byte_lengths(table.column("type")) + _byte_lengths(table.column("value"))
+            n = _prefix_within(sizes, max_bytes)
+            table = table.slice(0, min(n, limit) if limit else n)
+        return cls(table.column("value").to_pylist(), table.column("type").to_pylist())
+
+    @classmethod
+    def v1(cls, values: pa.Array | pa.ChunkedArray, *, limit: int = 0, max_bytes: int = 0) -> TagValuesAnswer:
+        values = pc.unique(values)
+        values = values.take(pc.sort_indices(values))
+        n = _prefix_within(_byte_lengths(values), max_bytes)
+        return cls(values.slice(0, min(n, limit) if limit else n).to_pylist(), None)
+
+    def message(self) -> pb.SearchTagValuesResponse | pb.SearchTagValuesV2Response:
+        if self.types is None:
+            return pb.SearchTagValuesResponse(tagValues=self.values, metrics=self.metrics)
+        return pb.SearchTagValuesV2Response(
+            tagValues=[pb.TagValue(type=t, value=v) for t, v in zip(self.types, self.values, strict=True)],
+            metrics=self.metrics,
+        )
+
+    def json(self) -> bytes:
+        """The message's JSON, byte for byte as `json.dumps(json_format.MessageToDict(...))` writes it (empty
+        strings left out), with one `json.dumps` call for all values instead of a message per value."""
+        metrics = json.dumps(json_format.MessageToDict(self.metrics), separators=(",", ":"))
+        if self.types is None:
+            body = json.dumps(self.values, separators=(",", ":"))
+        else:
+            inside = _json_insides(self.values)
+            kinds = set(self.types)
+            if len(kinds) == 1 and "" not in kinds and "" not in self.values:
+                head = f'{{"type":{json.dumps(self.types[0])},"value":"'
+                body = f'[{head}{(chr(34) + "},"  + head).join(inside)}"}}]'
+            else:
+                types = {t: f'"type":{json.dumps(t)}' for t in kinds}
+                parts = [
+                    "{" + ",".join(x for x in (types[t] if t else "", f'"value":"{e}"' if v else "") if x) + "}"
+                    for t, v, e in zip(self.types, self.values, inside, strict=True)
+                ]
+                body = f"[{','.join(parts)}]"
+        doc = f'"tagValues":{body},' if self.values else ""
+        return f'{{{doc}"metrics":{metrics}}}'.encode()
+
+    def protobuf(self) -> bytes:
+        return self.message().SerializeToString()
 
 
 def tag_values_response(values: Iterable[str], limit: int = 0) -> pb.SearchTagValuesResponse:
@@ -240,16 +239,21 @@ __all__ = [
     "ATTRIBUTE_SCOPES",
     "INTRINSIC_TAGS",
     "V1_VIRTUAL_VALUES",
+    "VALUES_SCHEMA",
+    "TagValuesAnswer",
     "constant_tag_values",
+    "distinct_values",
     "merge_tag_names",
     "merge_tag_values",
     "search_tags_response",
     "search_tags_v2_response",
     "tag_names",
+    "tag_value_bytes",
     "tag_values_response",
     "tag_values_v1",
     "tag_values_v2",
     "tag_values_v2_response",
     "typed_value",
     "typed_values",
+    "values_table",
 ]

@@ -16,7 +16,8 @@ Decisions worth knowing:
 * Empty intervals: count/rate/histogram series are 0 there (a count of nothing); min/max/sum/avg are NaN
   (omitted); quantile series are 0.0 there, as Tempo's `HistogramAggregator.Results` writes them.
 * Exemplars are picked spread over time: at most ceil(N / intervals) per interval, then N overall.
-* compare(): `traceql.metrics_compare`. Buckets: `traceql.metrics_buckets`; series, exemplar selection and
+* compare(): `traceql.metrics_compare`. Buckets: `traceql.metrics_buckets`; which series a span is in:
+  `traceql.metrics_groups`; series, exemplar selection and
   the second stage: `traceql.metrics_series`.
 """
 
@@ -32,25 +33,23 @@ import pyarrow.compute as pc
 
 from tempo_lite.spantable import SpanTable
 from tempo_lite.traceql.ast import (
-    Attribute,
     AttributeRef,
     Intrinsic,
     MetricsAggregate,
     MetricsOp,
     Query,
-    Scope,
     SpansetFilter,
     Static,
     StaticType,
     TraceQLError,
-    render,
 )
 from tempo_lite.traceql.engine import evaluate
 from tempo_lite.traceql.engine_context import SpanContext
 from tempo_lite.traceql.engine_query import TRACE_DEPENDENT, referenced_fields, uses_nested_sets
-from tempo_lite.traceql.engine_values import _broadcast_slot, group_codes
+from tempo_lite.traceql.engine_values import _broadcast_slot
 from tempo_lite.traceql.metrics_buckets import SECOND, TimeBuckets, log2_bucketize, log2_exponent, log2_quantile
 from tempo_lite.traceql.metrics_compare import COMPARE_INTRINSICS, CompareCounts
+from tempo_lite.traceql.metrics_groups import factorize, series_of
 from tempo_lite.traceql.metrics_series import (
     EXEMPLAR_REF,
     Exemplar,
@@ -169,30 +168,6 @@ def _measure(ctx: SpanContext, m: MetricsAggregate, rows: np.ndarray | None) -> 
     return _Measure(value, bucket)
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values, index of each row's value) without sorting the rows: a counting pass for small
-    non-negative ints (series keys of a few by() values), else a hash pass."""
-    if values.dtype.kind in "iu" and len(values):
-        hi = int(values.max())
-        if int(values.min()) >= 0 and hi < max(1 << 16, 2 * len(values)):
-            present = np.flatnonzero(np.bincount(values, minlength=hi + 1))
-            lookup = np.zeros(hi + 1, dtype=np.int64)
-            lookup[present] = np.arange(len(present))
-            return present.astype(values.dtype), lookup[values]
-    enc = pc.dictionary_encode(pa.array(values))
-    return enc.dictionary.to_numpy(zero_copy_only=False), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _group_codes(ctx: SpanContext, ref: AttributeRef) -> tuple[np.ndarray, list[TypedValue]]:
-    """`group_codes` of a field per span row; resource and scope attributes are coded once per resources
-    row and broadcast with the span's resource index (not every typed slot broadcast to every span)."""
-    if isinstance(ref, Attribute) and ref.scope in (Scope.RESOURCE, Scope.INSTRUMENTATION) and not ref.parent:
-        per = ctx.per_resource("resource" if ref.scope is Scope.RESOURCE else "scope", ref.name)
-        codes, values = group_codes(per)
-        return (codes[ctx.resource_index] if len(codes) else np.full(ctx.n, -1, dtype=np.int64)), values
-    return group_codes(ctx.span_value(ref))
-
-
 @dataclass
 class _Acc:
     count: np.ndarray
@@ -262,7 +237,8 @@ class MetricsEvaluator:
                 bucket = measure.bucket
         if not len(rows):
             return
-        series_idx, labels = self._series_of(ctx, None if every else rows)
+        base: Labels = () if m.op in _HIST_OPS else (("__name__", ("str", m.op.value)),)
+        series_idx, labels = series_of(m, ctx, None if every else rows, base)
         t = self.buckets.count
         s = len(labels)
         key = series_idx * t + interval
@@ -285,43 +261,6 @@ class MetricsEvaluator:
                 self._merge(lab, {k: v[i] for k, v in parts.items()})
         if self.max_exemplars:
             self._observe_exemplars(ctx, rows, interval, starts, series_idx, labels, measure)
-
-    def _series_of(self, ctx: SpanContext, rows: np.ndarray | None) -> tuple[np.ndarray, list[Labels]]:
-        """Each row's series (an index into the labels returned); rows None: every row of the table."""
-        m = self.m
-        n = ctx.n if rows is None else len(rows)
-        if not m.by:
-            base: Labels = () if m.op in _HIST_OPS else (("__name__", ("str", m.op.value)),)
-            return np.zeros(n, dtype=np.int64), [base]
-        codes = []
-        values = []
-        for ref in m.by:
-            c, v = _group_codes(ctx, ref)
-            codes.append(c if rows is None else c[rows])
-            values.append(v)
-        # One int64 key per row (mixed radix over the codes, nil = 0), factorized by hashing: a 1-D key
-        # instead of np.unique(axis=1) took `rate() by (two attributes)` over 200k spans from 0.34 s to 0.10 s.
-        radices = [len(v) + 1 for v in values]
-        if math.prod(radices) < 2**62:
-            key = np.zeros(n, dtype=np.int64)
-            for c, r in zip(codes, radices, strict=True):
-                key = key * r + (c + 1)
-            uniq, inverse = _factorize(key)
-            digits = []
-            for r in reversed(radices):
-                digits.append(uniq % r - 1)
-                uniq = uniq // r
-            combos = np.vstack(digits[::-1])
-        else:
-            combos, inverse = np.unique(np.vstack(codes), axis=1, return_inverse=True)
-        labels = []
-        for combo in combos.T.tolist():
-            lab = tuple(
-                (render(ref), values[i][code]) for i, (ref, code) in enumerate(zip(m.by, combo, strict=True))
-                if code >= 0
-            )
-            labels.append(lab or ((render(m.by[0]), ("str", "nil")),))
-        return np.asarray(inverse, dtype=np.int64).reshape(-1), labels
 
     def _acc(self, labels: Labels) -> _Acc:
         acc = self.accs.get(labels)
@@ -351,7 +290,7 @@ class MetricsEvaluator:
     ) -> None:
         """Counts per (series, bucket, interval); `bucket` holds bucket codes (`_Measure`)."""
         t = self.buckets.count
-        codes, b_idx = _factorize(bucket)
+        codes, b_idx = factorize(bucket)
         maxes = bucket_values(codes)
         nb = len(maxes)
         key = (series_idx * nb + b_idx) * t + interval

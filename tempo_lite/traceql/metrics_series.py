@@ -56,12 +56,17 @@ def label_sort_key(labels: Labels) -> tuple:
     return tuple(out)
 
 
+_PREFIX_MAX = 65_536
+
+
 def spread_pick(interval: np.ndarray, limit: int, intervals: int) -> np.ndarray:
     """Indices of up to `limit` items spread over time: <= ceil(limit/intervals) per interval, earliest first.
 
     Only the first `per` items of each interval can be chosen, and they usually all lie in a short prefix:
-    prefixes of growing length are tried until one holds them (checked with interval counts), and just
-    that prefix is sorted (a stable radix sort: intervals are small non-negative ints).
+    prefixes of growing length (up to `_PREFIX_MAX` items) are tried until one holds them (checked with
+    interval counts); the items after it of intervals it still lacks are added (sparse intervals, such as
+    the range's edges, would otherwise take the prefix to the whole input), and just those candidates are
+    sorted (a stable radix sort: intervals are small non-negative ints).
     """
     if limit <= 0 or not len(interval):
         return np.zeros(0, dtype=np.int64)
@@ -69,16 +74,21 @@ def spread_pick(interval: np.ndarray, limit: int, intervals: int) -> np.ndarray:
     iv = np.asarray(interval, dtype=np.int64)
     wanted = np.minimum(np.bincount(iv), per)
     size = 4096
-    while size < len(iv) and np.any(np.bincount(iv[:size], minlength=len(wanted)) < wanted):
+    while size < min(len(iv), _PREFIX_MAX) and np.any(np.bincount(iv[:size], minlength=len(wanted)) < wanted):
         size *= 4
-    iv = iv[:size]
-    counts = np.bincount(iv, minlength=len(wanted))
+    rows = np.arange(min(size, len(iv)))
+    if size < len(iv):
+        short = np.bincount(iv[:size], minlength=len(wanted)) < wanted
+        if short.any():
+            rows = np.concatenate([rows, size + np.flatnonzero(short[iv[size:]])])
+    sub = iv[rows]
+    counts = np.bincount(sub, minlength=len(wanted))
     run_start = np.cumsum(counts) - counts
-    order = np.argsort(iv.astype(np.uint16) if len(counts) <= 1 << 16 else iv, kind="stable")
-    sorted_iv = iv[order]
+    order = np.argsort(sub.astype(np.uint16) if len(counts) <= 1 << 16 else sub, kind="stable")
+    sorted_iv = sub[order]
     rank = np.arange(len(order)) - run_start[sorted_iv]
     ok = rank < per
-    cand, cand_rank, cand_iv = order[ok], rank[ok], sorted_iv[ok]
+    cand, cand_rank, cand_iv = rows[order[ok]], rank[ok], sorted_iv[ok]
     chosen = np.lexsort((cand_iv, cand_rank))[:limit]
     return np.sort(cand[chosen])
 

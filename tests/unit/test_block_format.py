@@ -19,7 +19,7 @@ from tempo_lite.block import paths
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.bloom import BloomFilter
 from tempo_lite.block.meta import FORMAT_VERSION, FORMATS, BlockMeta
-from tempo_lite.block.paths import BLOOM, DATA, META, RESOURCES, TRACES
+from tempo_lite.block.paths import BLOOM, DATA, META, RESOURCES, TRACES, VALUES
 from tempo_lite.block.reader import BlockReader, BlockReadError, Footer, open_block
 from tempo_lite.block.versions import VERSIONS, UnsupportedFormat, version
 from tempo_lite.block.writer import encode_block, write_block
@@ -64,7 +64,8 @@ async def test_round_trip_through_a_local_store(tmp_path: Path, fmt: str) -> Non
     data = TracesData(resource_spans=request.resource_spans)
     meta, store = await _written(tmp_path, data, format=fmt)
     assert meta.format == fmt
-    assert sorted(os.listdir(tmp_path / "blocks" / "t" / "b1")) == sorted([DATA, RESOURCES, TRACES, BLOOM, META])
+    files = sorted(os.listdir(tmp_path / "blocks" / "t" / "b1"))
+    assert files == sorted([DATA, RESOURCES, TRACES, BLOOM, VALUES, META])
     blocks = BlockList(store)
     await blocks.poll()
     [listed] = blocks.blocks("t")

@@ -158,6 +158,7 @@ async def test_every_metrics_function_agrees_over_live_block_and_split_forms(
     # Blocks stream in slices of two 25-span row groups: traces straddle slices (carried when whole
     # traces are needed), and every block is several slices.
     monkeypatch.setattr(metrics_source, "CHUNK_ROWS", 40)
+    monkeypatch.setattr(metrics_source, "CHUNK_BYTES", 1)  # narrow reads too: slices of CHUNK_ROWS
     data = _data()
     forms = _forms(data)
     live, _ = forms["live"]
@@ -254,3 +255,49 @@ async def test_an_unreadable_block_gives_a_partial_answer_from_the_others(tmp_pa
     # the readable block's spans, counted as if it were the only source (its split traces included)
     alone = await run_query_range(await _tempo(tmp_path / "one", spantable.empty_span_table(), [evens]), [TENANT], q)
     assert _canonical(got).series == _canonical(alone).series
+
+
+def test_exemplar_picks_are_the_first_spans_of_each_interval_spread_over_time() -> None:
+    """`spread_pick` (prefix search, then the later spans of intervals the prefix lacks) against the rule
+    it implements: the first ceil(limit / intervals) spans of each interval, taken rank by rank."""
+    import math
+
+    import numpy as np
+
+    from tempo_lite.traceql.metrics_series import spread_pick
+
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        n = int(rng.integers(1, 200_000 if trial % 40 == 0 else 5_000))
+        k = int(rng.integers(1, 60))
+        iv = rng.choice(k, size=n, p=rng.dirichlet(np.ones(k) * rng.choice([0.05, 1.0, 10.0])))
+        limit, intervals = int(rng.integers(1, 150)), int(rng.choice([0, k]))
+        per = max(1, math.ceil(limit / max(intervals, 1)))
+        firsts = [(rank, int(v), int(i)) for v in range(k) for rank, i in enumerate(np.flatnonzero(iv == v)[:per])]
+        want = sorted(i for _, _, i in sorted(firsts)[:limit])
+        assert spread_pick(iv, limit, intervals).tolist() == want, trial
+
+
+async def test_query_range_json_is_json_formats_rendering(tmp_path: Path) -> None:
+    """The metrics answer's JSON (`frontend.metrics.query_range_json`, written field by field) is byte for
+    byte `json.dumps(MessageToDict(...))` for every query, with exemplars, partial answers and odd values."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    from tempo_lite.frontend.metrics import query_range_json
+
+    data = _data()
+    tl = await _tempo(tmp_path, spantable.flatten(data.resource_spans), [])
+    for q in QUERIES:
+        for exemplars in ("0", "20"):
+            msg = await run_query_range(tl, [TENANT], {"q": q, **WINDOW, "exemplars": exemplars})
+            assert query_range_json(msg) == json.dumps(MessageToDict(msg), separators=(",", ":")).encode(), q
+    odd = pb.QueryRangeResponse(status=pb.PARTIAL, message="cut", metrics=pb.SearchMetrics(inspectedBytes=5))
+    series = odd.series.add(labels=[pb.KeyValue(key="a", value=pb.AnyValue(int_value=3)),
+                                    pb.KeyValue(key="b", value=pb.AnyValue())])
+    for v in (0.0, -0.0, 1.5, float("nan"), float("inf"), -float("inf"), 1e300, 5e-324):
+        series.samples.add(value=v, timestamp_ms=7)
+        series.exemplars.add(value=v, timestamp_ms=0, labels=[pb.KeyValue(key="c", value=pb.AnyValue(bool_value=True))])
+    assert query_range_json(odd) == json.dumps(MessageToDict(odd), separators=(",", ":")).encode()
+    assert query_range_json(pb.QueryRangeResponse()) == b"{}"

@@ -132,7 +132,8 @@ async def test_an_unreadable_block_is_reported_and_the_others_answer(tmp_path) -
     rs = list(_data(traces=60).resource_spans)
     evens, odds = spantable.flatten(rs[0::2]), spantable.flatten(rs[1::2])
     tl = await _tempo(tmp_path, spantable.empty_span_table(), [evens, odds])
-    (tmp_path / "blocks" / TENANT / "b1" / "data.parquet").write_bytes(b"not parquet")
+    for name in ("data.parquet", "values.parquet"):  # the spans and the value catalogue
+        (tmp_path / "blocks" / TENANT / "b1" / name).write_bytes(b"not parquet")
     source = TagSource(tl.frontend.searcher)
     for tag, text in (("span.http.method", None), ("resource.service.name", None), ("name", "{ status = error }")):
         ref, q = parse_attribute(tag), parse_lenient_filter(text) if text else None
