@@ -81,7 +81,6 @@ MAX_MODULE_LINES = 500
 LONG_MODULES_BEING_SPLIT = {
     "tempo_lite/traceql/engine.py",
     "tempo_lite/traceql/engine_context.py",
-    "tempo_lite/wal/kafka.py",
 }
 
 
