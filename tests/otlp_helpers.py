@@ -85,3 +85,17 @@ def by_trace(request: ExportTraceServiceRequest) -> dict[bytes, dict]:
     for key, value in normalize(request).items():
         out.setdefault(value[2], {})[key] = value
     return out
+
+
+def per_trace_requests(spans: list[ReadableSpan]) -> tuple[dict[bytes, bytes], dict[bytes, dict]]:
+    """trace ID -> the serialized export request holding exactly that trace's spans, and what it must read back as
+    (`by_trace`)."""
+    groups: dict[int, list[ReadableSpan]] = {}
+    for span in spans:
+        groups.setdefault(span.context.trace_id, []).append(span)
+    bodies, want = {}, {}
+    for group in groups.values():
+        request = encoded(group)
+        ((tid, expected),) = by_trace(request).items()
+        bodies[tid], want[tid] = request.SerializeToString(), expected
+    return bodies, want

@@ -94,9 +94,11 @@ block_builder: {{consume_cycle_duration: {cycle}}}
             self.proc.wait(timeout=30)
 
 
-def kafka_role(tmp_path: Path, broker: str, topic: str, name: str, target: str, body: str = "") -> ServerProcess:
-    """A `-target=<target>` process in tmp_path/name on the kafka WAL `topic` with blocks shared in
-    tmp_path/blocks (1 s block list poll and block-builder cycle); `body` is appended to its config."""
+def kafka_role(tmp_path: Path, broker: str, topic: str, name: str, target: str, body: str = "",
+               partitions: int = 4) -> ServerProcess:
+    """A `-target=<target>` process in tmp_path/name on the kafka WAL `topic` (`partitions` partitions) with
+    blocks shared in tmp_path/blocks (1 s block list poll and block-builder cycle); `body` is appended to its
+    config."""
     home = tmp_path / name
     home.mkdir()
     proc = ServerProcess(home)
@@ -108,7 +110,8 @@ storage:
     backend: local
     local: {{path: {tmp_path / "blocks"}, shared: true}}
     blocklist_poll: 1s
-    wal: {{backend: kafka, partitions: 4, path: {home / "wal"}, kafka: {{brokers: '{broker}', topic: {topic}}}}}
+    wal: {{backend: kafka, partitions: {partitions}, path: {home / "wal"},
+           kafka: {{brokers: '{broker}', topic: {topic}}}}}
 block_builder: {{consume_cycle_duration: 1s}}
 {body}""")
     proc.args = [f"-target={target}"]

@@ -16,9 +16,9 @@ from tempo_lite.cli.capture.command import add_capture_parser, capture_main
 from tempo_lite.cli.commands import NAMES as CLIENT_COMMANDS
 from tempo_lite.cli.commands import register as register_client_commands
 from tempo_lite.cli.commands import run as run_client_command
-from tempo_lite.cli.process import EXIT_CONFIG, first_leaf, setup_logging
+from tempo_lite.cli.process import EXIT_CONFIG, report_failure, setup_logging
 from tempo_lite.config import Config, load_config
-from tempo_lite.errors import ConfigError, StorageError, TempoLiteError
+from tempo_lite.errors import ConfigError
 from tempo_lite.roles import ROLES, plan_for
 
 
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             plan_for(config, args.target)  # a role that cannot run on this WAL or store: one line, exit 2
     except ConfigError as exc:
-        print_config_error(exc.message)
-        return EXIT_CONFIG
+        return report_failure(exc)
     if missing:
         for line in missing:
             print(f"tempo-lite: {line}", file=sys.stderr)
@@ -83,31 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config)
     try:
         trio.run(serve, config, args.target)
-    except BaseException as exc:  # trio wraps task errors in exception groups: report the cause
-        cause = first_leaf(exc)
-        if isinstance(cause, ConfigError):
-            print_config_error(cause.message)
-            return EXIT_CONFIG
-        if isinstance(cause, StorageError):
-            print(f"tempo-lite: storage error: {cause.message}", file=sys.stderr)
-            return 1
-        if isinstance(cause, ImportError):
-            print(f"tempo-lite: cannot start: {cause} (reinstall tempo-lite: pip install -e .)", file=sys.stderr)
-            return EXIT_CONFIG
-        if isinstance(cause, TempoLiteError):  # e.g. BlockConflict: one line naming what and why
-            print(f"tempo-lite: {cause.message}", file=sys.stderr)
-            return 1
-        if isinstance(cause, OSError):
-            print(f"tempo-lite: {cause}", file=sys.stderr)
-            return 1
-        raise
+    except BaseException as exc:  # trio wraps task errors in exception groups: report_failure finds the cause
+        return report_failure(exc)
     return 0
-
-
-def print_config_error(message: str) -> None:
-    """One line per problem, each naming the file and line (ConfigError carries them newline-separated)."""
-    for line in message.splitlines():
-        print(f"tempo-lite: configuration error: {line}", file=sys.stderr)
 
 
 # The Python module each optional backend loads at start-up, and the package that provides it.

@@ -1,5 +1,6 @@
-"""What the long-running commands (`serve`, `capture`) share as processes: log format and level, the exit code
-of a configuration or usage error, and the cause to report out of trio's exception groups."""
+"""What the long-running commands (`serve`, `capture`) share as processes: log format and level, and how an
+error that stops one is reported: `report_failure`, the one mapping from an exception to the lines printed
+and the exit code (2 for a configuration or usage error)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import sys
 import time
 
 from tempo_lite.config import Config
+from tempo_lite.errors import ConfigError, StorageError, TempoLiteError
 
 EXIT_CONFIG = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -51,3 +55,33 @@ def first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def report_failure(exc: BaseException, prog: str = "tempo-lite") -> int:
+    """Print what stopped the command `prog` on stderr, one line per problem, and return its exit code.
+
+    `exc` may be trio's exception group around the cause. Configuration errors print one line per problem,
+    each naming the file and line (`ConfigError` carries them newline-separated), exit 2; so does a missing
+    module (a broken install). Storage and other tempo-lite errors, and OS errors (a port in use, a
+    directory not writable), print one line, exit 1; Ctrl-C exits 130 quietly. Anything else is a bug: it is
+    raised again, with its traceback."""
+    cause = first_leaf(exc)
+    if isinstance(cause, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(cause, ConfigError):
+        for line in cause.message.splitlines():
+            print(f"{prog}: configuration error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    if isinstance(cause, ImportError):
+        print(f"{prog}: cannot start: {cause} (reinstall tempo-lite: pip install -e .)", file=sys.stderr)
+        return EXIT_CONFIG
+    if isinstance(cause, StorageError):
+        message = f"storage error: {cause.message}"
+    elif isinstance(cause, TempoLiteError):  # e.g. BlockConflict: one line naming what and why
+        message = cause.message
+    elif isinstance(cause, OSError):
+        message = str(cause)
+    else:
+        raise exc
+    print(f"{prog}: {message}", file=sys.stderr)
+    return EXIT_FAILED

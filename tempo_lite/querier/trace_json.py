@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import binascii
 import math
-from itertools import pairwise
+from collections.abc import Callable, Iterable
+from itertools import compress, pairwise
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -116,46 +118,47 @@ _DEDICATED_JSON = {STRING: lambda v: {"stringValue": v}, INT: lambda v: {"intVal
                    DOUBLE: lambda v: {"doubleValue": _double(v)}, BOOL: lambda v: {"boolValue": v}}
 
 
+def _messages(count: int, fields: Iterable[tuple[str, list]]) -> list[dict]:
+    """`count` messages as JSON, built a field at a time (`_set_fields`)."""
+    return _set_fields([{} for _ in range(count)], fields)
+
+
+def _set_fields(docs: list[dict], fields: Iterable[tuple[str, list]]) -> list[dict]:
+    """Add fields to messages as JSON: `fields` gives each field's name and its value in every message, in
+    field order. The proto3 JSON rule: a field at its default value (0, "", empty) is left out. (Column by
+    column keeps the inner loop short, in C: this runs for every span, event and link.)"""
+    for name, values in fields:
+        for doc, value in compress(zip(docs, values, strict=True), values):
+            doc[name] = value
+    return docs
+
+
+def _converted(convert: Callable[[Any], object], values: list) -> list:
+    """`convert` applied to the values that are set; a default value stays as it is (and is left out)."""
+    return [convert(v) if v else v for v in values]
+
+
 def _events(column: pa.ChunkedArray) -> list[list[dict]]:
     events, offsets = _lists(column)
-    attrs = _attribute_lists(pc.struct_field(events, "attrs"))
-    out = []
-    for t, name, a, dropped in zip(_column(events, "time_unix_nano"), _column(events, "name"), attrs,
-                                   _column(events, "dropped_attributes_count"), strict=True):
-        e: dict = {}
-        if t:
-            e["timeUnixNano"] = str(t % 2**64)
-        if name:
-            e["name"] = name
-        if a:
-            e["attributes"] = a
-        if dropped:
-            e["droppedAttributesCount"] = dropped
-        out.append(e)
+    out = _messages(len(events), [
+        ("timeUnixNano", _converted(lambda t: str(t % 2**64), _column(events, "time_unix_nano"))),
+        ("name", _column(events, "name")),
+        ("attributes", _attribute_lists(pc.struct_field(events, "attrs"))),
+        ("droppedAttributesCount", _column(events, "dropped_attributes_count")),
+    ])
     return [out[a:b] for a, b in pairwise(offsets)]
 
 
 def _links(column: pa.ChunkedArray) -> list[list[dict]]:
     links, offsets = _lists(column)
-    attrs = _attribute_lists(pc.struct_field(links, "attrs"))
-    out = []
-    for tid, sid, state, a, dropped, flags in zip(
-            _column(links, "trace_id"), _column(links, "span_id"), _column(links, "trace_state"), attrs,
-            _column(links, "dropped_attributes_count"), _column(links, "flags"), strict=True):
-        lk: dict = {}
-        if tid:
-            lk["traceId"] = _base64(tid)
-        if sid:
-            lk["spanId"] = _base64(sid)
-        if state:
-            lk["traceState"] = state
-        if a:
-            lk["attributes"] = a
-        if dropped:
-            lk["droppedAttributesCount"] = dropped
-        if flags:
-            lk["flags"] = flags
-        out.append(lk)
+    out = _messages(len(links), [
+        ("traceId", _converted(_base64, _column(links, "trace_id"))),
+        ("spanId", _converted(_base64, _column(links, "span_id"))),
+        ("traceState", _column(links, "trace_state")),
+        ("attributes", _attribute_lists(pc.struct_field(links, "attrs"))),
+        ("droppedAttributesCount", _column(links, "dropped_attributes_count")),
+        ("flags", _column(links, "flags")),
+    ])
     return [out[a:b] for a, b in pairwise(offsets)]
 
 
@@ -170,52 +173,28 @@ def _span_dicts(spans: pa.Table, dedicated: dict[str, str]) -> list[dict]:
         for row, v in enumerate(spans.column(name).to_pylist()):
             if v is not None:
                 attrs[row] = [*attrs[row], {"key": key, "value": as_json(v)} if key else {"value": as_json(v)}]
-    trace_ids: dict[bytes, str] = {}
-    out = []
-    columns = zip(
-        _column(spans, "trace_id"), _column(spans, "span_id"), _column(spans, "trace_state"),
-        _column(spans, "parent_span_id"), _column(spans, "name"), _column(spans, "kind"), start.tolist(),
-        end.tolist(), attrs, _column(spans, "dropped_attributes_count"), _events(spans.column("events")),
-        _column(spans, "dropped_events_count"), _links(spans.column("links")),
-        _column(spans, "dropped_links_count"), _column(spans, "status_message"), _column(spans, "status_code"),
-        _column(spans, "flags"), strict=True)
-    for tid, sid, state, pid, name, kind, t0, t1, a, da, events, de, links, dl, message, code, flags in columns:
-        s: dict = {}
-        if tid:
-            s["traceId"] = trace_ids.get(tid) or trace_ids.setdefault(tid, _base64(tid))
-        if sid:
-            s["spanId"] = _base64(sid)
-        if state:
-            s["traceState"] = state
-        if pid:
-            s["parentSpanId"] = _base64(pid)
-        if name:
-            s["name"] = name
-        if kind:
-            s["kind"] = _KIND.get(kind, kind)
-        if t0:
-            s["startTimeUnixNano"] = str(t0)
-        if t1:
-            s["endTimeUnixNano"] = str(t1)
-        if a:
-            s["attributes"] = a
-        if da:
-            s["droppedAttributesCount"] = da
-        if events:
-            s["events"] = events
-        if de:
-            s["droppedEventsCount"] = de
-        if links:
-            s["links"] = links
-        if dl:
-            s["droppedLinksCount"] = dl
-        status: dict = {}
-        if message:
-            status["message"] = message
-        if code:
-            status["code"] = _CODE.get(code, code)
-        s["status"] = status
-        if flags:
-            s["flags"] = flags
-        out.append(s)
-    return out
+    trace_ids: dict[bytes, str] = {}  # a trace's spans share one ID: encoded once
+    statuses = _messages(spans.num_rows, [
+        ("message", _column(spans, "status_message")),
+        ("code", _converted(lambda code: _CODE.get(code, code), _column(spans, "status_code"))),
+    ])
+    docs = _messages(spans.num_rows, [
+        ("traceId", _converted(lambda tid: trace_ids.get(tid) or trace_ids.setdefault(tid, _base64(tid)),
+                               _column(spans, "trace_id"))),
+        ("spanId", _converted(_base64, _column(spans, "span_id"))),
+        ("traceState", _column(spans, "trace_state")),
+        ("parentSpanId", _converted(_base64, _column(spans, "parent_span_id"))),
+        ("name", _column(spans, "name")),
+        ("kind", _converted(lambda kind: _KIND.get(kind, kind), _column(spans, "kind"))),
+        ("startTimeUnixNano", _converted(str, start.tolist())),
+        ("endTimeUnixNano", _converted(str, end.tolist())),
+        ("attributes", attrs),
+        ("droppedAttributesCount", _column(spans, "dropped_attributes_count")),
+        ("events", _events(spans.column("events"))),
+        ("droppedEventsCount", _column(spans, "dropped_events_count")),
+        ("links", _links(spans.column("links"))),
+        ("droppedLinksCount", _column(spans, "dropped_links_count")),
+    ])
+    for doc, status in zip(docs, statuses, strict=True):
+        doc["status"] = status  # written on every span, an empty one too
+    return _set_fields(docs, [("flags", _column(spans, "flags"))])

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tempo_lite.errors import Unavailable
+
 
 @dataclass(frozen=True, slots=True)
 class WalEntry:
@@ -95,12 +97,23 @@ class WriteAheadLog(Protocol):
     async def aclose(self) -> None: ...
 
 
-def check_partition(partition: int, partitions: int) -> None:
-    """Argument checks shared by every backend."""
-    if not 0 <= partition < partitions:
-        raise ValueError(f"partition {partition} out of range: the WAL has {partitions} partitions")
+class BackendChecks:
+    """The argument checks every backend makes, as its base class. The backend sets `_partitions`, `_groups`
+    and `_closed`, and names itself in `_what` (for the error a call on a closed WAL gets)."""
 
+    _partitions: int
+    _groups: tuple[str, ...]
+    _closed: bool
+    _what: str
 
-def check_group(group: str, groups: tuple[str, ...]) -> None:
-    if group not in groups:
-        raise ValueError(f"unknown consumer group {group!r}: the WAL was opened with {list(groups)}")
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self._partitions:
+            raise ValueError(f"partition {partition} out of range: the WAL has {self._partitions} partitions")
+
+    def _check_group(self, group: str) -> None:
+        if group not in self._groups:
+            raise ValueError(f"unknown consumer group {group!r}: the WAL was opened with {list(self._groups)}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable(f"{self._what} is closed")

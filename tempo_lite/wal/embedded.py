@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import trio
 
 from tempo_lite.errors import ConfigError, Unavailable
-from tempo_lite.wal import WalEntry, WalRecord, WalStatistics, check_group, check_partition
+from tempo_lite.wal import BackendChecks, WalEntry, WalRecord, WalStatistics
 
 DB_FILE_NAME = "wal.sqlite3"
 SCHEMA_VERSION = "1"
@@ -95,7 +95,7 @@ def _connect(db_path: str, *, read_only: bool) -> sqlite3.Connection:
     return conn
 
 
-class EmbeddedWal:
+class EmbeddedWal(BackendChecks):
     """`WriteAheadLog` on a SQLite database in `path`; create it with `open_embedded_wal`."""
 
     def __init__(
@@ -112,6 +112,7 @@ class EmbeddedWal:
         retained_bytes: list[int],
     ) -> None:
         self._db_path = db_path
+        self._what = f"WAL at {db_path}"
         self._identity = identity
         self._conn = conn
         self._partitions = partitions
@@ -354,18 +355,6 @@ class EmbeddedWal:
         finally:
             self._readers.append(conn)
         return [WalRecord(partition, offset, tenant, payload, ts) for offset, tenant, payload, ts in rows]
-
-    # -- checks --------------------------------------------------------------------------------
-
-    def _check_partition(self, partition: int) -> None:
-        check_partition(partition, self._partitions)
-
-    def _check_group(self, group: str) -> None:
-        check_group(group, self._groups)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise Unavailable(f"WAL at {self._db_path} is closed")
 
 
 def _retain_from(conn: sqlite3.Connection, partition: int, new_low: int, low: list[int],

@@ -50,17 +50,30 @@ def wal_config(section: tempo_config.WalConfig) -> WalOptions:
     )
 
 
-async def open_backend(config: WalOptions) -> WriteAheadLog:
-    """Open the backend `config.backend` names, without starting its background loop (see `open_wal`)."""
+async def open_backend(config: WalOptions, supervisor: BrokerSupervisor | None = None) -> WriteAheadLog:
+    """Open the backend `config.backend` names, without starting its background loop (see `open_wal`).
+
+    A managed backend's WAL is the kafka backend on the broker `supervisor` runs (`open_wal` starts it and
+    passes `config` as a kafka WAL on the broker's address), wrapped in `ManagedWal`."""
     if config.bytes_limit <= 0:
         raise ConfigError(f"wal.bytes_limit must be positive, got {config.bytes_limit}")
+    if supervisor is not None:
+        # The plain Kafka client under the supervisor: ManagedWal waits out the broker's restarts itself (not
+        # kafka_outage.py, which serves brokers tempo-lite does not run). Imported here so the embedded
+        # default works without confluent-kafka installed.
+        from tempo_lite.wal.kafka import open_kafka_wal
+        from tempo_lite.wal.managed import ManagedWal
+
+        kafka = await open_kafka_wal(
+            config.kafka_brokers, config.kafka_topic, config.partitions, config.groups, config.bytes_limit
+        )
+        return ManagedWal(kafka, supervisor, outage_timeout=config.managed.start_timeout)
     if config.backend == "embedded":
         from tempo_lite.wal.embedded import open_embedded_wal
 
         return await open_embedded_wal(config.path, config.partitions, config.groups, config.bytes_limit)
     if config.backend == "kafka":
-        # Imported here so the embedded default works without confluent-kafka installed. The plain
-        # backend waits out broker outages itself (kafka_outage.py); managed.py has its supervisor.
+        # The plain backend waits out broker outages itself (kafka_outage.py).
         from tempo_lite.wal.kafka_outage import open_waiting_kafka_wal
 
         return await open_waiting_kafka_wal(
@@ -78,8 +91,8 @@ async def open_wal(config: WalOptions) -> AsyncIterator[WriteAheadLog]:
     """The open WAL with its background loop running in a nursery owned here; closed (drained) on exit.
 
     The one way to open a WAL. For the managed backends (`managed`, `redpanda`) the same nursery first runs
-    the broker's supervisor (wal/broker_supervisor.py), opens the kafka backend on the broker's address and
-    wraps it in `ManagedWal`; on exit the WAL is closed before the broker is stopped.
+    the broker's supervisor (wal/broker_supervisor.py), then `open_backend` opens the WAL on it; on exit the
+    WAL is closed before the broker is stopped.
     """
     supervisor: BrokerSupervisor | None = None
     failure: Exception | None = None
@@ -87,17 +100,7 @@ async def open_wal(config: WalOptions) -> AsyncIterator[WriteAheadLog]:
         try:
             if config.backend in MANAGED_BACKENDS:
                 supervisor, config = await _start_broker(config, nursery)
-                # The plain Kafka client under the supervisor: ManagedWal waits out the broker's restarts
-                # itself (not kafka_outage.py, which serves brokers tempo-lite does not run).
-                from tempo_lite.wal.kafka import open_kafka_wal
-                from tempo_lite.wal.managed import ManagedWal
-
-                kafka = await open_kafka_wal(
-                    config.kafka_brokers, config.kafka_topic, config.partitions, config.groups, config.bytes_limit
-                )
-                wal: WriteAheadLog = ManagedWal(kafka, supervisor, outage_timeout=config.managed.start_timeout)
-            else:
-                wal = await open_backend(config)
+            wal = await open_backend(config, supervisor)
         except Exception as exc:
             # Raised after the nursery, unwrapped: start-up errors (ConfigError) reach the CLI as they are.
             failure = exc

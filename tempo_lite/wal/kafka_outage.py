@@ -32,8 +32,9 @@ import trio
 from confluent_kafka import KafkaError, KafkaException
 
 from tempo_lite.errors import Unavailable
-from tempo_lite.wal import WalEntry, WalRecord, WalStatistics
+from tempo_lite.wal import WalEntry, WalRecord
 from tempo_lite.wal.kafka import KafkaWal, open_kafka_wal
+from tempo_lite.wal.wrapper import WalWrapper
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +74,17 @@ class BrokerHealth:
         self.up = True
 
 
-class WaitingKafkaWal:
+class WaitingKafkaWal(WalWrapper[KafkaWal]):
     """`WriteAheadLog` over `KafkaWal` that waits out broker outages (module docstring)."""
 
     def __init__(self, kafka: KafkaWal, health: BrokerHealth) -> None:
-        self.kafka = kafka
+        super().__init__(kafka)
         self.health = health
-        self._closing = False
-        self._down_logged = False
         self._down_at: float | None = None
-
-    @property
-    def partitions(self) -> int:
-        return self.kafka.partitions
-
-    @property
-    def identity(self) -> str:
-        return self.kafka.identity
 
     @property
     def broker_up(self) -> bool:
         return self.health.up
-
-    def statistics(self) -> WalStatistics:
-        return self.kafka.statistics()
 
     async def append(self, entries: Sequence[WalEntry]) -> list[int]:
         if not entries:
@@ -109,30 +97,30 @@ class WaitingKafkaWal:
             )
         # Records the broker does not acknowledge within APPEND_TIMEOUT_S fail their delivery (librdkafka's
         # message.timeout.ms): Unavailable, nothing acknowledged.
-        return await self.kafka.append(entries)
+        return await self.inner.append(entries)
 
     async def read(self, partition: int, start_offset: int, max_records: int) -> list[WalRecord]:
-        return await self._waiting(lambda: self.kafka.read(partition, start_offset, max_records))
+        return await self._waiting(lambda: self.inner.read(partition, start_offset, max_records))
 
     async def wait_for_records(self, partition: int, offset: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):
-            return await self._waiting(lambda: self.kafka.wait_for_records(partition, offset, timeout))
+            return await self._waiting(lambda: self.inner.wait_for_records(partition, offset, timeout))
         return False
 
     async def commit(self, group: str, partition: int, next_offset: int) -> None:
-        await self._waiting(lambda: self.kafka.commit(group, partition, next_offset))
+        await self._waiting(lambda: self.inner.commit(group, partition, next_offset))
 
     async def committed(self, group: str, partition: int) -> int:
-        return await self._waiting(lambda: self.kafka.committed(group, partition))
+        return await self._waiting(lambda: self.inner.committed(group, partition))
 
     async def end_offset(self, partition: int) -> int:
         try:
-            end = await self.kafka.end_offset(partition)
+            end = await self.inner.end_offset(partition)
         except (Unavailable, KafkaException) as exc:
-            if self._closing:
+            if self.closing:
                 raise
             self._failed(exc)
-            return self.kafka.known_end(partition)
+            return self.inner.known_end(partition)
         self._answered()
         return end
 
@@ -140,19 +128,15 @@ class WaitingKafkaWal:
         """The delivery loop, and while the broker is down, the probe that notices it is back."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._probe)
-            await self.kafka.run()
+            await self.inner.run()
             nursery.cancel_scope.cancel()
-
-    async def aclose(self) -> None:
-        self._closing = True
-        await self.kafka.aclose()
 
     # -- outage handling -----------------------------------------------------------------------
 
     async def _probe(self) -> None:
         while True:
             await trio.sleep(PROBE_INTERVAL_S)
-            if not self.health.up and not self._closing and await self.kafka.answers():
+            if not self.health.up and not self.closing and await self.inner.answers():
                 self._answered()
 
     async def _waiting(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -162,7 +146,7 @@ class WaitingKafkaWal:
             try:
                 result = await call()
             except (Unavailable, KafkaException) as exc:
-                if self._closing:
+                if self.closing:
                     raise
                 self._failed(exc)
                 await trio.sleep(delay)

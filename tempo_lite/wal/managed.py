@@ -18,67 +18,47 @@ import trio
 from confluent_kafka import KafkaException
 
 from tempo_lite.errors import Unavailable
-from tempo_lite.wal import WalEntry, WalRecord, WalStatistics, WriteAheadLog
+from tempo_lite.wal import WalEntry, WalRecord, WriteAheadLog
 from tempo_lite.wal.broker_supervisor import BrokerSupervisor
+from tempo_lite.wal.wrapper import WalWrapper
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-class ManagedWal:
+
+class ManagedWal(WalWrapper[WriteAheadLog]):
     """The kafka backend on the supervised broker; consumers wait out broker restarts instead of failing."""
 
     def __init__(self, kafka: WriteAheadLog, supervisor: BrokerSupervisor, outage_timeout: float) -> None:
-        self.kafka = kafka
+        super().__init__(kafka)
         self.supervisor = supervisor
         self.outage_timeout = outage_timeout
-        self._closing = False
-
-    @property
-    def partitions(self) -> int:
-        return self.kafka.partitions
-
-    @property
-    def identity(self) -> str:
-        return self.kafka.identity
-
-    def statistics(self) -> WalStatistics:
-        return self.kafka.statistics()
 
     async def append(self, entries: Sequence[WalEntry]) -> list[int]:
         if not self.supervisor.up and entries:
             raise Unavailable(f"the managed WAL broker ({self.supervisor.command.name}) is restarting; retry later")
         # Records already handed to the producer are retried by librdkafka until the broker is back.
-        return await self.kafka.append(entries)
+        return await self.inner.append(entries)
 
     async def read(self, partition: int, start_offset: int, max_records: int) -> list[WalRecord]:
-        return await self._retrying(lambda: self.kafka.read(partition, start_offset, max_records))
+        return await self._retrying(lambda: self.inner.read(partition, start_offset, max_records))
 
     async def wait_for_records(self, partition: int, offset: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):
             try:
-                return await self.kafka.wait_for_records(partition, offset, timeout)
+                return await self.inner.wait_for_records(partition, offset, timeout)
             except (Unavailable, KafkaException):
-                if self._closing:
+                if self.closing:
                     raise
                 await self.supervisor.wait_up()
         return False
 
     async def commit(self, group: str, partition: int, next_offset: int) -> None:
-        await self._retrying(lambda: self.kafka.commit(group, partition, next_offset))
-
-    async def committed(self, group: str, partition: int) -> int:
-        return await self.kafka.committed(group, partition)
+        await self._retrying(lambda: self.inner.commit(group, partition, next_offset))
 
     async def end_offset(self, partition: int) -> int:
-        return await self._retrying(lambda: self.kafka.end_offset(partition))
-
-    async def run(self) -> None:
-        await self.kafka.run()
-
-    async def aclose(self) -> None:
-        self._closing = True
-        await self.kafka.aclose()
+        return await self._retrying(lambda: self.inner.end_offset(partition))
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call`, retried while the broker is down and for up to `outage_timeout` once it is back."""
@@ -88,7 +68,7 @@ class ManagedWal:
             try:
                 return await call()
             except (Unavailable, KafkaException) as exc:
-                if self._closing:
+                if self.closing:
                     raise
                 if not self.supervisor.up:
                     log.info("managed WAL: waiting for the broker to come back (%s)", exc)

@@ -29,10 +29,11 @@ from typing import Any
 
 import trio
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from tempo_lite.errors import Unavailable
 from tempo_lite.wal import WriteAheadLog
+from tempo_lite.wal.kafka_setup import client_config, create_topic
 
 log = logging.getLogger(__name__)
 
@@ -158,23 +159,14 @@ class KafkaRing:
         self._topic_exists = False
 
     def _config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.brokers, "socket.connection.setup.timeout.ms": 10000,
-                "logger": logging.getLogger("tempo_lite.wal.kafka.librdkafka")}
+        return client_config(self.brokers)
 
     def _ensure_topic_sync(self) -> None:
         admin = AdminClient(self._config())
         metadata = admin.list_topics(timeout=READ_TIMEOUT_S)
         if self.topic in metadata.topics and metadata.topics[self.topic].error is None:
             return
-        futures = admin.create_topics([NewTopic(self.topic, num_partitions=1, replication_factor=-1,
-                                                config={"cleanup.policy": "compact"})],
-                                      request_timeout=READ_TIMEOUT_S)
-        for future in futures.values():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        create_topic(admin, self.topic, 1, {"cleanup.policy": "compact"})
 
     def _read_sync(self) -> dict[tuple[int, str], Entry]:
         consumer = Consumer({**self._config(), "group.id": f"{self.topic}.reader", "enable.auto.commit": False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -166,6 +167,18 @@ def test_invalid_traceql_is_rejected_before_the_command_runs(child: Path, tmp_pa
     assert proc.returncode == 2
     assert "--expect #2 '{ .a = }'" in proc.stderr
     assert "line 1, col 8" in proc.stderr
+    assert not marker.exists()
+
+
+def test_a_port_in_use_is_one_line_and_exit_1_before_the_command_runs(child: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = run_capture(child, "--http-port", str(busy.getsockname()[1]), CHILD_MARKER=str(marker))
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("tempo-lite capture: ") and "Address already in use" in line, line
     assert not marker.exists()
 
 

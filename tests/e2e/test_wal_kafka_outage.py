@@ -20,8 +20,8 @@ import httpx
 import pytest
 import trio
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
-from otlp_helpers import by_trace, encoded, normalize, sdk_spans
-from server_process import ServerProcess
+from otlp_helpers import normalize, per_trace_requests, sdk_spans
+from server_process import ServerProcess, kafka_role
 from wal_brokers import TansuOnS3, create_bucket, find_tansu, moto_server
 
 from tempo_lite.errors import Unavailable
@@ -112,38 +112,6 @@ async def test_kafka_wal_waits_for_its_broker_refuses_appends_while_it_is_down_a
 # --- processes -----------------------------------------------------------------------------------------------
 
 
-def role(tmp_path: Path, name: str, target: str, broker: TansuOnS3, topic: str) -> ServerProcess:
-    home = tmp_path / name
-    home.mkdir()
-    proc = ServerProcess(home)
-    proc.config.write_text(f"""
-server: {{http_listen_address: 127.0.0.1, http_listen_port: {proc.http_port}, log_level: info}}
-distributor: {{receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{proc.otlp_port}"}}}}}}}}}}
-storage:
-  trace:
-    backend: local
-    local: {{path: {tmp_path / "blocks"}, shared: true}}
-    blocklist_poll: 1s
-    wal: {{backend: kafka, partitions: 2, path: {home / "wal"}, kafka: {{brokers: '{broker.address}', topic: {topic}}}}}
-block_builder: {{consume_cycle_duration: 1s}}
-""")
-    proc.args = [f"-target={target}"]
-    return proc
-
-
-def per_trace_requests(service: str, traces: int) -> tuple[dict[bytes, bytes], dict[bytes, dict]]:
-    """trace ID -> an OTLP export request holding exactly that trace, and what it must read back as."""
-    groups: dict[int, list] = {}
-    for span in sdk_spans(service, traces=traces):
-        groups.setdefault(span.context.trace_id, []).append(span)
-    bodies, want = {}, {}
-    for group in groups.values():
-        request = encoded(group)
-        ((tid, expected),) = by_trace(request).items()
-        bodies[tid], want[tid] = request.SerializeToString(), expected
-    return bodies, want
-
-
 def wal_state(proc: ServerProcess) -> str:
     text = httpx.get(f"{proc.api}/api/status/services", timeout=10).text
     return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line).get("wal", "")
@@ -153,8 +121,9 @@ def test_distributor_answers_503_while_its_broker_is_down_and_nothing_acknowledg
     broker: TansuOnS3, tmp_path: Path,
 ) -> None:
     topic = f"outage-{uuid.uuid4().hex[:8]}"
-    distributor = role(tmp_path, "distributor", "distributor", broker, topic)
-    backend = role(tmp_path, "backend", "live-store,block-builder,querier,query-frontend", broker, topic)
+    distributor = kafka_role(tmp_path, broker.address, topic, "distributor", "distributor", partitions=2)
+    backend = kafka_role(tmp_path, broker.address, topic, "backend", "live-store,block-builder,querier,query-frontend",
+                         partitions=2)
     procs = [distributor, backend]
     try:
         # Started before their broker: they wait for it (nothing listens, so nothing is acknowledged).
@@ -169,7 +138,7 @@ def test_distributor_answers_503_while_its_broker_is_down_and_nothing_acknowledg
             proc.wait_ready(timeout=60)
         assert wal_state(distributor) == "Running"
 
-        bodies, want = per_trace_requests("outage", traces=40)
+        bodies, want = per_trace_requests(sdk_spans("outage", traces=40))
         pending = list(bodies)
         acknowledged: list[bytes] = []
         refusals: list[httpx.Response] = []

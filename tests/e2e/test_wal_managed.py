@@ -23,8 +23,7 @@ import trio
 import yaml
 from conftest import Running, start_tempo, tempo_config_text
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
-from opentelemetry.sdk.trace import ReadableSpan
-from otlp_helpers import by_trace, encoded, normalize, sdk_spans
+from otlp_helpers import normalize, per_trace_requests, sdk_spans
 from wal_brokers import create_bucket, find_tansu, moto_server, tansu_managed
 
 from tempo_lite.config import load_config_text
@@ -359,19 +358,6 @@ async def test_tempo_lite_keeps_every_acknowledged_span_when_its_broker_is_kille
             assert normalize(await fetch_trace(http, tempo, tid)) == want[tid]
     finally:
         await tempo.stop()
-
-
-def per_trace_requests(spans: list[ReadableSpan]) -> tuple[dict[bytes, bytes], dict[bytes, dict]]:
-    """trace ID -> the serialized export request holding exactly that trace's spans, and what it must read back as."""
-    groups: dict[int, list[ReadableSpan]] = {}
-    for span in spans:
-        groups.setdefault(span.context.trace_id, []).append(span)
-    bodies, want = {}, {}
-    for group in groups.values():
-        request = encoded(group)
-        ((tid, expected),) = by_trace(request).items()
-        bodies[tid], want[tid] = request.SerializeToString(), expected
-    return bodies, want
 
 
 def test_docker_redpanda_config_runs_the_shipped_redpanda_with_data_under_var_tempo(

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, cast
 
 import trio
 
-from tempo_lite.cli.process import EXIT_CONFIG, first_leaf, setup_logging
+from tempo_lite.cli.process import EXIT_CONFIG, report_failure, setup_logging
 from tempo_lite.config import Config, ServerConfig
-from tempo_lite.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from tempo_lite.cli.capture.assertions import Assertion
@@ -104,15 +103,6 @@ def capture_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     setup_logging(Config(server=ServerConfig(log_level=args.log_level)))
     try:
         outcome = trio.run(run_capture, options)
-    except BaseException as exc:  # trio wraps task errors in exception groups: report the cause
-        cause = first_leaf(exc)
-        if isinstance(cause, KeyboardInterrupt):
-            return 130
-        if isinstance(cause, ConfigError | StorageError):
-            print(f"tempo-lite capture: {cause.message}", file=sys.stderr)
-            return 1
-        if isinstance(cause, OSError):
-            print(f"tempo-lite capture: {cause}", file=sys.stderr)
-            return 1
-        raise
+    except BaseException as exc:  # trio wraps task errors in exception groups: report_failure finds the cause
+        return report_failure(exc, "tempo-lite capture")
     return outcome.exit_code
