@@ -47,6 +47,9 @@ def metrics_json(metrics: pb.SearchMetrics) -> bytes:
 @dataclass(frozen=True)
 class ResultColumns:
     table: pa.Table
+    # The rows are already an answer: distinct trace IDs, newest first (a `merged` result, or one source's
+    # results, which `from_summaries` renders in that order). Merging such rows is a slice.
+    in_order: bool = False
 
     @staticmethod
     def empty() -> ResultColumns:
@@ -57,7 +60,9 @@ class ResultColumns:
         tables = [p.table for p in parts if p.table.num_rows]
         if not tables:
             return ResultColumns.empty()
-        return ResultColumns(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+        if len(tables) == 1:
+            return next(p for p in parts if p.table.num_rows)
+        return ResultColumns(pa.concat_tables(tables))
 
     @staticmethod
     def from_messages(results: Iterable[pb.TraceSearchMetadata]) -> ResultColumns:
@@ -81,6 +86,8 @@ class ResultColumns:
         return self.table.column("id")
 
     def distinct(self) -> int:
+        if self.in_order:
+            return len(self)
         return len(pc.unique(self.ids)) if len(self) else 0
 
     def overlapping(self, start_ns: int, end_ns: int) -> ResultColumns:
@@ -91,7 +98,7 @@ class ResultColumns:
         starts = self.table.column("start").to_numpy()
         ends = starts + self.table.column("duration_ms").to_numpy() * 1_000_000
         keep = (starts <= end) & (ends >= start_ns)
-        return self if keep.all() else ResultColumns(self.table.filter(pa.array(keep)))
+        return self if keep.all() else ResultColumns(self.table.filter(pa.array(keep)), self.in_order)
 
     def _order(self, limit: int | None = None) -> np.ndarray:
         """Rows of the merged answer: the first row of each trace ID, newest first (stable), `limit`."""
@@ -107,14 +114,18 @@ class ResultColumns:
 
     def merged(self, limit: int | None = None) -> ResultColumns:
         """First row of each trace ID, newest first (stable), at most `limit` (merge_search_results)."""
-        if not len(self):
+        if not len(self) or (self.in_order and (limit is None or len(self) <= limit)):
             return self
-        return ResultColumns(self.table.take(pa.array(self._order(limit))))
+        if self.in_order:
+            return ResultColumns(self.table.slice(0, limit), True)
+        return ResultColumns(self.table.take(pa.array(self._order(limit))), True)
 
     def kth_newest_start(self, k: int) -> int | None:
         """Start of the k-th newest distinct trace, None with fewer than k."""
         if len(self) < k:
             return None
+        if self.in_order:
+            return int(self.table.column("start")[k - 1].as_py())
         order = self._order(k)
         return int(self.table.column("start").to_numpy()[order[k - 1]]) if len(order) >= k else None
 
@@ -156,7 +167,8 @@ def from_summaries(summaries: TraceSummaries, trace_ids: pa.Array,
     n = len(trace_ids)
     if not n:
         return ResultColumns.empty()
-    traces = summaries.traces.take(pa.array(_trace_rows(summaries, trace_ids)))
+    rows = _trace_rows(summaries, trace_ids)
+    traces = summaries.traces.take(pa.array(rows))
     starts = traces.column("start_unix_nano").combine_chunks()
     ends = traces.column("end_unix_nano").combine_chunks()
     duration_ms = pa.array((ends.to_numpy() - starts.to_numpy()) // 1_000_000, pa.int64())
@@ -176,9 +188,14 @@ def from_summaries(summaries: TraceSummaries, trace_ids: pa.Array,
         svc_pos[keep], svc.column("service_name").combine_chunks(), svc.column("span_count").combine_chunks(),
         svc.column("error_count").combine_chunks(), n,
     )
-    ids = rj.trace_id_hex(trace_ids)
-    body = rj.trace_json(trace_ids, starts, duration_ms, service, name, spansets, stats)
-    return ResultColumns(pa.table([ids, starts, duration_ms, body], schema=SCHEMA))
+    # Rows newest first (stable), as the merged answer lists them; distinct IDs have distinct summary rows.
+    order = np.argsort(-starts.to_numpy(), kind="stable")
+    distinct = bool(np.bincount(rows).max() <= 1)
+    positions = pa.array(order)
+    ids = rj.trace_id_hex(trace_ids).take(positions)
+    body = rj.trace_json(trace_ids, starts, duration_ms, service, name, spansets, stats, order)
+    return ResultColumns(pa.table([ids, starts.take(positions), duration_ms.take(positions), body], schema=SCHEMA),
+                         distinct)
 
 
 def from_matches(matches: SpansetColumns, summaries: TraceSummaries) -> ResultColumns:

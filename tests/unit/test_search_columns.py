@@ -141,6 +141,23 @@ def test_merge_keeps_the_first_result_of_a_trace_newest_first_and_cuts_at_the_li
     assert ResultColumns.concat([a, b]).distinct() == len(merge_search_results(a.messages(), b.messages()))
 
 
+def test_one_sources_results_are_rendered_newest_first_so_merging_them_is_a_slice() -> None:
+    table = TABLES["generated"]
+    for q in ("{ }", '{ span.http.method = "POST" } || { kind = client }', "{ } | by(span.http.method)"):
+        found = column_matcher_for(_request(q, limit=1000, spss=2))(table)
+        assert found.in_order
+        starts = found.table.column("start").to_pylist()
+        assert starts == sorted(starts, reverse=True)
+        unordered = ResultColumns(found.table)  # the same rows, merged the long way
+        for limit in (None, 1, 5, len(found)):
+            assert found.merged(limit).table.equals(unordered.merged(limit).table)
+        assert found.kth_newest_start(4) == unordered.kth_newest_start(4)
+        assert found.distinct() == unordered.distinct() == len(found)
+        assert ResultColumns.concat([found, ResultColumns.empty()]) is found
+        assert not ResultColumns.concat([found, found]).in_order
+        assert ResultColumns.concat([found, found]).merged().table.equals(found.table)
+
+
 def _sorted_doc(body: bytes) -> dict:
     """Traces by ID and each spanset's spans by span ID: sources hold a trace's rows in different orders
     (blocks sort them, assembled split traces concatenate sources), and spansets list rows in order."""
