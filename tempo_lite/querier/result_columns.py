@@ -193,7 +193,7 @@ def from_summaries(summaries: TraceSummaries, trace_ids: pa.Array,
     distinct = bool(np.bincount(rows).max() <= 1)
     positions = pa.array(order)
     ids = rj.trace_id_hex(trace_ids).take(positions)
-    body = rj.trace_json(trace_ids, starts, duration_ms, service, name, spansets, stats, order)
+    body = rj.trace_json(trace_ids, starts, duration_ms, service, name, spansets, stats, order, ids)
     return ResultColumns(pa.table([ids, starts.take(positions), duration_ms.take(positions), body], schema=SCHEMA),
                          distinct)
 

@@ -75,7 +75,15 @@ def by_code(codes: np.ndarray, render: Callable[[int], str | None]) -> pa.Array:
     """Per row, `render(code)` of its integer code, rendered once per distinct code (None gives null)."""
     if not len(codes):
         return pa.array([], pa.string())
-    uniq, inverse = np.unique(codes, return_inverse=True)
+    lo, hi = int(codes.min()), int(codes.max())
+    if hi - lo <= 4 * len(codes) + 4096:
+        # Codes in a small range (service stats, root names): a presence table instead of a sort.
+        present = np.zeros(hi - lo + 1, dtype=bool)
+        present[codes - lo] = True
+        uniq = np.flatnonzero(present) + lo
+        inverse = (np.cumsum(present) - 1)[codes - lo]
+    else:
+        uniq, inverse = np.unique(codes, return_inverse=True)
     return pa.array([render(int(c)) for c in uniq], pa.string()).take(pa.array(inverse.reshape(-1)))
 
 
@@ -331,11 +339,13 @@ def service_stats_json(trace_pos: np.ndarray, names: pa.Array, spans: pa.Array, 
 def trace_json(
     trace_ids: pa.Array, starts: pa.Array, duration_ms: pa.Array, root_service: pa.Array, root_name: pa.Array,
     spansets: tuple[pa.Array, pa.Array] | None, service_stats: pa.Array, order: np.ndarray | None = None,
+    hex_ids: pa.Array | None = None,
 ) -> pa.Array:
     """One TraceSearchMetadata JSON object per trace (fields in `_trace_json`'s order), each followed by
     a comma (the answer's body is the rows' bytes as they lie); root fields are the strings to show
     (null or "" left out); `service_stats` is `service_stats_json`'s. With `order` (row positions) the
-    objects come in that order: the per-trace pieces are taken before the one pass that joins them."""
+    objects come in that order: the per-trace pieces are taken before the one pass that joins them.
+    `hex_ids`: `trace_id_hex(trace_ids)` in that order, if the caller has it."""
     n = len(trace_ids)
     if not n:
         return pa.array([], pa.string())
@@ -354,7 +364,7 @@ def trace_json(
         return values if positions is None else values.take(positions)
 
     pieces: list[pa.Array | str] = [
-        '{"traceID":"', ordered(trace_id_hex(trace_ids)), '"',
+        '{"traceID":"', hex_ids if hex_ids is not None else ordered(trace_id_hex(trace_ids)), '"',
         ordered(by_code(service_codes * len(names) + name_codes, roots)),
         ordered(concat(',"startTimeUnixNano":"', nonzero_ints(starts), '"')),
         ordered(concat(',"durationMs":', nonzero_ints(duration_ms))),
