@@ -19,6 +19,7 @@ from traceql_fixtures import fixture_a, fixture_a_with_filler
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.errors import InvalidRequest
 from tempo_lite.querier.legacy_search import LegacySearch
 from tempo_lite.querier.result_columns import ResultColumns, metrics_json
 from tempo_lite.querier.search import SearchRequest, column_matcher_for, matcher_for, parse_search_query
@@ -247,3 +248,12 @@ async def test_a_search_over_many_blocks_holds_at_most_two_blocks_at_a_time(tmp_
     found, stats = await searcher.search_columns("t", req)
     assert len(found) == 60 and not stats.failed_blocks
     assert held[1] == 2, "blocks are searched two at a time, each released before the next starts"
+
+
+def test_a_repeated_search_query_is_parsed_once_and_a_bad_one_fails_every_time() -> None:
+    q = '{ span.http.method = "POST" } | count() > 1'
+    assert parse_search_query(q) is parse_search_query(q)
+    assert parse_search_query(q) == parse_search_query.__wrapped__(q)
+    for _ in range(2):
+        with pytest.raises(InvalidRequest):
+            parse_search_query("{ } | rate()")
