@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.querier import result_json as rj
+from tempo_lite.querier import result_pb as rpb
 from tempo_lite.querier.search_json import trace_json
 from tempo_lite.traceql.engine import SpansetColumns
 from tempo_lite.traceql.engine_summary import ROOT_NOT_YET_RECEIVED, TraceSummaries
@@ -28,6 +29,8 @@ SCHEMA = pa.schema([
     ("duration_ms", pa.int64()),
     ("json", pa.string()),  # the TraceSearchMetadata as a JSON object
 ])
+# Results rendered for a protobuf answer: each row's object is its `SearchResponse.traces` field (bytes).
+PB_SCHEMA = pa.schema([*SCHEMA][:3] + [pa.field("json", pa.binary())])
 
 
 # SearchMetrics fields in declaration order, with whether proto3 JSON writes them as strings (64-bit).
@@ -82,6 +85,11 @@ class ResultColumns:
         return self.table.num_rows
 
     @property
+    def protobuf(self) -> bool:
+        """The rows' objects are protobuf fields (`result_pb`), not JSON objects."""
+        return pa.types.is_binary(self.table.schema.field("json").type)
+
+    @property
     def ids(self) -> pa.ChunkedArray:
         return self.table.column("id")
 
@@ -129,16 +137,20 @@ class ResultColumns:
         order = self._order(k)
         return int(self.table.column("start").to_numpy()[order[k - 1]]) if len(order) >= k else None
 
+    def _objects(self) -> memoryview:
+        """The rows' objects as one contiguous buffer, as it lies."""
+        objects = self.table.column("json").combine_chunks()
+        offsets = np.frombuffer(objects.buffers()[1], dtype=np.int32, count=len(objects) + 1, offset=objects.offset * 4)
+        return memoryview(objects.buffers()[2])[int(offsets[0]): int(offsets[-1])]
+
     def json_body(self, metrics: pb.SearchMetrics | None = None) -> bytes:
         """The SearchResponse JSON document (as `search_json.search_response_json` renders it): the rows'
         objects (each followed by a comma) are one contiguous buffer, used as it lies."""
         parts: list[bytes | memoryview] = [b"{"]
         if len(self):
-            objects = self.table.column("json").combine_chunks()
-            offsets = np.frombuffer(objects.buffers()[1], dtype=np.int32, count=len(objects) + 1,
-                                    offset=objects.offset * 4)
-            data = memoryview(objects.buffers()[2])
-            parts += [b'"traces":[', data[int(offsets[0]): int(offsets[-1]) - 1], b"]"]
+            if self.protobuf:
+                raise ValueError("results rendered for a protobuf answer have no JSON body")
+            parts += [b'"traces":[', self._objects()[:-1], b"]"]
         if metrics is not None:
             if len(parts) > 1:
                 parts.append(b",")
@@ -146,8 +158,18 @@ class ResultColumns:
         parts.append(b"}")
         return b"".join(parts)
 
+    def protobuf_body(self, metrics: pb.SearchMetrics | None = None) -> bytes:
+        """The serialized SearchResponse. Rows rendered for protobuf are its `traces` fields as they lie;
+        JSON rows are parsed into messages first (results that arrived as JSON)."""
+        if len(self) and not self.protobuf:
+            return pb.SearchResponse(traces=self.messages(), metrics=metrics).SerializeToString()
+        tail = b"" if metrics is None else pb.SearchResponse(metrics=metrics).SerializeToString()
+        return b"".join([self._objects(), tail]) if len(self) else tail
+
     def messages(self) -> list[pb.TraceSearchMetadata]:
         """The results as protobuf messages (protobuf and gRPC answers)."""
+        if self.protobuf:
+            return list(pb.SearchResponse.FromString(self.protobuf_body()).traces)
         return [json_format.Parse(s[:-1], pb.TraceSearchMetadata()) for s in self.table.column("json").to_pylist()]
 
 
@@ -162,8 +184,9 @@ def _trace_rows(summaries: TraceSummaries, trace_ids: pa.Array) -> np.ndarray:
 
 
 def from_summaries(summaries: TraceSummaries, trace_ids: pa.Array,
-                   spansets: tuple[pa.Array, pa.Array] | None = None) -> ResultColumns:
-    """Results for `trace_ids` (in this order) from their summaries, with rendered spansets if given."""
+                   spansets: tuple[pa.Array, pa.Array] | None = None, *, protobuf: bool = False) -> ResultColumns:
+    """Results for `trace_ids` from their summaries, with rendered spansets if given (`spanset_json`, or
+    `spanset_pb` with `protobuf`): rows newest first."""
     n = len(trace_ids)
     if not n:
         return ResultColumns.empty()
@@ -184,7 +207,7 @@ def from_summaries(summaries: TraceSummaries, trace_ids: pa.Array,
     keep = np.flatnonzero(svc_pos >= 0)
     keep = keep[np.argsort(svc_pos[keep], kind="stable")]
     svc = svc.take(pa.array(keep))
-    stats = rj.service_stats_json(
+    stats = (rpb.service_stats_pb if protobuf else rj.service_stats_json)(
         svc_pos[keep], svc.column("service_name").combine_chunks(), svc.column("span_count").combine_chunks(),
         svc.column("error_count").combine_chunks(), n,
     )
@@ -193,13 +216,17 @@ def from_summaries(summaries: TraceSummaries, trace_ids: pa.Array,
     distinct = bool(np.bincount(rows).max() <= 1)
     positions = pa.array(order)
     ids = rj.trace_id_hex(trace_ids).take(positions)
-    body = rj.trace_json(trace_ids, starts, duration_ms, service, name, spansets, stats, order, ids)
-    return ResultColumns(pa.table([ids, starts.take(positions), duration_ms.take(positions), body], schema=SCHEMA),
-                         distinct)
+    if protobuf:
+        body = rpb.trace_pb(ids, starts, duration_ms, service, name, spansets, stats, order)
+    else:
+        body = rj.trace_json(trace_ids, starts, duration_ms, service, name, spansets, stats, order, ids)
+    columns = [ids, starts.take(positions), duration_ms.take(positions), body]
+    return ResultColumns(pa.table(columns, schema=PB_SCHEMA if protobuf else SCHEMA), distinct)
 
 
-def from_matches(matches: SpansetColumns, summaries: TraceSummaries) -> ResultColumns:
+def from_matches(matches: SpansetColumns, summaries: TraceSummaries, *, protobuf: bool = False) -> ResultColumns:
     """Search results for column-wise matches, trace facts from `summaries` of the same spans."""
     if not matches.num_traces:
         return ResultColumns.empty()
-    return from_summaries(summaries, matches.trace_ids, rj.spanset_json(matches))
+    spansets = rpb.spanset_pb(matches) if protobuf else rj.spanset_json(matches)
+    return from_summaries(summaries, matches.trace_ids, spansets, protobuf=protobuf)

@@ -250,7 +250,7 @@ def grouped(values: pa.Array, group: np.ndarray, n_groups: int, sep: str = ",") 
     counts = np.bincount(group, minlength=n_groups) if len(group) else np.zeros(n_groups, np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     lists = pa.ListArray.from_arrays(pa.array(offsets), values)
-    return pc.binary_join(lists, sep)
+    return pc.binary_join(lists, pa.scalar(sep.encode(), pa.binary()) if pa.types.is_binary(values.type) else sep)
 
 
 def spanset_json(m: SpansetColumns) -> tuple[pa.Array, pa.Array]:

@@ -7,6 +7,7 @@ spansets, shown attributes and limits."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -257,3 +258,33 @@ def test_a_repeated_search_query_is_parsed_once_and_a_bad_one_fails_every_time()
     for _ in range(2):
         with pytest.raises(InvalidRequest):
             parse_search_query("{ } | rate()")
+
+
+@pytest.mark.parametrize("q", PUSHDOWN_QUERIES + EXTRA_QUERIES)
+@pytest.mark.parametrize("table_name", list(TABLES))
+def test_protobuf_results_built_column_wise_are_the_per_trace_messages(q: str, table_name: str) -> None:
+    table = TABLES[table_name]
+    for spss in (1, 3):
+        for limit in (1000, 2):
+            req = _request(q, limit=limit, spss=spss)
+            found = column_matcher_for(dataclasses.replace(req, protobuf=True))(table).merged()
+            assert found.protobuf or not len(found)
+            want = pb.SearchResponse(traces=merge_search_results(matcher_for(req)(table)))
+            assert pb.SearchResponse.FromString(found.protobuf_body()) == want, f"{q} spss={spss} limit={limit}"
+            assert found.messages() == list(want.traces)
+
+
+@pytest.mark.parametrize("tags", [{}, {"http.method": "POS"}, {"service.name": "svc-1", "http.status_code": "404"}])
+def test_protobuf_legacy_results_and_the_metrics_field_are_the_protobuf_answer(tags: dict[str, str]) -> None:
+    table = TABLES["generated"]
+    req = _request(None, limit=1000, spss=3, legacy=LegacySearch(tags))
+    found = column_matcher_for(dataclasses.replace(req, protobuf=True))(table).merged()
+    metrics = pb.SearchMetrics(inspectedTraces=3, inspectedBytes=2**40, totalBlocks=1, completedJobs=2, totalJobs=2)
+    want = pb.SearchResponse(traces=merge_search_results(matcher_for(req)(table)), metrics=metrics)
+    assert pb.SearchResponse.FromString(found.protobuf_body(metrics)) == want
+    # JSON rows (results that arrived as messages) give the same protobuf body.
+    as_json = column_matcher_for(req)(table).merged()
+    assert pb.SearchResponse.FromString(as_json.protobuf_body(metrics)) == want
+    assert ResultColumns.empty().protobuf_body(metrics) == pb.SearchResponse(metrics=metrics).SerializeToString()
+    with pytest.raises(ValueError):
+        found.json_body()
