@@ -1,9 +1,10 @@
 """Search results column-wise: one row per trace (hex ID, start, duration, the trace's JSON object).
 
-Every source's matches become a `ResultColumns` (rendered by `result_json`), sources are combined and
-cut to the limit with Arrow sorts and takes, and the answer's body is the rows' JSON joined: no Python
-object per trace on the way. `messages()` gives the protobuf results for protobuf and gRPC answers.
-"""
+Every source's matches become a `ResultColumns` (rendered by `result_json`, or by `result_pb` for a
+protobuf answer), sources are combined and cut to the limit with Arrow sorts and takes, and the answer's
+body is the rows' objects as they lie: no Python object per trace on the way. `messages()` gives the
+protobuf messages (parsed from the protobuf body, or from each JSON object for results that arrived as
+JSON)."""
 
 from __future__ import annotations
 
