@@ -46,6 +46,15 @@ def varints(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def _binary(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -148,7 +157,8 @@ def _key_values(tag: bytes, pairs: list[tuple[str, pa.Array]]) -> list[pa.Array]
     """Repeated KeyValue fields (`tag`) per row, one array per key (null where the value is absent)."""
     out = []
     for key, value in pairs:
-        key_field = b"\x0a" + bytes(varints(np.array([len(key.encode())]))[0].as_py()) + key.encode() if key else b""
+        raw = key.encode()
+        key_field = b"\x0a" + _varint(len(raw)) + raw if key else b""  # proto3 leaves an empty key out
         out.append(delimited(tag, concat(key_field, delimited(b"\x12", value))))
     return out
 
