@@ -9,7 +9,6 @@ from urllib.parse import unquote
 
 from quart import Response, request
 
-from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.api import encoding
 from tempo_lite.api.http import resolve_query_tenants, respond
 from tempo_lite.frontend.search import run_tags, search_answer, tag_values_answer
@@ -23,12 +22,10 @@ if TYPE_CHECKING:
 def register_search_routes(app: QuartTrio, tl: QueryService) -> None:
     @app.route("/api/search")
     async def search() -> Response:
-        found, metrics = await search_answer(tl, resolve_query_tenants(tl), request.args)
         ctype = encoding.negotiate(request.headers.get("Accept"))
-        if ctype == encoding.PROTOBUF:
-            return Response(pb.SearchResponse(traces=found.messages(), metrics=metrics).SerializeToString(),
-                            content_type=ctype)
-        return Response(found.json_body(metrics), content_type=ctype)
+        protobuf = ctype == encoding.PROTOBUF
+        found, metrics = await search_answer(tl, resolve_query_tenants(tl), request.args, protobuf=protobuf)
+        return Response(found.protobuf_body(metrics) if protobuf else found.json_body(metrics), content_type=ctype)
 
     @app.route("/api/search/tags")
     async def search_tags() -> Response:

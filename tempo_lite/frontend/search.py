@@ -96,13 +96,16 @@ def _check_answerable(stats: SearchStats) -> None:
 
 
 async def run_search(tl: QueryService, tenants: list[str], params: Params) -> pb.SearchResponse:
-    """The SearchResponse message (gRPC, protobuf answers)."""
-    found, metrics = await search_answer(tl, tenants, params)
-    return pb.SearchResponse(traces=found.messages(), metrics=metrics)
+    """The SearchResponse message (gRPC, protobuf answers), parsed from the body built column-wise."""
+    found, metrics = await search_answer(tl, tenants, params, protobuf=True)
+    return pb.SearchResponse.FromString(found.protobuf_body(metrics))
 
 
-async def search_answer(tl: QueryService, tenants: list[str], params: Params) -> tuple[ResultColumns, pb.SearchMetrics]:
-    """The search answer column-wise (the JSON body is joined from it) and its metrics."""
+async def search_answer(
+    tl: QueryService, tenants: list[str], params: Params, *, protobuf: bool = False
+) -> tuple[ResultColumns, pb.SearchMetrics]:
+    """The search answer column-wise (the JSON body, or with `protobuf` the protobuf body, is joined from
+    it) and its metrics."""
     search_cfg = tl.config.query_frontend.search
     parsed = parse_search(
         params,
@@ -123,7 +126,7 @@ async def search_answer(tl: QueryService, tenants: list[str], params: Params) ->
         )
     req = SearchRequest(
         query=query, legacy=legacy, start_ns=parsed.time.start_ns, end_ns=parsed.time.end_ns,
-        limit=parsed.limit, spss=parsed.spss, live_only=not parsed.time.is_set,
+        limit=parsed.limit, spss=parsed.spss, live_only=not parsed.time.is_set, protobuf=protobuf,
     )
     started = time.perf_counter()
     results = []

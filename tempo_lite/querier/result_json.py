@@ -45,6 +45,14 @@ def concat(*pieces: pa.Array | str) -> pa.Array:
     return pc.binary_join_element_wise(*pieces, "", null_handling="emit_null")
 
 
+def assemble(pieces: Sequence[pa.Array | str]) -> pa.Array:
+    """Element-wise concatenation with null pieces left out, in one pass: an object's fields each carry
+    their own leading comma, so optional (null) ones vanish. At least one piece must be a constant (a
+    row whose pieces are all null would be dropped, see `join`)."""
+    assert any(isinstance(p, str) for p in pieces)
+    return pc.binary_join_element_wise(*pieces, "", null_handling="skip")
+
+
 def where(mask: np.ndarray | pa.Array, values: pa.Array) -> pa.Array:
     """`values` where `mask`, null elsewhere."""
     m = mask if isinstance(mask, pa.Array) else pa.array(mask, pa.bool_())
@@ -67,7 +75,15 @@ def by_code(codes: np.ndarray, render: Callable[[int], str | None]) -> pa.Array:
     """Per row, `render(code)` of its integer code, rendered once per distinct code (None gives null)."""
     if not len(codes):
         return pa.array([], pa.string())
-    uniq, inverse = np.unique(codes, return_inverse=True)
+    lo, hi = int(codes.min()), int(codes.max())
+    if hi - lo <= 4 * len(codes) + 4096:
+        # Codes in a small range (service stats, root names): a presence table instead of a sort.
+        present = np.zeros(hi - lo + 1, dtype=bool)
+        present[codes - lo] = True
+        uniq = np.flatnonzero(present) + lo
+        inverse = (np.cumsum(present) - 1)[codes - lo]
+    else:
+        uniq, inverse = np.unique(codes, return_inverse=True)
     return pa.array([render(int(c)) for c in uniq], pa.string()).take(pa.array(inverse.reshape(-1)))
 
 
@@ -210,12 +226,13 @@ def _key_value(key: str, values: pa.Array) -> pa.Array:
     return by_code(codes, lambda c: None if distinct[c] is None else prefix + str(distinct[c]) + "}")
 
 
-def attribute_lists(pairs: list[tuple[str, pa.Array]], n: int) -> pa.Array:
-    """`"attributes":[...]` per row from (key, AnyValue JSON or null) columns in order; null if none."""
+def attribute_lists(pairs: list[tuple[str, pa.Array]], n: int, prefix: str = "") -> pa.Array:
+    """`"attributes":[...]` (after `prefix`) per row from (key, AnyValue JSON or null) columns in order;
+    null if none."""
     if not pairs:
         return pa.nulls(n, pa.string())
     items = join([_key_value(k, v) for k, v in pairs])
-    return where(pc.not_equal(items, ""), concat('"attributes":[', items, "]"))
+    return where(pc.not_equal(items, ""), concat(prefix + '"attributes":[', items, "]"))
 
 
 def _python_attributes(attrs: list[tuple[str, TypedValue]]) -> str | None:
@@ -233,39 +250,59 @@ def grouped(values: pa.Array, group: np.ndarray, n_groups: int, sep: str = ",") 
     counts = np.bincount(group, minlength=n_groups) if len(group) else np.zeros(n_groups, np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     lists = pa.ListArray.from_arrays(pa.array(offsets), values)
-    return pc.binary_join(lists, sep)
+    return pc.binary_join(lists, pa.scalar(sep.encode(), pa.binary()) if pa.types.is_binary(values.type) else sep)
 
 
 def spanset_json(m: SpansetColumns) -> tuple[pa.Array, pa.Array]:
-    """(first spanset's JSON per trace, all spansets' JSON array per trace) of column-wise matches."""
+    """(first spanset's JSON per trace, all spansets' JSON array per trace) of column-wise matches; when
+    every trace has exactly one spanset both are the same array (its spanSets array is that one set)."""
     n_spans = len(m.shown_set)
-    nonzero = nonzero_ints
-    pieces: list[pa.Array | str] = [concat('"spanID":"', hex_column(m.span_id, 16), '"')]
-    if m.name is not None:
-        names = m.name.combine_chunks() if isinstance(m.name, pa.ChunkedArray) else m.name
-        pieces.append(where(pc.fill_null(pc.not_equal(names, ""), False), concat('"name":', json_strings(names))))
-    pieces.append(concat('"startTimeUnixNano":"', nonzero(m.start), '"'))
-    pieces.append(concat('"durationNanos":"', nonzero(m.duration), '"'))
-    pieces.append(attribute_lists([(k, typed_json(c)) for k, c in m.values], n_spans))
-    spans = concat("{", join(pieces), "}") if n_spans else pa.array([], pa.string())
+    if n_spans:
+        names: pa.Array | str = ""
+        if m.name is not None:
+            text = m.name.combine_chunks() if isinstance(m.name, pa.ChunkedArray) else m.name
+            names = where(pc.fill_null(pc.not_equal(text, ""), False), concat(',"name":', json_strings(text)))
+        spans = assemble([
+            '{"spanID":"', hex_column(m.span_id, 16), '"', names,
+            concat(',"startTimeUnixNano":"', nonzero_ints(m.start), '"'),
+            concat(',"durationNanos":"', nonzero_ints(m.duration), '"'),
+            attribute_lists([(k, typed_json(c)) for k, c in m.values], n_spans, ","),
+            "}",
+        ])
+    else:
+        spans = pa.array([], pa.string())
     n_sets = len(m.set_trace)
-    span_lists = grouped(spans, m.shown_set, n_sets)
-    matched = pa.array(m.set_matched, pa.int64())
-    set_pieces: list[pa.Array | str] = [
-        where(pc.not_equal(span_lists, ""), concat('"spans":[', span_lists, "]")),
-        concat('"matched":', nonzero_ints(matched)),
-    ]
-    if m.set_attrs is not None:
-        set_pieces.append(pa.array([_python_attributes(a) for a in m.set_attrs], pa.string()))
-    sets = concat("{", join(set_pieces), "}") if n_sets else pa.array([], pa.string())
+    per_set = np.bincount(m.shown_set, minlength=n_sets) if n_spans else np.zeros(n_sets, np.int64)
+    if n_spans == n_sets and bool((per_set == 1).all()):
+        span_lists = spans  # one shown span a spanset (spss=1): the list is the span
+    else:
+        span_lists = grouped(spans, m.shown_set, n_sets)
+    matched = nonzero_ints(pa.array(m.set_matched, pa.int64()))
+    attrs = (pa.array([_python_attributes(a) for a in m.set_attrs], pa.string())
+             if m.set_attrs is not None else None)
+    if not n_sets:
+        sets = pa.array([], pa.string())
+    elif bool((per_set > 0).all()):
+        # Every spanset shows a span: "spans" leads, the other fields carry their comma (one pass).
+        sets = assemble([
+            '{"spans":[', span_lists, "]", concat(',"matched":', matched),
+            *([concat(",", attrs)] if attrs is not None else []), "}",
+        ])
+    else:
+        set_pieces: list[pa.Array | str] = [
+            where(pc.not_equal(span_lists, ""), concat('"spans":[', span_lists, "]")),
+            concat('"matched":', matched),
+        ]
+        if attrs is not None:
+            set_pieces.append(attrs)
+        sets = concat("{", join(set_pieces), "}")
     n = m.num_traces
-    first_of = np.searchsorted(m.set_trace, np.arange(n)) if n else np.zeros(0, np.int64)
-    has = (first_of < n_sets) & (m.set_trace[np.minimum(first_of, max(n_sets - 1, 0))] == np.arange(n)) \
-        if n_sets else np.zeros(n, dtype=bool)
     if n_sets == n and bool((m.set_trace == np.arange(n)).all()):
         return sets, sets  # one spanset per trace: spanSets is [spanSet]
     if not n_sets:
         return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
+    first_of = np.searchsorted(m.set_trace, np.arange(n)) if n else np.zeros(0, np.int64)
+    has = (first_of < n_sets) & (m.set_trace[np.minimum(first_of, max(n_sets - 1, 0))] == np.arange(n))
     first = where(has, sets.take(pa.array(np.where(has, first_of, 0), pa.int64())))
     return first, grouped(sets, m.set_trace, n)
 
@@ -301,11 +338,14 @@ def service_stats_json(trace_pos: np.ndarray, names: pa.Array, spans: pa.Array, 
 
 def trace_json(
     trace_ids: pa.Array, starts: pa.Array, duration_ms: pa.Array, root_service: pa.Array, root_name: pa.Array,
-    spansets: tuple[pa.Array, pa.Array] | None, service_stats: pa.Array,
+    spansets: tuple[pa.Array, pa.Array] | None, service_stats: pa.Array, order: np.ndarray | None = None,
+    hex_ids: pa.Array | None = None,
 ) -> pa.Array:
     """One TraceSearchMetadata JSON object per trace (fields in `_trace_json`'s order), each followed by
     a comma (the answer's body is the rows' bytes as they lie); root fields are the strings to show
-    (null or "" left out)."""
+    (null or "" left out); `service_stats` is `service_stats_json`'s. With `order` (row positions) the
+    objects come in that order: the per-trace pieces are taken before the one pass that joins them.
+    `hex_ids`: `trace_id_hex(trace_ids)` in that order, if the caller has it."""
     n = len(trace_ids)
     if not n:
         return pa.array([], pa.string())
@@ -316,16 +356,25 @@ def trace_json(
         service, name = services[code // len(names)], names[code % len(names)]
         parts = ([f'"rootServiceName":{json.dumps(service)}'] if service else []) + (
             [f'"rootTraceName":{json.dumps(name)}'] if name else [])
-        return ",".join(parts) or None
+        return "," + ",".join(parts) if parts else None
+
+    positions = None if order is None else pa.array(order, pa.int64())
+
+    def ordered(values: pa.Array) -> pa.Array:
+        return values if positions is None else values.take(positions)
 
     pieces: list[pa.Array | str] = [
-        concat('"traceID":"', trace_id_hex(trace_ids), '"'),
-        by_code(service_codes * len(names) + name_codes, roots),
-        concat('"startTimeUnixNano":"', nonzero_ints(starts), '"'),
-        concat('"durationMs":', nonzero_ints(duration_ms)),
+        '{"traceID":"', hex_ids if hex_ids is not None else ordered(trace_id_hex(trace_ids)), '"',
+        ordered(by_code(service_codes * len(names) + name_codes, roots)),
+        ordered(concat(',"startTimeUnixNano":"', nonzero_ints(starts), '"')),
+        ordered(concat(',"durationMs":', nonzero_ints(duration_ms))),
     ]
     if spansets is not None:
         first, every = spansets
-        pieces.append(concat('"spanSet":', first, ',"spanSets":[', every, "]"))
-    pieces.append(service_stats)
-    return concat("{", join(pieces), "},")
+        if first is every and not first.null_count:
+            sets = ordered(first)
+            pieces += [',"spanSet":', sets, ',"spanSets":[', sets, "]"]
+        else:
+            pieces.append(ordered(concat(',"spanSet":', first, ',"spanSets":[', every, "]")))
+    pieces += [ordered(concat(",", service_stats)), "},"]
+    return assemble(pieces)

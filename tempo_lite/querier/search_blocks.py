@@ -166,6 +166,8 @@ class BlockSearch:
         )
         plan = pushdown.filter_plan(query, meta.dedicated_columns)
         exact: np.ndarray | None = None
+        # Stage one's table, the columns of it read from the file, and its row groups (stage two reuses them).
+        kept: tuple[pa.Table, list[str], list[int]] | None = None
         if plan is None:
             wanted = np.ones(n_traces, dtype=bool)
             split_candidates = info.ids.filter(pa.array(is_split))
@@ -182,8 +184,9 @@ class BlockSearch:
             in_range = _overlaps(info, request.start_ns, request.end_ns) if request.start_ns or request.end_ns else None
             # Without most_recent any `limit` matches will do: read growing prefixes of the row groups and
             # stop once `limit` exact matches lie in traces read whole (spans in unread row groups could
-            # change an aggregate, so only traces whose every row was read count).
-            early = not request.most_recent and not len(split) and row_index
+            # change an aggregate, so only traces whose every row was read count). A limit above the block's
+            # trace count cannot stop early: one read.
+            early = not request.most_recent and not len(split) and row_index and request.limit <= n_traces
             parts: list[pa.Table] = []
             read = 0
             for end in _prefix_ends(len(groups)) if early else [len(groups)]:
@@ -204,6 +207,7 @@ class BlockSearch:
                         part = spantable.SpanTable(
                             part.spans.append_column("trace_id", ids), part.resources, part.dedicated
                         )
+                kept = part.spans, [c for c in first if c in part.spans.column_names], groups[:end]
                 part = spantable.with_empty_lists(part)
                 candidates, exact = await trio.to_thread.run_sync(
                     trace_matches, query, part, span_trace, n_traces, info.trace_level(span_trace)
@@ -247,22 +251,48 @@ class BlockSearch:
             [chosen] if exact is not None
             else _candidate_batches(chosen, info.starts[chosen], request.limit, newest_first=request.most_recent)
         )
-        return _StageTwo(meta, info, footer, batches, columns), split_candidates
+        # Every match fits the answer: evaluating traces that were not chosen (non-matching, split, out of the
+        # time range: each dropped from the results later) cannot crowd chosen ones out.
+        every_match = request.limit >= n_traces and len(batches) == 1
+        return _StageTwo(meta, info, footer, batches, columns, kept, every_match), split_candidates
 
     async def _read_batch(self, plan: _StageTwo, chosen: np.ndarray, stats: SearchStats) -> spantable.SpanTable:
         """Stage two for some chosen traces: every column evaluation needs, from their row groups only."""
         groups = _groups_for_traces(plan.meta, plan.info, plan.footer, chosen)
-        table = spantable.with_empty_lists(await self._read_groups(plan.meta, groups, plan.columns, stats))
+        reuse: list[str] = []
+        if plan.stage_one is not None and plan.columns is not None and plan.stage_one[2] == groups:
+            # Stage one read these row groups already (every or most traces are chosen): read only the
+            # columns it did not, and take its own from its table, row for row.
+            reuse = [c for c in plan.stage_one[1] if c in plan.columns]
+        rest = [c for c in plan.columns or [] if c not in reuse]
+        if reuse and rest:
+            assert plan.stage_one is not None
+            read = await self._read_groups(plan.meta, groups, rest, stats)
+            first = plan.stage_one[0]
+            spans = read.spans
+            for name in reuse:
+                spans = spans.append_column(first.schema.field(name), first.column(name))
+            dedicated = {k: c for k, c in plan.meta.dedicated_columns.items() if c in spans.column_names}
+            read = spantable.SpanTable(spans, read.resources, dedicated)
+        else:
+            read = await self._read_groups(plan.meta, groups, plan.columns, stats)
+        table = spantable.with_empty_lists(read)
         if len(chosen) < len(plan.info.ids):
             info = plan.info
             if info.row_trace is not None and len(info.row_trace) == plan.footer.num_rows:
                 # Rows are the row groups' rows in file order: their traces come from the trace table.
                 wanted = np.zeros(len(info.ids), dtype=bool)
                 wanted[chosen] = True
-                keep = pa.array(wanted[info.row_trace[_group_rows(plan.footer, groups)]])
+                rows = wanted[info.row_trace[_group_rows(plan.footer, groups)]]
+                if plan.every_match and len(groups) == plan.footer.num_row_groups and 2 * rows.sum() >= len(rows):
+                    # Most rows are kept and every trace is whole: evaluating the others costs less than
+                    # copying every column of the kept rows.
+                    return table
+                keep = pa.array(rows)
             else:
                 keep = pc.is_in(table.spans.column("trace_id"), info.ids.take(pa.array(chosen)))
-            table = spantable.SpanTable(table.spans.filter(keep), table.resources, dict(table.dedicated))
+            spans = await trio.to_thread.run_sync(table.spans.filter, keep)
+            table = spantable.SpanTable(spans, table.resources, dict(table.dedicated))
         return table
 
     async def _read_block(
@@ -293,6 +323,10 @@ class _StageTwo:
     footer: Footer
     batches: list[np.ndarray]
     columns: list[str] | None
+    # Stage one's table, the columns of it read from the file, and the row groups it holds.
+    stage_one: tuple[pa.Table, list[str], list[int]] | None = None
+    # The answer takes every match of the block (limit above its trace count), in one batch.
+    every_match: bool = False
 
 
 def _candidate_batches(chosen: np.ndarray, starts: np.ndarray, limit: int, *, newest_first: bool) -> list[np.ndarray]:

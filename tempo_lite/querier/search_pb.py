@@ -1,7 +1,7 @@
 """Search results one trace at a time as tempopb messages: the reference path.
 
 `trace_metadata` builds one `TraceSearchMetadata` from a trace's match and summary; the search itself
-builds its answers column-wise (`result_columns`, `result_json`), and tests check that both agree.
+builds its answers column-wise (`result_columns`, `result_json`, `result_pb`), and tests check that they agree.
 Field rules follow Tempo's API (see docs/search-performance.md).
 """
 

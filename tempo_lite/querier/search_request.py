@@ -4,6 +4,7 @@ per trace: the reference path the tests compare against)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -106,6 +107,8 @@ class SearchRequest:
     limit: int
     spss: int
     live_only: bool
+    # Render results for a protobuf answer (`result_pb`) instead of JSON.
+    protobuf: bool = False
 
     @property
     def most_recent(self) -> bool:
@@ -172,10 +175,10 @@ def column_matcher_for(request: SearchRequest) -> Matcher:
             if index is not None and 2 * matches.num_traces >= len(index[0]):
                 # Most traces of the table match (a block's stage two reads just the chosen ones): summarise
                 # the table as it is, with the evaluation's trace index.
-                return from_matches(matches, trace_summaries(table, index))
+                return from_matches(matches, trace_summaries(table, index), protobuf=request.protobuf)
             mine = pc.is_in(table.spans.column("trace_id"), matches.trace_ids)
             table = spantable.SpanTable(table.spans.filter(mine), table.resources, dict(table.dedicated))
-            return from_matches(matches, trace_summaries(table))
+            return from_matches(matches, trace_summaries(table), protobuf=request.protobuf)
 
         return traceql
     legacy = request.legacy
@@ -185,12 +188,16 @@ def column_matcher_for(request: SearchRequest) -> Matcher:
         ids = legacy_tag_search(table, legacy)
         if not ids:
             return ResultColumns.empty()
-        return from_summaries(trace_summaries(table), pa.array(ids, table.spans.schema.field("trace_id").type))
+        return from_summaries(trace_summaries(table), pa.array(ids, table.spans.schema.field("trace_id").type),
+                              protobuf=request.protobuf)
 
     return tags
 
 
+@functools.lru_cache(maxsize=256)
 def parse_search_query(q: str) -> Query:
+    """The parsed search query. Cached by text: Grafana repeats the same queries, and parsing (a PEG
+    grammar in Python) was the largest part of a no-match search's CPU; parsed queries are frozen."""
     query = parse(q)
     if query.metrics is not None:
         raise InvalidRequest(

@@ -7,6 +7,7 @@ spansets, shown attributes and limits."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from traceql_fixtures import fixture_a, fixture_a_with_filler
 
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
+from tempo_lite.errors import InvalidRequest
 from tempo_lite.querier.legacy_search import LegacySearch
 from tempo_lite.querier.result_columns import ResultColumns, metrics_json
 from tempo_lite.querier.search import SearchRequest, column_matcher_for, matcher_for, parse_search_query
@@ -141,6 +143,23 @@ def test_merge_keeps_the_first_result_of_a_trace_newest_first_and_cuts_at_the_li
     assert ResultColumns.concat([a, b]).distinct() == len(merge_search_results(a.messages(), b.messages()))
 
 
+def test_one_sources_results_are_rendered_newest_first_so_merging_them_is_a_slice() -> None:
+    table = TABLES["generated"]
+    for q in ("{ }", '{ span.http.method = "POST" } || { kind = client }', "{ } | by(span.http.method)"):
+        found = column_matcher_for(_request(q, limit=1000, spss=2))(table)
+        assert found.in_order
+        starts = found.table.column("start").to_pylist()
+        assert starts == sorted(starts, reverse=True)
+        unordered = ResultColumns(found.table)  # the same rows, merged the long way
+        for limit in (None, 1, 5, len(found)):
+            assert found.merged(limit).table.equals(unordered.merged(limit).table)
+        assert found.kth_newest_start(4) == unordered.kth_newest_start(4)
+        assert found.distinct() == unordered.distinct() == len(found)
+        assert ResultColumns.concat([found, ResultColumns.empty()]) is found
+        assert not ResultColumns.concat([found, found]).in_order
+        assert ResultColumns.concat([found, found]).merged().table.equals(found.table)
+
+
 def _sorted_doc(body: bytes) -> dict:
     """Traces by ID and each spanset's spans by span ID: sources hold a trace's rows in different orders
     (blocks sort them, assembled split traces concatenate sources), and spansets list rows in order."""
@@ -230,3 +249,42 @@ async def test_a_search_over_many_blocks_holds_at_most_two_blocks_at_a_time(tmp_
     found, stats = await searcher.search_columns("t", req)
     assert len(found) == 60 and not stats.failed_blocks
     assert held[1] == 2, "blocks are searched two at a time, each released before the next starts"
+
+
+def test_a_repeated_search_query_is_parsed_once_and_a_bad_one_fails_every_time() -> None:
+    q = '{ span.http.method = "POST" } | count() > 1'
+    assert parse_search_query(q) is parse_search_query(q)
+    assert parse_search_query(q) == parse_search_query.__wrapped__(q)
+    for _ in range(2):
+        with pytest.raises(InvalidRequest):
+            parse_search_query("{ } | rate()")
+
+
+@pytest.mark.parametrize("q", PUSHDOWN_QUERIES + EXTRA_QUERIES)
+@pytest.mark.parametrize("table_name", list(TABLES))
+def test_protobuf_results_built_column_wise_are_the_per_trace_messages(q: str, table_name: str) -> None:
+    table = TABLES[table_name]
+    for spss in (1, 3):
+        for limit in (1000, 2):
+            req = _request(q, limit=limit, spss=spss)
+            found = column_matcher_for(dataclasses.replace(req, protobuf=True))(table).merged()
+            assert found.protobuf or not len(found)
+            want = pb.SearchResponse(traces=merge_search_results(matcher_for(req)(table)))
+            assert pb.SearchResponse.FromString(found.protobuf_body()) == want, f"{q} spss={spss} limit={limit}"
+            assert found.messages() == list(want.traces)
+
+
+@pytest.mark.parametrize("tags", [{}, {"http.method": "POS"}, {"service.name": "svc-1", "http.status_code": "404"}])
+def test_protobuf_legacy_results_and_the_metrics_field_are_the_protobuf_answer(tags: dict[str, str]) -> None:
+    table = TABLES["generated"]
+    req = _request(None, limit=1000, spss=3, legacy=LegacySearch(tags))
+    found = column_matcher_for(dataclasses.replace(req, protobuf=True))(table).merged()
+    metrics = pb.SearchMetrics(inspectedTraces=3, inspectedBytes=2**40, totalBlocks=1, completedJobs=2, totalJobs=2)
+    want = pb.SearchResponse(traces=merge_search_results(matcher_for(req)(table)), metrics=metrics)
+    assert pb.SearchResponse.FromString(found.protobuf_body(metrics)) == want
+    # JSON rows (results that arrived as messages) give the same protobuf body.
+    as_json = column_matcher_for(req)(table).merged()
+    assert pb.SearchResponse.FromString(as_json.protobuf_body(metrics)) == want
+    assert ResultColumns.empty().protobuf_body(metrics) == pb.SearchResponse(metrics=metrics).SerializeToString()
+    with pytest.raises(ValueError):
+        found.json_body()

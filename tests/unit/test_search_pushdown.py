@@ -20,6 +20,7 @@ from tempo_lite.metrics import Metrics
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.search import Searcher, SearchRequest, matcher_for, parse_search_query
 from tempo_lite.querier.search_pb import hex_trace_id, merge_search_results
+from tempo_lite.querier.search_request import _overlapping
 from tempo_lite.querier.tracebyid import Querier
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import local_store
@@ -274,3 +275,51 @@ def test_float_sums_and_structure_are_left_to_the_per_trace_walk() -> None:
     for q in ('{ name = "db" } > { kind = server }', "{ duration > 1ms } | avg(1.5 * duration) > 2"):
         assert trace_matches(parse(q), table, span_trace, len(ids))[1] is None
     assert trace_matches(parse("{ duration > 1ms } | avg(duration) > 2"), table, span_trace, len(ids))[1] is not None
+
+
+@pytest.mark.parametrize("q", ['{ span.http.method != "GET" }', "{ } | count() > 1", "{ status = error } > { }",
+                               '{ name = "db" } | count() > 1 | { kind = server } | count() = 1'])
+async def test_every_match_reads_stage_ones_columns_once_and_answers_as_the_engine_on_the_whole_table(
+    tmp_path: Path, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the traces stage one chose lie in every row group it read, stage two reads only the other
+    columns and takes stage one's from its table: the answer is the whole-table answer."""
+    store = local_store(str(tmp_path / "blocks"))
+    blocklist = BlockList(store)
+    table = _traces(seed=3, traces=150, base_ns=1_700_000_000 * SEC)
+    block = encode_block(table, block_id="b0", tenant="t", row_group_spans=200)
+    await write_block(store, block)
+    blocklist.add(block.meta)
+    reads: list[list[str] | None] = []
+    read_groups = Searcher._read_groups
+
+    async def counted(self, meta, groups, columns, stats):  # noqa: ANN001, ANN202
+        reads.append(columns)
+        return await read_groups(self, meta, groups, columns, stats)
+
+    monkeypatch.setattr(Searcher, "_read_groups", counted)
+
+    class NoLive:
+        async def snapshot(self, tenant: str) -> spantable.SpanTable:
+            return spantable.empty_span_table()
+
+    searcher = Searcher(Querier(NoLive(), blocklist, store, ByteCache(1 << 24), Metrics()))  # type: ignore[arg-type]
+    for spss in (1, 3):
+        reads.clear()
+        req = SearchRequest(query=parse_search_query(q), legacy=None, start_ns=0, end_ns=0, limit=1000, spss=spss,
+                            live_only=False)
+        found, stats = await searcher.search("t", req)
+        assert not stats.failed_blocks
+        assert found == merge_search_results(matcher_for(req)(table))
+        assert len(reads) == 2, "stage one in one read (the limit is above the block's trace count), then stage two"
+        stage_one, stage_two = reads
+        assert stage_one is not None and stage_two is not None
+        assert not set(stage_one) & set(stage_two), "stage two did not read stage one's columns again"
+    # A time range: traces outside it are evaluated with the rest (every trace of the block is read whole)
+    # and left out of the answer.
+    everything = merge_search_results(matcher_for(req)(table))
+    lo, hi = int(everything[len(everything) // 3].startTimeUnixNano), int(everything[5].startTimeUnixNano)
+    ranged = SearchRequest(query=parse_search_query(q), legacy=None, start_ns=lo, end_ns=hi, limit=1000, spss=3,
+                           live_only=False)
+    found, _ = await searcher.search("t", ranged)
+    assert found == _overlapping(everything, lo, hi) and 0 < len(found) < len(everything)
