@@ -7,6 +7,7 @@ spansets, shown attributes and limits."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -49,8 +50,13 @@ def _old_body(req: SearchRequest, table: spantable.SpanTable) -> bytes:
     return search_response_json(pb.SearchResponse(traces=merge_search_results(matcher_for(req)(table))))
 
 
+# Each query is parsed once for the module (a parsed Query is immutable); the tests run every query with
+# several limits and span counts over several tables.
+_parse = functools.cache(parse_search_query)
+
+
 def _request(q: str | None, *, limit: int, spss: int, legacy: LegacySearch | None = None) -> SearchRequest:
-    return SearchRequest(query=parse_search_query(q) if q is not None else None, legacy=legacy, start_ns=0,
+    return SearchRequest(query=_parse(q) if q is not None else None, legacy=legacy, start_ns=0,
                          end_ns=0, limit=limit, spss=spss, live_only=False)
 
 
