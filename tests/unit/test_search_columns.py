@@ -68,7 +68,9 @@ def _without_some_roots(table: spantable.SpanTable) -> spantable.SpanTable:
     return spantable.SpanTable(table.spans.take(keep), table.resources, dict(table.dedicated))
 
 
-GENERATED = spantable.concat([_traces(seed=1, traces=120, base_ns=1_700_000_000 * SEC)])
+# 60 traces (235 spans): every query matches the same way as on 120 (none, a few, most, all), with
+# array and int values of http.method, events, links and keys only some spans hold among them.
+GENERATED = spantable.concat([_traces(seed=1, traces=60, base_ns=1_700_000_000 * SEC)])
 TABLES = {
     "generated": GENERATED,
     "generated, some roots missing": _without_some_roots(GENERATED),
@@ -104,6 +106,8 @@ def _field_order(body: bytes) -> object:
 
 
 def _assert_same_document(got: bytes, want: bytes, what: str) -> None:
+    if got == want:  # the same bytes: the same document, fields in the same order
+        return
     assert json.loads(got) == json.loads(want), what
     assert _field_order(got) == _field_order(want), what
 
@@ -111,7 +115,7 @@ def _assert_same_document(got: bytes, want: bytes, what: str) -> None:
 def test_the_comparison_covers_spansets_attributes_and_many_traces() -> None:
     table = TABLES["generated"]
     doc = json.loads(column_matcher_for(_request(EXTRA_QUERIES[1], limit=1000, spss=3))(table).merged().json_body())
-    assert len(doc["traces"]) == 120
+    assert len(doc["traces"]) == 60
     shown = [sp for t in doc["traces"] for ss in t["spanSets"] for sp in ss["spans"]]
     assert {kv["key"] for sp in shown for kv in sp["attributes"]} >= {"http.method", "status", "kind"}
     assert any("arrayValue" in kv["value"] for sp in shown for kv in sp["attributes"])
@@ -184,6 +188,8 @@ async def test_all_matches_over_live_store_and_blocks_equal_the_per_trace_path_o
 ) -> None:
     forms = _forms(_data())
     whole = forms["live"][0]
+    tls = {name: await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+           for name, (live, blocks) in forms.items()}
     for spss in (1, 100):  # 1: matched counts and spanset attributes; 100: every span shown
         req = _request(q, limit=1000, spss=spss)
         reference = _sorted_doc(_old_body(req, whole))
@@ -192,8 +198,7 @@ async def test_all_matches_over_live_store_and_blocks_equal_the_per_trace_path_o
                 for ss in [t.get("spanSet", {}), *t.get("spanSets", [])]:
                     ss.pop("spans", None)
         assert reference["traces"], f"{q}: no match, the comparison would prove nothing"
-        for name, (live, blocks) in forms.items():
-            tl = await _tempo(tmp_path / f"{name.replace(' ', '-')}-{spss}", live, blocks)
+        for name, tl in tls.items():
             found, stats = await tl.frontend.searcher.search_columns("t", req)
             got = _sorted_doc(found.json_body())
             if spss == 1:
