@@ -7,8 +7,11 @@ query needs them whole). Blocks carry dedicated columns, and queries that read n
 
 from __future__ import annotations
 
+import atexit
 import functools
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,15 +95,34 @@ def _encoded(table: spantable.SpanTable, block_id: str) -> EncodedBlock:
     return _ENCODED[key][1]
 
 
-async def _tempo(tmp_path: Path, live: spantable.SpanTable, blocks: list[spantable.SpanTable]) -> SimpleNamespace:
+# One local store for the blocks of tests that only read them (`_tempo(..., shared=True)`): each table's
+# block is written there once per process (block ID `s<n>`), not once per test; removed at exit.
+_SHARED_IDS: dict[int, str] = {}  # id(table) -> block ID (the table is held by _ENCODED)
+_SHARED_WRITTEN: set[str] = set()
+
+
+@functools.cache
+def _shared_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="tempo-lite-unit-blocks-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+async def _tempo(tmp_path: Path, live: spantable.SpanTable, blocks: list[spantable.SpanTable], *,
+                 shared: bool = False) -> SimpleNamespace:
     """Just what the metrics API uses of a QueryService: a frontend over a live table and blocks (written to
-    tmp_path, encoded once per table), and metrics."""
-    store = local_store(str(tmp_path / "blocks"))
+    tmp_path, encoded once per table), and metrics. With `shared`, the blocks are read from the shared
+    store instead (for tests that never change them)."""
+    store = local_store(str(_shared_root() if shared else tmp_path / "blocks"))
     blocklist = BlockList(store)
     for i, table in enumerate(blocks):
-        block = _encoded(table, f"b{i}")
+        block_id = _SHARED_IDS.setdefault(id(table), f"s{len(_SHARED_IDS)}") if shared else f"b{i}"
+        block = _encoded(table, block_id)
         assert block.meta.dedicated_columns, "blocks must carry dedicated columns for this test to mean anything"
-        await write_block(store, block)
+        if block_id not in _SHARED_WRITTEN:
+            await write_block(store, block)
+            if shared:
+                _SHARED_WRITTEN.add(block_id)
         blocklist.add(block.meta)
     querier = Querier(_Live(live), blocklist, store, ByteCache(1 << 24), Metrics())  # type: ignore[arg-type]
     return SimpleNamespace(frontend=QueryFrontend(querier, Searcher(querier)), metrics=Metrics(), config=Config())
@@ -187,12 +209,12 @@ async def test_every_metrics_function_agrees_over_live_block_and_split_forms(
     data = _data()
     forms = _forms(data)
     live, _ = forms["live"]
-    reference = await run_query_range(await _tempo(tmp_path / "ref", live, []), [TENANT], {"q": q, **WINDOW})
+    reference = await run_query_range(await _tempo(tmp_path, live, [], shared=True), [TENANT], {"q": q, **WINDOW})
     assert reference.series, f"{q}: no series, the comparison would prove nothing"
-    instant_ref = await run_query_instant(await _tempo(tmp_path / "iref", live, []), [TENANT],
+    instant_ref = await run_query_instant(await _tempo(tmp_path, live, [], shared=True), [TENANT],
                                           {"q": q, "start": WINDOW["start"], "end": WINDOW["end"]})
     for name, (live, blocks) in forms.items():
-        tl = await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+        tl = await _tempo(tmp_path, live, blocks, shared=True)
         got = await run_query_range(tl, [TENANT], {"q": q, **WINDOW})
         assert got.status != pb.PARTIAL, (name, got.message)
         assert _canonical(got) == _canonical(reference), f"{q}: {name}"

@@ -188,8 +188,7 @@ async def test_all_matches_over_live_store_and_blocks_equal_the_per_trace_path_o
 ) -> None:
     forms = _forms(_data())
     whole = forms["live"][0]
-    tls = {name: await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
-           for name, (live, blocks) in forms.items()}
+    tls = {name: await _tempo(tmp_path, live, blocks, shared=True) for name, (live, blocks) in forms.items()}
     for spss in (1, 100):  # 1: matched counts and spanset attributes; 100: every span shown
         req = _request(q, limit=1000, spss=spss)
         reference = _sorted_doc(_old_body(req, whole))

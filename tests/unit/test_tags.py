@@ -88,7 +88,7 @@ async def _sources(tmp_path):  # noqa: ANN001, ANN202
     data = _data(traces=60)
     whole = spantable.flatten(data.resource_spans)
     for name, (live, blocks) in _forms(data).items():
-        yield name, TENANT, whole, await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+        yield name, TENANT, whole, await _tempo(tmp_path, live, blocks, shared=True)
 
 
 async def test_tag_values_from_catalogues_dictionaries_and_slices_equal_evaluating_every_span(tmp_path) -> None:  # noqa: ANN001
