@@ -22,9 +22,14 @@ def missing_reason(path: Path) -> str:
     return f"conformance data missing: {path} (test data from Tempo, laid beside the checkout as ../shared)"
 
 
+# libyaml's safe loader when PyYAML has it: the same documents as yaml.safe_load, parsed ~8x faster
+# (fixture-cases.yaml is read by three unit test modules at import).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml(path: Path) -> dict:
     """The file's YAML, or {} when it is absent (the tests that need it skip through `requires`/`params`)."""
-    return yaml.safe_load(path.read_text()) if path.exists() else {}
+    return yaml.load(path.read_text(), Loader=_SAFE_LOADER) if path.exists() else {}
 
 
 def requires(path: Path) -> pytest.MarkDecorator:

@@ -2,7 +2,8 @@
 
 - `scripts/test` (what CI runs) uses hypothesis' default profile: every test tries its full count.
 - `scripts/test --quick` passes `--hypothesis-profile=quick` (registered in tests/conftest.py): every test
-  tries a tenth of its count, at least 10, which keeps tests/unit near 30 s for a contributor.
+  tries a tenth of its count, at least 10, which keeps tests/unit under 30 s for a contributor (figures:
+  CONTRIBUTING.md).
 
 A test names its full count through `examples()`: `@settings(max_examples=examples(300), ...)`.
 """

@@ -84,13 +84,19 @@ def _comparable(block: EncodedBlock) -> tuple[object, dict[str, bytes]]:
 ENCODE = {"block_id": "merged", "tenant": "t", "row_group_spans": 4, "compaction_level": 1}
 
 
+# seed -> (the blocks read back, the whole-table merge): the same for every slice size, built once.
+_MERGE_INPUTS: dict[int, tuple[list[spantable.SpanTable], EncodedBlock]] = {}
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("slice_spans", [1, 3, 10, 100_000])
 async def test_a_merge_in_slices_writes_the_same_block_as_a_merge_of_the_whole_table(
     seed: int, slice_spans: int
 ) -> None:
-    tables = await _read_back(_blocks(seed))
-    whole = encode_block(spantable.concat(tables), **ENCODE)  # type: ignore[arg-type]
+    if seed not in _MERGE_INPUTS:
+        read = await _read_back(_blocks(seed))
+        _MERGE_INPUTS[seed] = read, encode_block(spantable.concat(read), **ENCODE)  # type: ignore[arg-type]
+    tables, whole = _MERGE_INPUTS[seed]
     sliced = await merge_in_slices(tables, trio.CapacityLimiter(1), slice_spans=slice_spans, **ENCODE)
     assert _comparable(sliced) == _comparable(whole)
     assert whole.meta.total_spans < sum(t.num_spans for t in tables)  # there were copies to drop

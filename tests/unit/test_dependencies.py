@@ -12,6 +12,7 @@ import functools
 import re
 import sys
 import tomllib
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -21,12 +22,23 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tempo_lite"
 
 
+def statements(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every statement of the tree, nested ones included (imports are statements: no expression holds one,
+    so the walk skips expressions, most of a module's nodes)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(c for c in ast.iter_child_nodes(node)
+                    if isinstance(c, ast.stmt | ast.excepthandler | ast.match_case))
+
+
 def imported_top_level_modules() -> dict[str, set[str]]:
     """Top-level module name -> the files importing it (absolute imports only, tempo_lite itself excluded)."""
     found: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
+        for node in statements(tree):
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

@@ -7,7 +7,11 @@ query needs them whole). Blocks carry dedicated columns, and queries that read n
 
 from __future__ import annotations
 
+import atexit
+import functools
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from tempo_lite import spantable
 from tempo_lite._gen import tempopb_pb2 as pb
 from tempo_lite.block.blocklist import BlockList
-from tempo_lite.block.writer import encode_block, write_block
+from tempo_lite.block.writer import EncodedBlock, encode_block, write_block
 from tempo_lite.config import Config
 from tempo_lite.frontend.metrics import run_query_instant, run_query_range
 from tempo_lite.frontend.service import QueryFrontend
@@ -43,8 +47,10 @@ def _kv(key: str, value: object) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
+@functools.cache
 def _data(seed: int = 3, traces: int = 40) -> TracesData:
-    """Traces of 2-6 spans over four minutes; `http.method` strings become a dedicated column in blocks."""
+    """Traces of 2-6 spans over four minutes; `http.method` strings become a dedicated column in blocks.
+    Built once per arguments and shared by every test (here and in the search and tag tests): read only."""
     rng = random.Random(seed)
     data = TracesData()
     for t in range(traces):
@@ -77,21 +83,63 @@ class _Live:
         return self.table
 
 
-async def _tempo(tmp_path: Path, live: spantable.SpanTable, blocks: list[spantable.SpanTable]) -> SimpleNamespace:
-    """Just what the metrics API uses of a QueryService: a frontend over a live table and blocks, and metrics."""
-    store = local_store(str(tmp_path / "blocks"))
+# (table, block ID) -> (table, its block): the same form tables recur in every test of these modules, and
+# encoding is most of a test's time. Holding the table keeps its id() from being reused.
+_ENCODED: dict[tuple[int, str], tuple[spantable.SpanTable, EncodedBlock]] = {}
+
+
+def _encoded(table: spantable.SpanTable, block_id: str) -> EncodedBlock:
+    key = (id(table), block_id)
+    if key not in _ENCODED:
+        _ENCODED[key] = (table, encode_block(table, block_id=block_id, tenant=TENANT, row_group_spans=25))
+    return _ENCODED[key][1]
+
+
+# One local store for the blocks of tests that only read them (`_tempo(..., shared=True)`): each table's
+# block is written there once per process (block ID `s<n>`), not once per test; removed at exit.
+_SHARED_IDS: dict[int, str] = {}  # id(table) -> block ID (the table is held by _ENCODED)
+_SHARED_WRITTEN: set[str] = set()
+
+
+@functools.cache
+def _shared_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="tempo-lite-unit-blocks-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+async def _tempo(tmp_path: Path, live: spantable.SpanTable, blocks: list[spantable.SpanTable], *,
+                 shared: bool = False) -> SimpleNamespace:
+    """Just what the metrics API uses of a QueryService: a frontend over a live table and blocks (written to
+    tmp_path, encoded once per table), and metrics. With `shared`, the blocks are read from the shared
+    store instead (for tests that never change them)."""
+    store = local_store(str(_shared_root() if shared else tmp_path / "blocks"))
     blocklist = BlockList(store)
     for i, table in enumerate(blocks):
-        block = encode_block(table, block_id=f"b{i}", tenant=TENANT, row_group_spans=25)
+        block_id = _SHARED_IDS.setdefault(id(table), f"s{len(_SHARED_IDS)}") if shared else f"b{i}"
+        block = _encoded(table, block_id)
         assert block.meta.dedicated_columns, "blocks must carry dedicated columns for this test to mean anything"
-        await write_block(store, block)
+        if block_id not in _SHARED_WRITTEN:
+            await write_block(store, block)
+            if shared:
+                _SHARED_WRITTEN.add(block_id)
         blocklist.add(block.meta)
     querier = Querier(_Live(live), blocklist, store, ByteCache(1 << 24), Metrics())  # type: ignore[arg-type]
     return SimpleNamespace(frontend=QueryFrontend(querier, Searcher(querier)), metrics=Metrics(), config=Config())
 
 
-def _forms(data: TracesData) -> dict[str, tuple[spantable.SpanTable, list[spantable.SpanTable]]]:
-    """name -> (live table, block tables)."""
+Forms = dict[str, tuple[spantable.SpanTable, list[spantable.SpanTable]]]
+_FORMS: dict[int, tuple[TracesData, Forms]] = {}
+
+
+def _forms(data: TracesData) -> Forms:
+    """name -> (live table, block tables). The tables are built once per `data` (as `_data` is shared)."""
+    if id(data) not in _FORMS:
+        _FORMS[id(data)] = (data, _build_forms(data))
+    return dict(_FORMS[id(data)][1])
+
+
+def _build_forms(data: TracesData) -> Forms:
     rs = list(data.resource_spans)
     whole = spantable.flatten(rs)
     evens, odds = spantable.flatten(rs[0::2]), spantable.flatten(rs[1::2])  # every trace of 2+ spans split
@@ -162,12 +210,12 @@ async def test_every_metrics_function_agrees_over_live_block_and_split_forms(
     data = _data()
     forms = _forms(data)
     live, _ = forms["live"]
-    reference = await run_query_range(await _tempo(tmp_path / "ref", live, []), [TENANT], {"q": q, **WINDOW})
+    reference = await run_query_range(await _tempo(tmp_path, live, [], shared=True), [TENANT], {"q": q, **WINDOW})
     assert reference.series, f"{q}: no series, the comparison would prove nothing"
-    instant_ref = await run_query_instant(await _tempo(tmp_path / "iref", live, []), [TENANT],
+    instant_ref = await run_query_instant(await _tempo(tmp_path, live, [], shared=True), [TENANT],
                                           {"q": q, "start": WINDOW["start"], "end": WINDOW["end"]})
     for name, (live, blocks) in forms.items():
-        tl = await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+        tl = await _tempo(tmp_path, live, blocks, shared=True)
         got = await run_query_range(tl, [TENANT], {"q": q, **WINDOW})
         assert got.status != pb.PARTIAL, (name, got.message)
         assert _canonical(got) == _canonical(reference), f"{q}: {name}"

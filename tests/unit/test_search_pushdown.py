@@ -3,6 +3,7 @@ through the two-stage reader giving exactly the traces the engine finds on the w
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 from pathlib import Path
@@ -15,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tempo_lite import spantable
 from tempo_lite.block.blocklist import BlockList
-from tempo_lite.block.writer import encode_block, write_block
+from tempo_lite.block.writer import EncodedBlock, encode_block, write_block
 from tempo_lite.metrics import Metrics
 from tempo_lite.querier import pushdown
 from tempo_lite.querier.search import Searcher, SearchRequest, matcher_for, parse_search_query
@@ -139,7 +140,9 @@ def _kv(key: str, value: object) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
+@functools.cache
 def _traces(seed: int, traces: int, base_ns: int) -> spantable.SpanTable:
+    """Built once per arguments and shared by the tests (here and in test_search_columns)."""
     rng = random.Random(seed)
     data = TracesData()
     for t in range(traces):
@@ -211,15 +214,19 @@ QUERIES = [
 ]
 
 
+@functools.cache
+def _two_blocks() -> tuple[list[spantable.SpanTable], list[EncodedBlock]]:
+    """Two blocks an hour apart, the second holding keys the first lacks; encoded once for every query."""
+    tables = [_traces(seed=i, traces=150, base_ns=1_700_000_000 * SEC + i * 3600 * SEC) for i in range(2)]
+    return tables, [encode_block(t, block_id=f"b{i}", tenant="t", row_group_spans=40) for i, t in enumerate(tables)]
+
+
 @pytest.mark.parametrize("q", QUERIES)
 async def test_block_search_finds_what_the_engine_finds_on_the_whole_table(tmp_path: Path, q: str) -> None:
     store = local_store(str(tmp_path / "blocks"))
     blocklist = BlockList(store)
-    tables = []
-    for i in range(2):
-        table = _traces(seed=i, traces=150, base_ns=1_700_000_000 * SEC + i * 3600 * SEC)
-        tables.append(table)
-        block = encode_block(table, block_id=f"b{i}", tenant="t", row_group_spans=40)
+    tables, blocks = _two_blocks()
+    for block in blocks:
         await write_block(store, block)
         blocklist.add(block.meta)
 

@@ -32,10 +32,10 @@ async def _search(tl, q: str) -> list:  # noqa: ANN001
 async def test_structural_search_agrees_over_live_block_and_split_forms(tmp_path: Path, q: str) -> None:
     forms = _forms(_data())
     live, _ = forms["live"]
-    reference = await _search(await _tempo(tmp_path / "ref", live, []), q)
+    reference = await _search(await _tempo(tmp_path, live, [], shared=True), q)
     assert reference, f"{q}: no match, the comparison would prove nothing"
     for name, (live, blocks) in forms.items():
-        got = await _search(await _tempo(tmp_path / name.replace(" ", "-"), live, blocks), q)
+        got = await _search(await _tempo(tmp_path, live, blocks, shared=True), q)
         assert [t.traceID for t in got] == [t.traceID for t in reference], f"{q}: {name}"
         for g, r in zip(got, reference, strict=True):
             assert sorted(sp.spanID for ss in g.spanSets for sp in ss.spans) == sorted(

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status, TracesData
@@ -104,7 +105,7 @@ def test_an_empty_table_is_an_empty_message() -> None:
     assert spantable.encode_traces_data(spantable.empty_span_table()) == b""
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=traces(), dedicate=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_any_table_encodes_as_the_reference_message(data: TracesData, dedicate: bool, seed: int) -> None:
     table = _table(data)

@@ -88,20 +88,23 @@ async def _sources(tmp_path):  # noqa: ANN001, ANN202
     data = _data(traces=60)
     whole = spantable.flatten(data.resource_spans)
     for name, (live, blocks) in _forms(data).items():
-        yield name, TENANT, whole, await _tempo(tmp_path / name.replace(" ", "-"), live, blocks)
+        yield name, TENANT, whole, await _tempo(tmp_path, live, blocks, shared=True)
 
 
 async def test_tag_values_from_catalogues_dictionaries_and_slices_equal_evaluating_every_span(tmp_path) -> None:  # noqa: ANN001
     from tempo_lite.querier.search import SearchStats
     from tempo_lite.querier.tag_source import TagSource
 
+    wants: dict[tuple[str, str | None], object] = {}  # every form holds the same spans: evaluated once
     async for name, tenant, whole, tl in _sources(tmp_path):
         source = TagSource(tl.frontend.searcher, chunk_rows=40)
         for tag in VALUE_REFS:
             ref = parse_attribute(tag)
             for text in FILTERS:
                 q = parse_lenient_filter(text) if text else None
-                want = tags.tag_values_v2(whole, ref, q)
+                if (tag, text) not in wants:
+                    wants[tag, text] = tags.tag_values_v2(whole, ref, q)
+                want = wants[tag, text]
                 got = await source.values(tenant, 0, 0, ref, q, SearchStats())
                 assert got == want, (name, tag, text)
                 if text is None and tag in ("span.http.method", "resource.service.name", "name"):

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+from fuzzing import examples
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,7 +72,7 @@ def test_trace_json_of_varied_tables_is_the_decoded_message_as_json_format_write
     assert t.dedicated == {"": "span."} and json.dumps(trace_json(t)) == _as_message_json(t)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=traces(), dedicate=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_trace_json_of_any_table_is_the_decoded_message_as_json_format_writes_it(
         data: TracesData, dedicate: bool, seed: int) -> None:
