@@ -229,7 +229,7 @@ class BlockBuilder:
                      partition, first, end)
         for meta in metas:
             self.blocklist.add(meta)
-        if self.livestore.under_pressure:
+        if self.livestore.under_pressure or self.livestore.memory_over:
             self.livestore.release_flushed()
         if cut is not None or chunk is not None:  # the rest of the partition
             written += await self._flush_partition(partition)

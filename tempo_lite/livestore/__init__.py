@@ -25,6 +25,7 @@ from tempo_lite.livestore.decode import (
     record_digest,
     unbuildable,
 )
+from tempo_lite.livestore.memory import MemoryWatch
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalRecord, WriteAheadLog
 from tempo_lite.wal.quarantine import set_aside as keep_record
@@ -81,6 +82,7 @@ class LiveStore:
         quarantine: Path | None = None,
         partitions: tuple[int, ...] | None = None,
         group: str | None = GROUP,
+        memory_overhead: int | None = None,
     ) -> None:
         self.wal = wal
         self.metrics = metrics
@@ -111,11 +113,15 @@ class LiveStore:
         self.decode_limiter = trio.CapacityLimiter(1)
         self.changed = trio.Event()  # set whenever new data arrives (block-builder size trigger)
         self.replayed = trio.Event()  # set once every partition has caught up with the WAL at start-up
+        # The process's RSS against max_bytes + memory_overhead (None: not watched; `memory.py`).
+        self.memory = MemoryWatch(max_bytes + memory_overhead) if memory_overhead is not None else None
 
     # --- consuming -------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            if self.memory is not None:  # first: its baseline is the RSS before any replayed record
+                await nursery.start(self.memory.run, self._memory_changed)
             caught_up = []
             for p in self.partitions:
                 start = await self.wal.committed(BLOCKBUILDER_GROUP, p)
@@ -201,8 +207,7 @@ class LiveStore:
         self.nbytes += nbytes
         self.version += 1
         self.metrics.livestore_bytes.set(self.nbytes)
-        self.changed.set()
-        self.changed = trio.Event()
+        self._notify()
 
     async def catch_up(self, timeout: float = 30.0) -> bool:
         """Wait until everything appended to the WAL so far has been consumed (used before a final flush)."""
@@ -259,9 +264,26 @@ class LiveStore:
 
     @property
     def under_pressure(self) -> bool:
-        """An eighth of `max_bytes` in use (PRESSURE_FRACTION): flush now, in smaller blocks, and free
-        flushed segments at once (docs/reliability.md, "Memory under sustained ingest")."""
-        return self.nbytes >= self.max_bytes // PRESSURE_FRACTION
+        """An eighth of `max_bytes` in use (PRESSURE_FRACTION), or the process over its memory bound with
+        a decode batch's worth pending: flush now, in smaller blocks, and free flushed segments at once
+        (docs/reliability.md, "Memory under sustained ingest")."""
+        if self.nbytes >= self.max_bytes // PRESSURE_FRACTION:
+            return True
+        return self.memory_over and self.pending_bytes() >= min(self.batch_bytes, self.max_bytes // PRESSURE_FRACTION)
+
+    @property
+    def memory_over(self) -> bool:
+        """The process's RSS is above its bound (`memory.py`; False when not watched)."""
+        return self.memory is not None and self.memory.over
+
+    def _memory_changed(self, over: bool) -> None:
+        if over:
+            self.release_flushed()
+            self._notify()  # the block-builder re-checks `under_pressure`
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def release_flushed(self) -> None:
         """Drop every flushed segment now (their blocks are in the block list) instead of after the
@@ -328,9 +350,12 @@ class LiveStore:
 
     @property
     def saturated(self) -> bool:
-        """`max_bytes` held, counting what is acknowledged but not yet decoded: under full-speed ingest the
-        WAL runs ahead of the decoder, and without the backlog the tables overshot to twice `max_bytes`."""
-        return self.nbytes + int(self.backlog_bytes * DECODED_BYTES_PER_PAYLOAD_BYTE) >= self.max_bytes
+        """`max_bytes` held, counting what is acknowledged but not yet decoded (under full-speed ingest the
+        WAL runs ahead of the decoder, and without the backlog the tables overshot to twice `max_bytes`);
+        or the process over its memory bound while a pressure flush's worth is held (refusing when less
+        is held would free nothing: `memory.py`)."""
+        held = self.nbytes + int(self.backlog_bytes * DECODED_BYTES_PER_PAYLOAD_BYTE)
+        return held >= self.max_bytes or (self.memory_over and held >= self.max_bytes // PRESSURE_FRACTION)
 
     def note_appended(self, payload_bytes: int) -> None:
         """The distributor appended this many payload bytes to partitions this live-store consumes."""

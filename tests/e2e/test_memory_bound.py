@@ -35,12 +35,13 @@ def request(rng: random.Random, spans: int = 1000) -> tuple[bytes, list[bytes]]:
     rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="memory-test")))
     scope_spans = rs.scope_spans.add()
     trace_ids = [rng.randbytes(16) for _ in range(spans // 10)]
+    now = time.time_ns()  # recent: spans older than block_retention (14 days) are expired by the compactor
     for i in range(spans):
         attrs = [KeyValue(key=f"attr.{k}", value=AnyValue(string_value=f"value-{rng.randrange(100_000)}"))
                  for k in range(8)]
         scope_spans.spans.append(Span(
             trace_id=trace_ids[i % len(trace_ids)], span_id=rng.randbytes(8), name=f"op-{i % 20}",
-            start_time_unix_nano=1_700_000_000_000_000_000 + i, end_time_unix_nano=1_700_000_000_001_000_000 + i,
+            start_time_unix_nano=now + i, end_time_unix_nano=now + 1_000_000 + i,
             attributes=attrs,
         ))
     return req.SerializeToString(), trace_ids
