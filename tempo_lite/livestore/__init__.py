@@ -40,12 +40,16 @@ log = logging.getLogger(__name__)
 GROUP = "livestore"
 BLOCKBUILDER_GROUP = "blockbuilder"
 # Memory (docs/reliability.md): flush early once max_bytes / PRESSURE_FRACTION is in use. 1/4 kept the
-# live-store at ~145 MiB of the default 512 MiB and peak RSS at 514-595 MiB; 1/8 at ~80 MiB and 458 MiB.
-PRESSURE_FRACTION = 8
+# live-store at ~145 MiB of the default 512 MiB and peak RSS at 514-595 MiB; 1/8 at ~80 MiB and 449-468
+# MiB; 1/16 (with 16 MiB pressure blocks and 4 MiB batches) at ~40-53 MiB and 346-427 MiB.
+PRESSURE_FRACTION = 16
 # Span-table bytes per OTLP payload byte (bench/payloads.py, 1,000-span requests: 631 KB from 373 KB).
 DECODED_BYTES_PER_PAYLOAD_BYTE = 1.7
-MAX_BATCH_BYTES = 8 << 20
+# WAL payload decoded at once: max_bytes / BATCH_FRACTION within these (4 MiB at the defaults; 8 MiB
+# batches held ~30 MiB of transient at the peak, and peak RSS went from 427 to 346 MiB with 4 MiB).
+MAX_BATCH_BYTES = 4 << 20
 MIN_BATCH_BYTES = 256 << 10
+BATCH_FRACTION = 128
 
 
 @dataclass
@@ -91,8 +95,8 @@ class LiveStore:
         self.clock = clock
         self.batch_records = batch_records
         # WAL payload decoded per batch: its transient (payloads, parsed messages, Arrow) is several times
-        # the bytes, so it scales with the bound (8 MiB at the default 512 MiB).
-        self.batch_bytes = batch_bytes or min(MAX_BATCH_BYTES, max(MIN_BATCH_BYTES, max_bytes // 64))
+        # the bytes, so it scales with the bound (4 MiB at the default 512 MiB).
+        self.batch_bytes = batch_bytes or min(MAX_BATCH_BYTES, max(MIN_BATCH_BYTES, max_bytes // BATCH_FRACTION))
         self.on_batch = on_batch  # the metrics-generator, when enabled
         self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
         # The partitions consumed (a `live-store` role may take a subset; docs/scaling.md).
