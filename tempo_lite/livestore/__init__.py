@@ -48,7 +48,7 @@ DECODED_BYTES_PER_PAYLOAD_BYTE = 1.7
 # WAL payload decoded at once: max_bytes / BATCH_FRACTION within these (4 MiB at the defaults; 8 MiB
 # batches held ~30 MiB of transient at the peak, and peak RSS went from 427 to 346 MiB with 4 MiB).
 MAX_BATCH_BYTES = 4 << 20
-MIN_BATCH_BYTES = 256 << 10
+MIN_BATCH_BYTES = 1 << 20
 BATCH_FRACTION = 128
 
 
@@ -268,7 +268,7 @@ class LiveStore:
 
     @property
     def under_pressure(self) -> bool:
-        """An eighth of `max_bytes` in use (PRESSURE_FRACTION), or the process over its memory bound with
+        """A sixteenth of `max_bytes` in use (PRESSURE_FRACTION), or the process over its memory bound with
         a decode batch's worth pending: flush now, in smaller blocks, and free flushed segments at once
         (docs/reliability.md, "Memory under sustained ingest")."""
         if self.nbytes >= self.max_bytes // PRESSURE_FRACTION:

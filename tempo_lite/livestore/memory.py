@@ -5,7 +5,8 @@ The span tables are bounded by `live_store.max_bytes`, and each transient holder
 (parsed objects, allocator slack, several holders peaking together at a high ingest rate) is what made
 the peak grow with the rate. The watch closes that gap by measuring: every `interval` it reads the RSS,
 and while it is more than `max_bytes + overhead` above the RSS the process had when the live-store
-started, the live-store is `over` its bound: the block-builder flushes now (pressure), flushed segments
+started, the live-store is `over` its bound (the caller adds the block cache's bound to `overhead`:
+it fills as blocks are written and no flush frees it): the block-builder flushes now (pressure), flushed segments
 leave memory at once, free allocator pages are given back (`allocator.trim`), and new writes are refused
 with 503 while the live-store holds a pressure flush's worth of spans (refusing when it holds less
 could free nothing, so ingest is never stopped by memory a flush cannot give back).
@@ -77,6 +78,7 @@ class MemoryWatch:
             if over and now - last_log >= LOG_INTERVAL_SECONDS:
                 last_log = now
                 log.warning("resident memory is %d MiB above its start (%d MiB allowed: live_store.max_bytes + "
-                            "live_store.memory_overhead_bytes); flushing early and refusing writes until it "
-                            "is back", (self.rss() - (self.baseline or 0)) >> 20, self.limit >> 20)
+                            "live_store.memory_overhead_bytes + storage.trace.cache_bytes); flushing early "
+                            "and refusing writes until it is back",
+                            (self.rss() - (self.baseline or 0)) >> 20, self.limit >> 20)
             await trio.sleep(self.interval)

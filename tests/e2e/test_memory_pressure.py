@@ -19,7 +19,7 @@ from tempo_lite.livestore import PRESSURE_FRACTION
 async def test_pressure_flushes_before_the_cycle_and_frees_memory(
     nursery: trio.Nursery, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
-    # 1 h cycle and 256 MiB blocks: only memory pressure (an eighth of 4 MiB) can cut a block here.
+    # 1 h cycle and 256 MiB blocks: only memory pressure (a sixteenth of 4 MiB) can cut a block here.
     tempo = await start_tempo(nursery, tempo_config_text(tmp_path, "live_store: {max_bytes: 4194304}", cycle="1h"))
     tl = tempo.tl
     url = tempo.url("otlp_http") + "/v1/traces"
