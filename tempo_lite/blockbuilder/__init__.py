@@ -35,9 +35,11 @@ from tempo_lite.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
-# Under memory pressure blocks are cut at max_bytes / PRESSURE_BLOCK_FRACTION of span table: encoding
-# holds ~3-4x the table at its peak (docs/reliability.md, "Memory under sustained ingest").
+# Under memory pressure blocks are cut at max_bytes / PRESSURE_BLOCK_FRACTION of span table (encoding
+# holds ~3-4x the table at its peak; docs/reliability.md, "Memory under sustained ingest"), but not below
+# min(MIN_PRESSURE_BLOCK_BYTES, max_bytes / 16): smaller blocks cost spans/s and fill the block cache.
 PRESSURE_BLOCK_FRACTION = 32
+MIN_PRESSURE_BLOCK_BYTES = 4 << 20
 
 
 class BlockBuilder:
@@ -71,7 +73,9 @@ class BlockBuilder:
         # Attempts per block and flush: then the next tenant gets its turn, and the failed one is
         # retried at the next flush (one tenant's failing store writes never hold back another's).
         self.write_attempts = 3
-        self.pressure_block_bytes = max(1, min(max_block_bytes, livestore.max_bytes // PRESSURE_BLOCK_FRACTION))
+        smallest = min(MIN_PRESSURE_BLOCK_BYTES, livestore.max_bytes // 16)
+        self.pressure_block_bytes = max(1, min(max_block_bytes, max(livestore.max_bytes // PRESSURE_BLOCK_FRACTION,
+                                                                    smallest)))
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

@@ -41,15 +41,18 @@ GROUP = "livestore"
 BLOCKBUILDER_GROUP = "blockbuilder"
 # Memory (docs/reliability.md): flush early once max_bytes / PRESSURE_FRACTION is in use. 1/4 kept the
 # live-store at ~145 MiB of the default 512 MiB and peak RSS at 514-595 MiB; 1/8 at ~80 MiB and 449-468
-# MiB; 1/16 (with 16 MiB pressure blocks and 4 MiB batches) at ~40-53 MiB and 346-427 MiB.
+# MiB; 1/16 (with 16 MiB pressure blocks and 4 MiB batches) at ~40-53 MiB and 346-427 MiB. Not below
+# min(MIN_PRESSURE_BYTES, max_bytes / 8): with max_bytes 64 MiB, 1/16 meant 2 MiB blocks, ~20% fewer
+# spans/s and the block cache filling twice as fast.
 PRESSURE_FRACTION = 16
+MIN_PRESSURE_BYTES = 8 << 20
 # Span-table bytes per OTLP payload byte (bench/payloads.py, 1,000-span requests: 631 KB from 373 KB).
 DECODED_BYTES_PER_PAYLOAD_BYTE = 1.7
 # WAL payload decoded at once: max_bytes / BATCH_FRACTION within these (4 MiB at the defaults; 8 MiB
 # batches held ~30 MiB of transient at the peak, and peak RSS went from 427 to 346 MiB with 4 MiB).
 MAX_BATCH_BYTES = 4 << 20
-MIN_BATCH_BYTES = 1 << 20
-BATCH_FRACTION = 128
+MIN_BATCH_BYTES = 256 << 10
+BATCH_FRACTION = 64
 
 
 @dataclass
@@ -119,6 +122,8 @@ class LiveStore:
         self.replayed = trio.Event()  # set once every partition has caught up with the WAL at start-up
         # The process's RSS against max_bytes + memory_overhead (None: not watched; `memory.py`).
         self.memory = MemoryWatch(max_bytes + memory_overhead) if memory_overhead is not None else None
+        # Live-store bytes from which the block-builder flushes at once (see PRESSURE_FRACTION).
+        self.pressure_bytes = max(max_bytes // PRESSURE_FRACTION, min(MIN_PRESSURE_BYTES, max_bytes // 8))
 
     # --- consuming -------------------------------------------------------------------------
 
@@ -268,12 +273,12 @@ class LiveStore:
 
     @property
     def under_pressure(self) -> bool:
-        """A sixteenth of `max_bytes` in use (PRESSURE_FRACTION), or the process over its memory bound with
+        """`pressure_bytes` in use (a sixteenth of `max_bytes`), or the process over its memory bound with
         a decode batch's worth pending: flush now, in smaller blocks, and free flushed segments at once
         (docs/reliability.md, "Memory under sustained ingest")."""
-        if self.nbytes >= self.max_bytes // PRESSURE_FRACTION:
+        if self.nbytes >= self.pressure_bytes:
             return True
-        return self.memory_over and self.pending_bytes() >= min(self.batch_bytes, self.max_bytes // PRESSURE_FRACTION)
+        return self.memory_over and self.pending_bytes() >= min(self.batch_bytes, self.pressure_bytes)
 
     @property
     def memory_over(self) -> bool:
@@ -359,7 +364,7 @@ class LiveStore:
         or the process over its memory bound while a pressure flush's worth is held (refusing when less
         is held would free nothing: `memory.py`)."""
         held = self.nbytes + int(self.backlog_bytes * DECODED_BYTES_PER_PAYLOAD_BYTE)
-        return held >= self.max_bytes or (self.memory_over and held >= self.max_bytes // PRESSURE_FRACTION)
+        return held >= self.max_bytes or (self.memory_over and held >= self.pressure_bytes)
 
     def note_appended(self, payload_bytes: int) -> None:
         """The distributor appended this many payload bytes to partitions this live-store consumes."""
