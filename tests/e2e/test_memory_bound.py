@@ -23,7 +23,7 @@ MAX_BYTES = 64 << 20
 # docs/reliability.md: peak RSS <= idle RSS + max_bytes + storage.trace.cache_bytes (the block cache
 # fills as blocks are written) + live_store.memory_overhead_bytes (160 MiB, the memory watch's allowance)
 # + what is in flight when the watch trips (OVERSHOOT: at this max_bytes, the request bytes in flight, a
-# 2 MiB block being encoded, a 1 MiB WAL batch being decoded; sampled every 0.1 s) whatever the ingest
+# 4 MiB block being encoded, a 1 MiB WAL batch being decoded; sampled every 0.1 s) whatever the ingest
 # rate; <= idle RSS + 1.25 x max_bytes + 64 MiB when storage does not keep up.
 CACHE_BYTES = 16 << 20
 MEMORY_OVERHEAD = 160 << 20
