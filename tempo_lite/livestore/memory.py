@@ -16,10 +16,10 @@ docs/reliability.md, "Memory under sustained ingest", states the bound and its m
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psutil
 import trio
 
 from tempo_lite.livestore.allocator import trim as trim_allocator
@@ -31,8 +31,13 @@ TRIM_INTERVAL_SECONDS = 1.0  # at most one malloc_trim a second while over the b
 LOG_INTERVAL_SECONDS = 60.0
 
 
-def process_rss() -> int:
-    return int(psutil.Process().memory_info().rss)
+def process_rss() -> int | None:
+    """This process's resident set in bytes (Linux `/proc`); None where it cannot be read (no watch)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -40,20 +45,23 @@ class MemoryWatch:
     """`over` while RSS exceeds the start-up RSS by more than `limit` bytes (`run` keeps it current)."""
 
     limit: int
-    rss: Callable[[], int] = process_rss
+    rss: Callable[[], int | None] = process_rss
     trim: Callable[[], bool] = trim_allocator
     interval: float = INTERVAL_SECONDS
     baseline: int | None = None  # RSS when `run` started
     over: bool = False
     times_over: int = 0  # transitions into `over` so far
+    above: int = 0  # the last sample's RSS above the baseline
     peak_above_baseline: int = 0
 
     def check(self) -> bool:
         """Sample once; returns `over`."""
         current = self.rss()
+        if current is None:  # not measurable here: never over
+            return False
         if self.baseline is None:
             self.baseline = current
-        above = current - self.baseline
+        above = self.above = current - self.baseline
         self.peak_above_baseline = max(self.peak_above_baseline, above)
         over = above > self.limit
         if over and not self.over:
@@ -80,5 +88,5 @@ class MemoryWatch:
                 log.warning("resident memory is %d MiB above its start (%d MiB allowed: live_store.max_bytes + "
                             "live_store.memory_overhead_bytes + storage.trace.cache_bytes); flushing early "
                             "and refusing writes until it is back",
-                            (self.rss() - (self.baseline or 0)) >> 20, self.limit >> 20)
+                            self.above >> 20, self.limit >> 20)
             await trio.sleep(self.interval)

@@ -12,7 +12,7 @@ import trio.testing
 from test_livestore_segments import Clock, table
 
 from tempo_lite.livestore import PRESSURE_FRACTION, LiveStore
-from tempo_lite.livestore.memory import MemoryWatch
+from tempo_lite.livestore.memory import MemoryWatch, process_rss
 from tempo_lite.metrics import Metrics
 
 MiB = 1 << 20
@@ -115,3 +115,10 @@ def test_without_a_watch_the_live_store_is_never_over_its_memory_bound() -> None
     wal: Any = SimpleNamespace(partitions=1)
     live = LiveStore(wal, Metrics(), max_bytes=1 << 20, complete_block_timeout=60, clock=Clock())
     assert live.memory is None and not live.memory_over
+
+
+def test_the_watch_reads_this_process_rss_and_is_never_over_where_it_cannot() -> None:
+    rss = process_rss()
+    assert rss is None or rss > 1 << 20  # Linux: this interpreter's resident set
+    watch = MemoryWatch(0, rss=lambda: None, trim=lambda: True)
+    assert not watch.check() and watch.baseline is None
