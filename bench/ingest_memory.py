@@ -1,6 +1,6 @@
 """Benchmark: peak RSS and 503 streaks of a real `tempo-lite serve` under sustained ingest, shipped defaults.
 
-    .venv/bin/python bench/ingest_memory.py [--seconds 60] [--clients 4] [--spans-per-request 1000]
+    .venv/bin/python bench/ingest_memory.py [--seconds 60] [--clients 4] [--spans-per-request 1000] [--max-bytes N]
 
 The server runs with the default live-store and block-builder settings (only the ingestion rate limit
 is raised out of the way). Prints acknowledged spans/s, the server's peak RSS (psutil, every 50 ms),
@@ -35,10 +35,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--spans-per-request", type=int, default=1000)
+    parser.add_argument("--max-bytes", type=int, default=None,
+                        help="live_store.max_bytes (default: the shipped default)")
     args = parser.parse_args()
     payloads = [request_bytes(args.spans_per_request, seed=i) for i in range(20)]
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp), cycle="30s", extra=EXTRA)  # 30 s: the shipped default
+        extra = EXTRA if args.max_bytes is None else EXTRA + f"live_store: {{max_bytes: {args.max_bytes}}}\n"
+        server = ServerProcess(Path(tmp), cycle="30s", extra=extra)  # 30 s: the shipped default
         server.start(timeout=60)
         proc = psutil.Process(server.proc.pid)
         time.sleep(1.0)

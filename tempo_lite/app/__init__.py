@@ -167,6 +167,9 @@ class TempoLite:
                 quarantine=quarantine_dir(cfg.storage.trace.wal.path),
                 partitions=None if plan.all_in_one else self._consumed_partitions(),
                 group=LIVESTORE_GROUP if serves else None,
+                # The watch allows the block cache too: it fills as blocks are written, and no flush frees it.
+                memory_overhead=(cfg.live_store.memory_overhead_bytes + cfg.storage.trace.cache_bytes)
+                if serves and cfg.live_store.memory_overhead_bytes else None,
             )
             self.livestore_local = True
         if plan.store and (plan.block_builder or plan.compactor or plan.query):

@@ -27,12 +27,19 @@ from tempo_lite.config import BlockConfig
 from tempo_lite.errors import StorageError
 from tempo_lite.faults import fault_point
 from tempo_lite.livestore import BLOCKBUILDER_GROUP, LiveStore
+from tempo_lite.livestore.allocator import trim as trim_allocator
 from tempo_lite.metrics import Metrics
 from tempo_lite.storage.retry import with_backoff
 from tempo_lite.storage.store import ObjectNotFound, ObjectStore
 from tempo_lite.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
+
+# Under memory pressure blocks are cut at max_bytes / PRESSURE_BLOCK_FRACTION of span table (encoding
+# holds ~3-4x the table at its peak; docs/reliability.md, "Memory under sustained ingest"), but not below
+# min(MIN_PRESSURE_BLOCK_BYTES, max_bytes / 16): smaller blocks cost spans/s and fill the block cache.
+PRESSURE_BLOCK_FRACTION = 32
+MIN_PRESSURE_BLOCK_BYTES = 4 << 20
 
 
 class BlockBuilder:
@@ -66,7 +73,9 @@ class BlockBuilder:
         # Attempts per block and flush: then the next tenant gets its turn, and the failed one is
         # retried at the next flush (one tenant's failing store writes never hold back another's).
         self.write_attempts = 3
-        self.pressure_block_bytes = max(1, min(max_block_bytes, livestore.max_bytes // 16))
+        smallest = min(MIN_PRESSURE_BLOCK_BYTES, livestore.max_bytes // 16)
+        self.pressure_block_bytes = max(1, min(max_block_bytes, max(livestore.max_bytes // PRESSURE_BLOCK_FRACTION,
+                                                                    smallest)))
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -229,8 +238,10 @@ class BlockBuilder:
                      partition, first, end)
         for meta in metas:
             self.blocklist.add(meta)
-        if self.livestore.under_pressure:
+        if self.livestore.under_pressure or self.livestore.memory_over:
             self.livestore.release_flushed()
+            # The released tables' memory goes back to the system, not only into glibc's free lists.
+            await trio.to_thread.run_sync(trim_allocator, limiter=self.encode_limiter)
         if cut is not None or chunk is not None:  # the rest of the partition
             written += await self._flush_partition(partition)
         return written

@@ -185,6 +185,10 @@ class LiveStoreConfig:
     max_bytes: ByteSize = ByteSize(512 << 20)
     # How long flushed spans stay queryable from memory (covers block-list refresh delays).
     complete_block_timeout: Duration = Duration(60.0)
+    # Resident memory allowed above the process's start-up RSS on top of max_bytes and the block cache
+    # (docs/reliability.md, "Memory under sustained ingest"); above it the live-store flushes early and
+    # refuses writes. 0: unwatched.
+    memory_overhead_bytes: ByteSize = ByteSize(160 << 20)
     # The WAL partitions a `live-store` role consumes; empty: all of them (docs/scaling.md).
     partitions: tuple[int, ...] = ()
     # Its availability zone: two live-stores of one partition in different zones both consume it and a

@@ -25,6 +25,7 @@ from tempo_lite.livestore.decode import (
     record_digest,
     unbuildable,
 )
+from tempo_lite.livestore.memory import MemoryWatch
 from tempo_lite.metrics import Metrics
 from tempo_lite.wal import WalRecord, WriteAheadLog
 from tempo_lite.wal.quarantine import set_aside as keep_record
@@ -39,12 +40,19 @@ log = logging.getLogger(__name__)
 GROUP = "livestore"
 BLOCKBUILDER_GROUP = "blockbuilder"
 # Memory (docs/reliability.md): flush early once max_bytes / PRESSURE_FRACTION is in use. 1/4 kept the
-# live-store at ~145 MiB of the default 512 MiB and peak RSS at 514-595 MiB; 1/8 at ~80 MiB and 458 MiB.
-PRESSURE_FRACTION = 8
+# live-store at ~145 MiB of the default 512 MiB and peak RSS at 514-595 MiB; 1/8 at ~80 MiB and 449-468
+# MiB; 1/16 (with 16 MiB pressure blocks and 4 MiB batches) at ~40-53 MiB and 346-427 MiB. Not below
+# min(MIN_PRESSURE_BYTES, max_bytes / 8): with max_bytes 64 MiB, 1/16 meant 2 MiB blocks, ~20% fewer
+# spans/s and the block cache filling twice as fast.
+PRESSURE_FRACTION = 16
+MIN_PRESSURE_BYTES = 8 << 20
 # Span-table bytes per OTLP payload byte (bench/payloads.py, 1,000-span requests: 631 KB from 373 KB).
 DECODED_BYTES_PER_PAYLOAD_BYTE = 1.7
-MAX_BATCH_BYTES = 8 << 20
+# WAL payload decoded at once: max_bytes / BATCH_FRACTION within these (4 MiB at the defaults; 8 MiB
+# batches held ~30 MiB of transient at the peak, and peak RSS went from 427 to 346 MiB with 4 MiB).
+MAX_BATCH_BYTES = 4 << 20
 MIN_BATCH_BYTES = 256 << 10
+BATCH_FRACTION = 64
 
 
 @dataclass
@@ -81,6 +89,7 @@ class LiveStore:
         quarantine: Path | None = None,
         partitions: tuple[int, ...] | None = None,
         group: str | None = GROUP,
+        memory_overhead: int | None = None,
     ) -> None:
         self.wal = wal
         self.metrics = metrics
@@ -89,8 +98,8 @@ class LiveStore:
         self.clock = clock
         self.batch_records = batch_records
         # WAL payload decoded per batch: its transient (payloads, parsed messages, Arrow) is several times
-        # the bytes, so it scales with the bound (8 MiB at the default 512 MiB).
-        self.batch_bytes = batch_bytes or min(MAX_BATCH_BYTES, max(MIN_BATCH_BYTES, max_bytes // 64))
+        # the bytes, so it scales with the bound (4 MiB at the default 512 MiB).
+        self.batch_bytes = batch_bytes or min(MAX_BATCH_BYTES, max(MIN_BATCH_BYTES, max_bytes // BATCH_FRACTION))
         self.on_batch = on_batch  # the metrics-generator, when enabled
         self.quarantine = quarantine  # where poison records are set aside (None: only logged and counted)
         # The partitions consumed (a `live-store` role may take a subset; docs/scaling.md).
@@ -111,11 +120,17 @@ class LiveStore:
         self.decode_limiter = trio.CapacityLimiter(1)
         self.changed = trio.Event()  # set whenever new data arrives (block-builder size trigger)
         self.replayed = trio.Event()  # set once every partition has caught up with the WAL at start-up
+        # The process's RSS against max_bytes + memory_overhead (None: not watched; `memory.py`).
+        self.memory = MemoryWatch(max_bytes + memory_overhead) if memory_overhead is not None else None
+        # Live-store bytes from which the block-builder flushes at once (see PRESSURE_FRACTION).
+        self.pressure_bytes = max(max_bytes // PRESSURE_FRACTION, min(MIN_PRESSURE_BYTES, max_bytes // 8))
 
     # --- consuming -------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            if self.memory is not None:  # first: its baseline is the RSS before any replayed record
+                await nursery.start(self.memory.run, self._memory_changed)
             caught_up = []
             for p in self.partitions:
                 start = await self.wal.committed(BLOCKBUILDER_GROUP, p)
@@ -201,8 +216,7 @@ class LiveStore:
         self.nbytes += nbytes
         self.version += 1
         self.metrics.livestore_bytes.set(self.nbytes)
-        self.changed.set()
-        self.changed = trio.Event()
+        self._notify()
 
     async def catch_up(self, timeout: float = 30.0) -> bool:
         """Wait until everything appended to the WAL so far has been consumed (used before a final flush)."""
@@ -259,9 +273,26 @@ class LiveStore:
 
     @property
     def under_pressure(self) -> bool:
-        """An eighth of `max_bytes` in use (PRESSURE_FRACTION): flush now, in smaller blocks, and free
-        flushed segments at once (docs/reliability.md, "Memory under sustained ingest")."""
-        return self.nbytes >= self.max_bytes // PRESSURE_FRACTION
+        """`pressure_bytes` in use (a sixteenth of `max_bytes`), or the process over its memory bound with
+        a decode batch's worth pending: flush now, in smaller blocks, and free flushed segments at once
+        (docs/reliability.md, "Memory under sustained ingest")."""
+        if self.nbytes >= self.pressure_bytes:
+            return True
+        return self.memory_over and self.pending_bytes() >= min(self.batch_bytes, self.pressure_bytes)
+
+    @property
+    def memory_over(self) -> bool:
+        """The process's RSS is above its bound (`memory.py`; False when not watched)."""
+        return self.memory is not None and self.memory.over
+
+    def _memory_changed(self, over: bool) -> None:
+        if over:
+            self.release_flushed()
+            self._notify()  # the block-builder re-checks `under_pressure`
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def release_flushed(self) -> None:
         """Drop every flushed segment now (their blocks are in the block list) instead of after the
@@ -328,9 +359,12 @@ class LiveStore:
 
     @property
     def saturated(self) -> bool:
-        """`max_bytes` held, counting what is acknowledged but not yet decoded: under full-speed ingest the
-        WAL runs ahead of the decoder, and without the backlog the tables overshot to twice `max_bytes`."""
-        return self.nbytes + int(self.backlog_bytes * DECODED_BYTES_PER_PAYLOAD_BYTE) >= self.max_bytes
+        """`max_bytes` held, counting what is acknowledged but not yet decoded (under full-speed ingest the
+        WAL runs ahead of the decoder, and without the backlog the tables overshot to twice `max_bytes`);
+        or the process over its memory bound while a pressure flush's worth is held (refusing when less
+        is held would free nothing: `memory.py`)."""
+        held = self.nbytes + int(self.backlog_bytes * DECODED_BYTES_PER_PAYLOAD_BYTE)
+        return held >= self.max_bytes or (self.memory_over and held >= self.pressure_bytes)
 
     def note_appended(self, payload_bytes: int) -> None:
         """The distributor appended this many payload bytes to partitions this live-store consumes."""

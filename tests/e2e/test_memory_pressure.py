@@ -12,14 +12,12 @@ import trio
 from conftest import start_tempo, tempo_config_text
 from test_block_identity import otlp_request
 
-from tempo_lite.livestore import PRESSURE_FRACTION
-
 
 @pytest.mark.slow
 async def test_pressure_flushes_before_the_cycle_and_frees_memory(
     nursery: trio.Nursery, tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
-    # 1 h cycle and 256 MiB blocks: only memory pressure (an eighth of 4 MiB) can cut a block here.
+    # 1 h cycle and 256 MiB blocks: only memory pressure (an eighth of 4 MiB: `pressure_bytes`) can cut a block here.
     tempo = await start_tempo(nursery, tempo_config_text(tmp_path, "live_store: {max_bytes: 4194304}", cycle="1h"))
     tl = tempo.tl
     url = tempo.url("otlp_http") + "/v1/traces"
@@ -34,7 +32,7 @@ async def test_pressure_flushes_before_the_cycle_and_frees_memory(
                 await trio.sleep(0.01)
             while tl.livestore.under_pressure:
                 await trio.sleep(0.05)
-        assert tl.livestore.nbytes < tl.livestore.max_bytes // PRESSURE_FRACTION
+        assert tl.livestore.nbytes < tl.livestore.pressure_bytes
         metas = list((tmp_path / "blocks").glob("single-tenant/*/meta.json"))
         assert metas
         for tid in sent[:: max(1, len(sent) // 50)]:
