@@ -144,6 +144,24 @@ def test_generated_pipelines_agree_with_the_walk(data: TracesData, query: str, s
 # Structural operators: the column-wise masks are the per-trace relation, for every operator.
 
 
+def _nested_numbers(children: dict[int, list[int]], n: int) -> list[list[int]]:
+    """Nested-set (left, right) of each span of a tree rooted at span 0, numbered depth first."""
+    lr = [[0, 0] for _ in range(n)]
+    counter = 0
+
+    def visit(i: int) -> None:
+        nonlocal counter
+        counter += 1
+        lr[i][0] = counter
+        for c in children.get(i, []):
+            visit(c)
+        counter += 1
+        lr[i][1] = counter
+
+    visit(0)
+    return lr
+
+
 @st.composite
 def _forest(draw: st.DrawFn) -> tuple[NestedSets, np.ndarray, np.ndarray, np.ndarray]:
     """Traces of random trees (some spans disconnected), as nested sets in trace order, and masks a, b."""
@@ -157,19 +175,7 @@ def _forest(draw: st.DrawFn) -> tuple[NestedSets, np.ndarray, np.ndarray, np.nda
         children: dict[int, list[int]] = {}
         for i, p in enumerate(parents[1:], 1):
             children.setdefault(p, []).append(i)
-        lr = [[0, 0] for _ in range(n)]
-        counter = 0
-
-        def visit(i: int) -> None:
-            nonlocal counter
-            counter += 1
-            lr[i][0] = counter
-            for c in children.get(i, []):
-                visit(c)
-            counter += 1
-            lr[i][1] = counter
-
-        visit(0)
+        lr = _nested_numbers(children, n)
         for i in range(n):
             gone = i > 0 and draw(st.integers(0, 7)) == 0
             left.append(0 if gone else lr[i][0])
