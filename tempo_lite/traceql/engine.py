@@ -5,14 +5,22 @@ a query's pipeline stages.
 (`engine_context.SpanContext`), then walks only the traces that have a span passing some filter (or
 all traces when a pipeline starts with `by()`, `select()` or a scalar filter) and applies spanset
 operators, structural operators, aggregates, `by()`, `coalesce()` and `select()` on numpy arrays of
-row indices per trace. `evaluate_columns` gives the same answer column-wise; `candidate_trace_ids`
-and `trace_matches` are the cheap supersets (and exact matches) for traces split across sources.
+row indices per trace: the per-trace walk, kept as the reference. `evaluate_columns` gives the same
+answer column-wise over the whole table (`engine_pipeline.PipelineColumns`): filters, `&&`/`||` across
+spansets, every structural operator with its negated and union forms (`engine_structural_cols`),
+scalar filters, `coalesce()`, `select()` and a final `by()`. It falls back to the walk only for:
+`by()` followed by anything but `select()` (or inside an operand), an operand of `&&`/`||`/structural
+that adds spanset attributes (a scalar filter inside parentheses), `sum`/`avg`/`min`/`max` over float
+values or integer sums reaching 2**52 (the walk's summation order decides the last bit), and stages
+the walk rejects with an error. `candidate_trace_ids` and `trace_matches` are the cheap supersets (and
+exact matches) for traces split across sources.
 
 The other parts of the engine, one job each:
 - `engine_query`: what a query reads and how its pipeline is shaped (AST walks, shared with the querier).
 - `engine_context`: field expressions and `{ }` filters column-wise, over the values `engine_span_values`
   looks up (attribute indexes in `engine_attrs`) as typed columns (`engine_values`).
 - `engine_aggregates`: scalar filters over aggregates and `by()`; `engine_structural`: `>`, `>>`, `~`...
+  per trace, `engine_structural_cols` over all traces; `engine_pipeline`: pipelines over all traces.
 - `engine_results` and `engine_columns`: the answer as objects per trace, or column-wise.
 
 Semantics decisions (docs/traceql.md has the language notes):

@@ -9,6 +9,7 @@ per-trace walk only indexes numpy arrays) and evaluates those stages per spanset
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,38 @@ _NP_COMPARE: dict[Op, Callable[[np.ndarray, float], np.ndarray]] = {
     Op.EQ: np.equal, Op.NEQ: np.not_equal, Op.LT: np.less, Op.LTE: np.less_equal,
     Op.GT: np.greater, Op.GTE: np.greater_equal,
 }
+
+
+@dataclass
+class PerTrace:
+    """An aggregate of every trace's rows at once: whether the trace has a value, the value as float64
+    (exact: integers below 2**52), the count of rows aggregated and, per numeric slot, the traces with
+    rows of that slot (which decide the kind of the value, as `Aggregates.aggregate` does)."""
+
+    op: AggregateOp
+    has: np.ndarray
+    value: np.ndarray
+    count: np.ndarray
+    kinds: dict[str, np.ndarray]
+
+    def typed(self, traces: np.ndarray) -> list[TypedValue]:
+        """The values of traces `traces` (each with a value) as `Aggregates.aggregate` gives them."""
+        if self.op is AggregateOp.COUNT:
+            return [("int", c) for c in self.count[traces].tolist()]
+        kind = np.full(len(traces), "float", dtype=object)
+        n_kinds = np.zeros(len(traces), dtype=np.int64)
+        for slot, present in self.kinds.items():
+            here = present[traces]
+            kind[here & (n_kinds == 0)] = slot
+            n_kinds += here
+        kind[n_kinds > 1] = "float"
+        out: list[TypedValue] = []
+        for k, v in zip(kind.tolist(), self.value[traces].tolist(), strict=True):
+            if self.op is AggregateOp.AVG:
+                out.append(("dur", int(round(v))) if k == "dur" and v.is_integer() else ("float", v))
+            else:
+                out.append(("float", float(v)) if k == "float" else (k, int(v)))
+        return out
 
 
 class Aggregates:
@@ -113,62 +146,81 @@ class Aggregates:
         """Per trace, whether the aggregate of its rows passing the mask `rows` passes the comparison;
         None when only the per-trace walk gives the exact value (sums of floats, whose order could
         change the last bit; integer sums reaching 2**52)."""
+        found = self.scalar_columns(st, rows, span_trace, n_traces)
+        return None if found is None else found[0]
+
+    def scalar_columns(
+        self, st: ScalarFilter, rows: np.ndarray, span_trace: np.ndarray, n_traces: int
+    ) -> tuple[np.ndarray, PerTrace | None] | None:
+        """`scalar_per_trace` with the aggregate per trace (None when the comparison can never hold)."""
         if not isinstance(st.lhs, Aggregate) or not isinstance(st.rhs, Static):
             return None
         if not st.rhs.type.is_numeric:
-            return np.zeros(n_traces, dtype=bool)
+            return np.zeros(n_traces, dtype=bool), None
         y = st.rhs.value
         if not isinstance(y, (int, float)) or abs(y) >= 2**52:
             return None
-        agg = st.lhs
-        if agg.op is AggregateOp.COUNT:
-            value = np.bincount(span_trace[rows], minlength=n_traces).astype(np.float64)
-            has = value > 0
-        else:
-            assert agg.expr is not None
-            count = np.zeros(n_traces, dtype=np.int64)
-            total = np.zeros(n_traces, dtype=np.float64)
-            low = np.full(n_traces, np.inf)
-            high = np.full(n_traces, -np.inf)
-            for slot, dense, valid in self.numeric_slots(agg.expr):
-                sel = rows & valid
-                if not sel.any():
-                    continue
-                if slot == "float":
-                    return None
-                v = dense[sel].astype(np.float64)
-                if np.abs(v).sum() >= 2**52:
-                    return None
-                t = span_trace[sel]
-                count += np.bincount(t, minlength=n_traces)
-                total += np.bincount(t, weights=v, minlength=n_traces)
-                if agg.op is AggregateOp.MIN:
-                    np.minimum.at(low, t, v)
-                elif agg.op is AggregateOp.MAX:
-                    np.maximum.at(high, t, v)
-            has = count > 0
-            if agg.op is AggregateOp.AVG:
-                value = total / np.maximum(count, 1)
-            elif agg.op is AggregateOp.MIN:
-                value = low
-            elif agg.op is AggregateOp.MAX:
-                value = high
-            elif agg.op is AggregateOp.SUM:
-                value = total
-            else:
-                return None
+        per = self.per_trace(st.lhs, rows, span_trace, n_traces)
+        if per is None:
+            return None
         cmp = _NP_COMPARE.get(st.op)
         if cmp is None:
-            return np.zeros(n_traces, dtype=bool)
+            return np.zeros(n_traces, dtype=bool), per
         with np.errstate(invalid="ignore"):
-            return has & cmp(value, float(y))
+            return per.has & cmp(per.value, float(y)), per
+
+    def per_trace(self, agg: Aggregate, rows: np.ndarray, span_trace: np.ndarray, n_traces: int) -> PerTrace | None:
+        """`aggregate` of every trace's rows passing the mask `rows` at once; None when only the
+        per-trace walk gives the exact value (float values, integer sums reaching 2**52)."""
+        if agg.op is AggregateOp.COUNT:
+            count = np.bincount(span_trace[rows], minlength=n_traces)
+            return PerTrace(agg.op, count > 0, count.astype(np.float64), count, {})
+        assert agg.expr is not None
+        count = np.zeros(n_traces, dtype=np.int64)
+        total = np.zeros(n_traces, dtype=np.float64)
+        low = np.full(n_traces, np.inf)
+        high = np.full(n_traces, -np.inf)
+        kinds: dict[str, np.ndarray] = {}
+        for slot, dense, valid in self.numeric_slots(agg.expr):
+            sel = rows & valid
+            if not sel.any():
+                continue
+            if slot == "float":
+                return None
+            v = dense[sel].astype(np.float64)
+            if np.abs(v).sum() >= 2**52:
+                return None
+            t = span_trace[sel]
+            per_slot = np.bincount(t, minlength=n_traces)
+            kinds[slot] = per_slot > 0
+            count += per_slot
+            total += np.bincount(t, weights=v, minlength=n_traces)
+            if agg.op is AggregateOp.MIN:
+                np.minimum.at(low, t, v)
+            elif agg.op is AggregateOp.MAX:
+                np.maximum.at(high, t, v)
+        if agg.op is AggregateOp.AVG:
+            value = total / np.maximum(count, 1)
+        elif agg.op is AggregateOp.MIN:
+            value = low
+        elif agg.op is AggregateOp.MAX:
+            value = high
+        elif agg.op is AggregateOp.SUM:
+            value = total
+        else:
+            return None
+        return PerTrace(agg.op, count > 0, value, count, kinds)
+
+    def codes(self, expr: FieldExpr) -> tuple[np.ndarray, list[TypedValue]]:
+        """`expr`'s group code per span row (-1: no value) and the value of each code."""
+        if expr not in self._codes:
+            self._codes[expr] = group_codes(self.ctx.span_value(expr))
+        return self._codes[expr]
 
     def group_by(self, st: GroupBy, inputs: list[Spanset]) -> list[Spanset]:
         """`by(expr)`: each spanset split by the value of `expr` (nil for spans without one), groups in
         the order of their first span, the group's value as an attribute."""
-        if st.expr not in self._codes:
-            self._codes[st.expr] = group_codes(self.ctx.span_value(st.expr))
-        codes, values = self._codes[st.expr]
+        codes, values = self.codes(st.expr)
         key = render(st)
         out = []
         for ss in inputs:

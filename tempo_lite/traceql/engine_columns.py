@@ -2,9 +2,9 @@
 answer without a Python object per trace, spanset or shown span.
 
 `ColumnResults` is mixed into `engine._Evaluator` (it uses the evaluator's masks, trace index, nested
-sets and shown values). Pipelines of filters, `{a} && {b}`, `{a} || {b}`, `{a} > {b}`, `{a} ~ {b}` and
-`{f} | count() op n` are answered with numpy over whole columns; the per-trace walk's matches of any
-other pipeline are collected into the same columns.
+sets and shown values). Pipelines of filters are answered with numpy over whole columns, other pipelines
+by `engine_pipeline.PipelineColumns` (structural operators, `&&`/`||`, scalar filters, `by()`...);
+the per-trace walk's matches of what that leaves to the walk are collected into the same columns.
 """
 
 from __future__ import annotations
@@ -15,23 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from tempo_lite.traceql.ast import (
-    Aggregate,
-    AggregateOp,
-    Pipeline,
-    ScalarFilter,
-    SpansetFilter,
-    SpansetOp,
-    SpansetOperation,
-    render,
-)
+from tempo_lite.traceql.ast import Pipeline, SpansetFilter
+from tempo_lite.traceql.engine_pipeline import PipelineColumns, WalkNeeded
 from tempo_lite.traceql.engine_results import Spanset, result_fields
-from tempo_lite.traceql.engine_structural import NestedSets, related
+from tempo_lite.traceql.engine_structural import NestedSets
 from tempo_lite.traceql.engine_values import Col, TypedValue
 
 if TYPE_CHECKING:
     from tempo_lite.spantable import SpanTable
     from tempo_lite.traceql.ast import AttributeRef, Query
+    from tempo_lite.traceql.engine_aggregates import Aggregates
 
 @dataclass
 class SpansetColumns:
@@ -71,6 +64,7 @@ class ColumnResults:
     _masks: dict[SpansetFilter, np.ndarray]
     _mask_ids: dict[int, np.ndarray]
     trace_index: tuple[pa.Array, np.ndarray] | None
+    aggregates: Aggregates
 
     if TYPE_CHECKING:
         def _candidates(self, limit: int | None) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]: ...
@@ -88,11 +82,10 @@ class ColumnResults:
         ids, span_trace, candidates, column_wise = self._candidates(limit)
         if column_wise:
             return self._filter_columns(ids, span_trace, candidates[:limit], spss, self._passing())
-        shape = self._one_spanset(span_trace, len(ids))
-        if shape is not None:
-            passing, exact, count_key = shape
-            chosen = candidates[exact[candidates]][:limit]
-            return self._filter_columns(ids, span_trace, chosen, spss, passing, count_key)
+        try:
+            return self._pipeline_columns(ids, span_trace, candidates, spss, limit)
+        except WalkNeeded:
+            pass
         return self._walk_columns(self._walk(ids, span_trace, candidates, limit), ids.type, spss)
 
     def _passing(self) -> np.ndarray:
@@ -104,45 +97,46 @@ class ColumnResults:
                 passing &= self._mask_ids[id(st)]
         return passing
 
-    def _one_spanset(self, span_trace: np.ndarray, n_traces: int) -> tuple[np.ndarray, np.ndarray, str | None] | None:
-        """For pipelines giving each matching trace one spanset of the rows passing a mask, column-wise:
-        (that mask, per-trace matches, the `count()` key shown on the spanset or None). Handled:
-        `{a} && {b}` and `{a} || {b}` (the walk's union of both operands' rows), and `{f} | count() op n`
-        (the rows passing f, with their count); anything else is None (the per-trace walk)."""
-        stages = self.query.pipeline.stages if isinstance(self.query.pipeline, Pipeline) else ()
-        if len(stages) == 1 and isinstance(stages[0], SpansetOperation):
-            op = stages[0]
-            if op.op not in (SpansetOp.AND, SpansetOp.UNION, SpansetOp.CHILD, SpansetOp.SIBLING):
-                return None
-            if not isinstance(op.lhs, SpansetFilter) or not isinstance(op.rhs, SpansetFilter):
-                return None
-            a, b = self._masks[op.lhs], self._masks[op.rhs]
-            if op.op in (SpansetOp.CHILD, SpansetOp.SIBLING):
-                hit = related(op.op, a, b, span_trace, self._nested_sets())
-                return hit, np.bincount(span_trace[hit], minlength=n_traces) > 0, None
-            if op.op is SpansetOp.AND:
-                exact = (np.bincount(span_trace[a], minlength=n_traces) > 0) & (
-                    np.bincount(span_trace[b], minlength=n_traces) > 0)
-            else:
-                exact = np.bincount(span_trace[a | b], minlength=n_traces) > 0
-            return a | b, exact, None
-        if (
-            len(stages) == 2 and isinstance(stages[0], SpansetFilter) and isinstance(stages[1], ScalarFilter)
-            and isinstance(stages[1].lhs, Aggregate) and stages[1].lhs.op is AggregateOp.COUNT
-        ):
-            counted = self.trace_matches(span_trace, n_traces)
-            if counted is None:
-                return None
-            return self._masks[stages[0]], counted, render(stages[1].lhs)
-        return None
+    def _pipeline_columns(self, ids: pa.Array, span_trace: np.ndarray, candidates: np.ndarray, spss: int,
+                          limit: int | None) -> SpansetColumns:
+        """Any pipeline `PipelineColumns` evaluates, over all traces at once; raises `WalkNeeded` else.
+        The answer is the matching candidates, in candidate order, up to `limit`, as the walk gives."""
+        assert isinstance(self.query.pipeline, Pipeline)
+        cols = PipelineColumns(self._mask_of, self.aggregates, span_trace, len(ids), self._nested_sets)
+        sets, by = cols.run(self.query.pipeline)
+        chosen = candidates[cols.alive(sets.rows)[candidates]][:limit]
+        attrs: list[list[tuple[str, TypedValue]]] | None = None
+        if sets.attrs:
+            columns = [(key, values(chosen)) for key, values in sets.attrs]
+            attrs = [[(key, vs[i]) for key, vs in columns] for i in range(len(chosen))]
+        if by is None:
+            return self._filter_columns(ids, span_trace, chosen, spss, sets.rows, attrs)
+        position = np.full(len(ids), -1, dtype=np.int64)
+        position[chosen] = np.arange(len(chosen))
+        groups = cols.groups(by, sets.rows, position)
+        set_position = groups.set_position
+        set_attrs = [[*(attrs[p] if attrs else []), (groups.key, v)]
+                     for p, v in zip(set_position.tolist(), groups.values, strict=True)]
+        rows = np.flatnonzero(groups.set_of_row >= 0)
+        key = groups.set_of_row[rows]
+        by_set = np.argsort(key, kind="stable")
+        rows, key = rows[by_set], key[by_set]
+        matched = np.bincount(key, minlength=len(set_position))
+        first = np.concatenate([[0], np.cumsum(matched)])[:-1]
+        shown = (np.arange(len(rows)) - first[key]) < spss
+        return self._columns(ids.take(pa.array(chosen, pa.int64())), set_position, matched, set_attrs,
+                             key[shown], rows[shown])
+
+    def _mask_of(self, f: SpansetFilter) -> np.ndarray:
+        mask = self._mask_ids.get(id(f))
+        return mask if mask is not None else self._masks[f]
 
     def _filter_columns(
         self, ids: pa.Array, span_trace: np.ndarray, chosen: np.ndarray, spss: int, passing: np.ndarray,
-        count_key: str | None = None,
+        attrs: list[list[tuple[str, TypedValue]]] | None = None,
     ) -> SpansetColumns:
         """`_filter_spansets` + `_materialize` column-wise: one spanset per chosen trace (its rows passing
-        `passing`, ascending), its first `spss` rows shown; with `count_key`, the spanset shows its row
-        count under that key (as `| count() ...` does)."""
+        `passing`, ascending), its first `spss` rows shown, with `attrs` (per chosen trace) if given."""
         position = np.full(len(ids), -1, dtype=np.int64)
         position[chosen] = np.arange(len(chosen))
         rows = np.flatnonzero(passing & (position[span_trace] >= 0))
@@ -152,9 +146,6 @@ class ColumnResults:
         matched = np.bincount(key, minlength=len(chosen))
         first = np.concatenate([[0], np.cumsum(matched)])[:-1]
         shown = (np.arange(len(rows)) - first[key]) < spss
-        attrs: list[list[tuple[str, TypedValue]]] | None = None
-        if count_key is not None:
-            attrs = [[(count_key, ("int", m))] for m in matched.tolist()]
         return self._columns(ids.take(pa.array(chosen, pa.int64())), np.arange(len(chosen)), matched, attrs,
                              key[shown], rows[shown])
 

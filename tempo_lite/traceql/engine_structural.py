@@ -3,7 +3,8 @@ comparisons of nested-set numbers: `left`/`right` bound a span's subtree, `paren
 Disconnected spans (nested-set left 0) never take part in a structural result, negated ones included.
 
     structural(op, a_rows, b_rows, nested)   one trace: the rows of b (and a, for unions) the operator keeps
-    related(op, a, b, span_trace, nested)    `{a} > {b}` and `{a} ~ {b}` over every trace of a table at once
+
+`engine_structural_cols` has the same operators over every trace of a table at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from tempo_lite.traceql.ast import SpansetOp
 
 # Negated and union operators, by the plain relation they test.
-_BASE = {
+BASE = {
     SpansetOp.NOT_CHILD: SpansetOp.CHILD,
     SpansetOp.NOT_PARENT: SpansetOp.PARENT,
     SpansetOp.NOT_DESCENDANT: SpansetOp.DESCENDANT,
@@ -45,7 +46,7 @@ def structural(op: SpansetOp, a_rows: np.ndarray, b_rows: np.ndarray, nested: Ne
     b = b_rows[left[b_rows] > 0]
     if len(b) == 0:
         return b
-    base = _BASE.get(op, op)
+    base = BASE.get(op, op)
     # rel[i, j]: relation holds between a[i] and b[j].
     la, ra, pa_ = left[a][:, None], right[a][:, None], parent[a][:, None]
     lb, rb, pb = left[b][None, :], right[b][None, :], parent[b][None, :]
@@ -66,28 +67,3 @@ def structural(op: SpansetOp, a_rows: np.ndarray, b_rows: np.ndarray, nested: Ne
         hit_a = rel[:, hit_b].any(axis=1)
         return np.union1d(b[hit_b], a[hit_a])
     return b[hit_b]
-
-
-def related(op: SpansetOp, a: np.ndarray, b: np.ndarray, span_trace: np.ndarray, nested: NestedSets) -> np.ndarray:
-    """`{a} > {b}` (child) or `{a} ~ {b}` (sibling) over every trace at once, for row masks a and b: the
-    mask of rows of b related to some row of a in the same trace, as `structural` judges them per trace
-    (disconnected spans left out), by (trace, nested-set number) keys instead of a per-trace matrix."""
-    left, _, parent = nested
-    connected = left > 0
-    a_rows = np.flatnonzero(a & connected)
-    b_rows = np.flatnonzero(b & connected)
-    out = np.zeros(len(a), dtype=bool)
-    if not len(a_rows) or not len(b_rows):
-        return out
-    base = int(max(left.max(), parent.max())) + 3
-    trace = span_trace.astype(np.int64) * base
-    if op is SpansetOp.CHILD:  # b's parent is a
-        hit = np.isin(trace[b_rows] + parent[b_rows] + 2, trace[a_rows] + left[a_rows] + 2)
-    else:  # sibling: a row of a with the same parent, other than b itself
-        keys, counts = np.unique(trace[a_rows] + parent[a_rows] + 2, return_counts=True)
-        b_keys = trace[b_rows] + parent[b_rows] + 2
-        pos = np.minimum(np.searchsorted(keys, b_keys), len(keys) - 1)
-        same = np.where(keys[pos] == b_keys, counts[pos], 0)
-        hit = same - a[b_rows].astype(np.int64) > 0
-    out[b_rows[hit]] = True
-    return out
