@@ -4,15 +4,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import trio
 import trio.testing
 from test_compactor import NOW_NS, _compactor, _meta, _traces, _write
 
+from tempo_lite.backend.scheduler import BackendScheduler, NotLeader
 from tempo_lite.backend.tracker import JobTracker
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.block.meta import COMPACTED_META, META, BlockMeta
 from tempo_lite.block.reader import BlockReader
 from tempo_lite.compactor.jobs import CompactionJob, RetentionJob, job_from_json, job_to_json, plan_tenant
+from tempo_lite.config import load_config_text
+from tempo_lite.config.schema import BackendWorkerConfig
+from tempo_lite.errors import ConfigError
+from tempo_lite.roles import plan_for
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import memory_store
 
@@ -145,3 +153,47 @@ async def test_tracker_hands_out_what_the_block_list_plans() -> None:
         tracker.finish(job.job_id, "w", ok=True)
     assert kinds == ["RetentionJob", "CompactionJob"]
     assert tracker.offer(compactor.plan("t", tracker.busy())) == 1  # only retention: one block left
+
+
+class _Election:
+    leading = False
+
+
+async def test_a_scheduler_hands_out_jobs_only_while_it_leads(autojump_clock: trio.testing.MockClock) -> None:
+    store = memory_store()
+    start = NOW_NS - 60 * 10**9
+    for i, name in enumerate(["p", "q"]):
+        await _write(store, name, _traces(i + 1, start))
+    compactor, _ = await _compactor(store)
+    election = _Election()
+    scheduler = BackendScheduler(compactor, election, job_timeout=20.0, max_attempts=3, cycle=30.0)
+    await scheduler.tick()
+    with pytest.raises(NotLeader):
+        scheduler.next_job("w")
+    election.leading = True
+    await scheduler.tick()
+    with pytest.raises(NotLeader, match="waiting out"):  # the old leader's jobs may still run
+        scheduler.next_job("w")
+    await trio.sleep(20.0)
+    await scheduler.tick()
+    retention = scheduler.next_job("w")
+    compaction = scheduler.next_job("w")
+    assert isinstance(retention, RetentionJob) and isinstance(compaction, CompactionJob)
+    out = await compactor.execute(compaction)
+    assert scheduler.report(compaction.job_id, "w", ok=True, output=out) == "done"
+    assert [m.block_id for m in compactor.blocklist.blocks("t")] == [compaction.output_id]
+    election.leading = False
+    await scheduler.tick()
+    assert not scheduler.tracker.running and scheduler.state() == "standby"
+    assert scheduler.report(retention.job_id, "w", ok=True) == "unknown"
+
+
+def test_backend_roles_refuse_a_configuration_they_cannot_work_with() -> None:
+    shared = load_config_text("storage: {trace: {backend: local, local: {path: /tmp/x, shared: true}}}")
+    with pytest.raises(ConfigError, match="Kafka consumer group"):
+        plan_for(shared, "backend-scheduler")
+    with pytest.raises(ConfigError, match="backend_worker.schedulers"):
+        plan_for(shared, "backend-worker")
+    plan = plan_for(dataclasses.replace(shared, backend_worker=BackendWorkerConfig(schedulers=("http://s",))),
+                    "backend-worker")
+    assert plan.backend_worker and not plan.compactor and not plan.backend_scheduler
