@@ -469,6 +469,7 @@ class TempoLite:
         ring = list(status_lines(self.ring.ring)) if self.ring is not None else []
         if self.backend.scheduler is not None:
             states["backend-scheduler-lead"] = self.backend.scheduler.state()
+            states["backend-scheduler-jobs"] = self.backend.scheduler.counts()
         return list(states.items()) + ring
 
     def refresh_gauges(self) -> None:
@@ -486,7 +487,8 @@ def no_queries(app: ASGIApp, roles: str) -> ASGIApp:
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope.get("type") == "http" and needs_fresh_data(path) and not path.startswith("/internal/live/"):
+        internal = path.startswith(("/internal/live/", "/internal/backend/"))
+        if scope.get("type") == "http" and needs_fresh_data(path) and not internal:
             body = (f"this tempo-lite runs -target={roles}: send queries to a query-frontend\n").encode()
             await send({"type": "http.response.start", "status": 404,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8")]})

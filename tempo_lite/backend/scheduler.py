@@ -54,6 +54,11 @@ class BackendScheduler:
             return "standby"
         return "leader" if self.acting else "leader (waiting out the previous leader's jobs)"
 
+    def counts(self) -> str:
+        c = self.tracker.counts
+        return (f"assigned={c.assigned} done={c.done} failed={c.failed} timed_out={c.timed_out} "
+                f"dropped={c.dropped} pending={len(self.tracker.pending)} running={len(self.tracker.running)}")
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:

@@ -40,6 +40,7 @@ from tempo_lite.compactor.jobs import (
 from tempo_lite.compactor.merge import SLICE_SPANS, merge_in_slices
 from tempo_lite.config import BlockConfig, CompactionConfig
 from tempo_lite.errors import StorageError
+from tempo_lite.faults import fault_point
 from tempo_lite.metrics import Metrics
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectNotFound, ObjectStore
@@ -180,6 +181,7 @@ class Compactor:
             compaction_level=max(m.compaction_level for m in inputs) + 1,
         )
         await write_block(self.store, block)
+        fault_point("after-compacted-block")  # crash tests: the output written, no input marked yet
         self.blocklist.add(block.meta)
         for m in inputs:
             await self.mark_compacted(m)

@@ -48,7 +48,7 @@ class RetentionJob:
 
     @property
     def job_id(self) -> str:
-        return f"retention-{self.tenant}-{self.cutoff_ns}"
+        return f"retention-{self.tenant}"  # one per tenant at a time
 
     @property
     def block_ids(self) -> frozenset[str]:
