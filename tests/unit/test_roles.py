@@ -135,7 +135,8 @@ def test_compose_services_run_shipped_configs_that_load_for_their_roles(service:
 
 def test_every_deploy_config_loads() -> None:
     names = sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "docker-compose.yaml")
-    assert names == ["block-builder.yaml", "compactor.yaml", "distributor.yaml", "live-store.yaml",
+    assert names == ["backend-scheduler.yaml", "backend-worker.yaml", "block-builder.yaml", "compactor.yaml",
+                     "distributor.yaml", "live-store.yaml",
                      "metrics-generator.yaml", "querier.yaml", "query-frontend.yaml"]
     for name in names:
         load_config(DEPLOY / name)
