@@ -72,9 +72,12 @@ class BackendWorker:
         """(ok, error, output meta JSON)."""
         try:
             out = await self.compactor.execute(job)
-        except (TempoLiteError, OSError) as exc:
-            log.warning("job failed: %s", exc)
-            return False, str(exc), None
+        except TempoLiteError as exc:
+            log.warning("job %s failed: %s", job.job_id, exc.message)
+            return False, exc.message, None
+        except Exception as exc:  # a bad block, a bug: report it and take the next job, do not die
+            log.exception("job %s failed", job.job_id)
+            return False, f"{type(exc).__name__}: {exc}", None
         self.executed += 1
         return True, "", out.to_json() if out is not None and isinstance(job, CompactionJob) else None
 
