@@ -34,15 +34,20 @@ class KafkaLeaderElection:
         self.leading = False  # set from the poll thread's callbacks; read by the scheduler loop
         self._stop = threading.Event()
 
+    # Incremental (cooperative) rebalancing: the callbacks name only the partitions added or taken away.
     def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
-        leading = any(p.partition == 0 for p in partitions)
-        if leading != self.leading:
-            log.info("backend-scheduler: %s", "leading" if leading else "standing by")
-        self.leading = leading
+        if not self.leading and any(p.partition == 0 for p in partitions):
+            log.info("backend-scheduler: leading")
+            self.leading = True
 
-    def _on_revoke(self, _consumer: Any, _partitions: list[Any]) -> None:
-        if self.leading:
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        if self.leading and any(p.partition == 0 for p in partitions):
             log.info("backend-scheduler: lead revoked, standing by")
+            self.leading = False
+
+    def _on_lost(self, _consumer: Any, _partitions: list[Any]) -> None:
+        if self.leading:
+            log.warning("backend-scheduler: lead lost (no contact with the group coordinator), standing by")
         self.leading = False
 
     def _member(self) -> None:
@@ -53,9 +58,11 @@ class KafkaLeaderElection:
         consumer = Consumer({
             **config, "group.id": self.topic, "enable.auto.commit": False, "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": max(100, session_ms // 6),
+            # A standby joining must not move the lead (an eager rebalance would revoke and reassign it).
+            "partition.assignment.strategy": "cooperative-sticky",
         })
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
+                           on_lost=self._on_lost)
         try:
             while not self._stop.is_set():
                 consumer.poll(POLL_S)
