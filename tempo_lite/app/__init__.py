@@ -106,6 +106,7 @@ class TempoLite:
             if not self.plan.all_in_one and wal_cfg.backend == "kafka" and wal_cfg.kafka.brokers else None
         )
         self.ring_member: LiveStoreMember | None = None
+        self.backend = BackendRoles()  # backend-scheduler, backend-worker (built with the components)
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
