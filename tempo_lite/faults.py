@@ -12,7 +12,7 @@ import signal
 _ACTIVE = frozenset(filter(None, os.environ.get("TEMPO_LITE_FAULT", "").split(",")))
 
 # Names the code checks; a test naming another one would never fire, so it is refused.
-POINTS = ("after-block-meta", "after-wal-commit")
+POINTS = ("after-block-meta", "after-wal-commit", "after-compacted-block")
 
 
 def fault_point(name: str) -> None:

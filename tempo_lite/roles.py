@@ -14,13 +14,14 @@ from tempo_lite.config import Config
 from tempo_lite.errors import ConfigError
 
 ROLES = (
-    "distributor", "live-store", "block-builder", "querier", "query-frontend", "compactor", "backend-worker",
-    "metrics-generator",
+    "distributor", "live-store", "block-builder", "querier", "query-frontend", "compactor", "backend-scheduler",
+    "backend-worker", "metrics-generator",
 )
 ALL = "all"
 # Roles whose work reaches the WAL (append, consume) and the object store (blocks, block list).
 _WAL_ROLES = frozenset({"distributor", "live-store", "block-builder", "metrics-generator"})
-_STORE_ROLES = frozenset({"block-builder", "querier", "query-frontend", "compactor", "backend-worker"})
+_STORE_ROLES = frozenset({"block-builder", "querier", "query-frontend", "compactor", "backend-scheduler",
+                          "backend-worker"})
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,18 @@ class Plan:
     distributor: bool  # receivers + distributor (appends to the WAL)
     live_store: bool  # consumes its partitions and serves them (in-process, or over /internal/live/)
     block_builder: bool  # consumes every partition and writes blocks (commits after meta.json)
-    compactor: bool  # compaction and retention
+    compactor: bool  # compaction and retention, planned and executed in this process (all, compactor)
     query: bool  # the query API: blocks plus recent data (own live-store, or remote live-stores)
     generator: bool  # the metrics-generator (observes every partition)
     # query-frontend without querier, `query_frontend.queriers` set: search and trace-by-ID jobs go to those
     # querier processes (frontend/sharding.py) instead of running here.
     sharding: bool = False
+    backend_scheduler: bool = False  # plans compactor jobs for backend-workers while it leads (backend/)
+    backend_worker: bool = False  # executes the jobs a backend-scheduler hands out
+
+    @property
+    def uses_compactor(self) -> bool:
+        return self.compactor or self.backend_scheduler or self.backend_worker
 
     @property
     def name(self) -> str:
@@ -69,12 +76,14 @@ def plan_for(config: Config, target: str | None = None) -> Plan:
         distributor="distributor" in roles,
         live_store="live-store" in roles,
         block_builder="block-builder" in roles,
-        compactor=bool(roles & {"compactor", "backend-worker"}),
+        compactor=all_in_one or "compactor" in roles,
         query=bool(roles & {"querier", "query-frontend"}),
         # In one process the generator is a config switch; as a role, naming it runs it.
         generator=config.metrics_generator.enabled if all_in_one else "metrics-generator" in roles,
         sharding=(not all_in_one and "query-frontend" in roles and "querier" not in roles
                   and bool(config.query_frontend.queriers)),
+        backend_scheduler=not all_in_one and "backend-scheduler" in roles,
+        backend_worker=not all_in_one and "backend-worker" in roles,
     )
     if not all_in_one:
         check_shared(config, plan)
@@ -102,6 +111,16 @@ def check_shared(config: Config, plan: Plan) -> None:
                 "local: use s3, gcs or azure, or set storage.trace.local.shared: true when every process "
                 "mounts the same directory (docs/scaling.md)"
             )
+    if plan.backend_scheduler and not (wal == "kafka" and config.storage.trace.wal.kafka.brokers):
+        raise ConfigError(
+            f"-target {plan.name}: the backend-scheduler elects its leader through a Kafka consumer group, but "
+            "storage.trace.wal.backend is not kafka with storage.trace.wal.kafka.brokers set (docs/scaling.md)"
+        )
+    if plan.backend_worker and not config.backend_worker.schedulers:
+        raise ConfigError(
+            f"-target {plan.name}: a backend-worker asks backend-schedulers for jobs: list their URLs under "
+            "backend_worker.schedulers (docs/scaling.md)"
+        )
     if plan.query and not plan.live_store and not config.querier.live_stores:
         raise ConfigError(
             f"-target {plan.name} answers queries but finds no live-store: list them under "

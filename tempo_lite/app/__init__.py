@@ -18,6 +18,7 @@ from typing import Any, cast
 import trio
 
 from tempo_lite.app.ingest import start_ingest_listeners
+from tempo_lite.backend.build import BackendRoles, build_backend
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.blockbuilder import BlockBuilder
 from tempo_lite.compactor import Compactor
@@ -105,6 +106,7 @@ class TempoLite:
             if not self.plan.all_in_one and wal_cfg.backend == "kafka" and wal_cfg.kafka.brokers else None
         )
         self.ring_member: LiveStoreMember | None = None
+        self.backend = BackendRoles()  # backend-scheduler, backend-worker (built with the components)
         self.cache = ByteCache(config.storage.trace.cache_bytes)
         self._stop = trio.Event()
         self._receivers_stopped = trio.Event()
@@ -172,7 +174,7 @@ class TempoLite:
                 if serves and cfg.live_store.memory_overhead_bytes else None,
             )
             self.livestore_local = True
-        if plan.store and (plan.block_builder or plan.compactor or plan.query):
+        if plan.store and (plan.block_builder or plan.uses_compactor or plan.query):
             self.blocklist = BlockList(self.store)
         if plan.block_builder:
             self.blockbuilder = BlockBuilder(
@@ -198,11 +200,12 @@ class TempoLite:
             )
             self.searcher = Searcher(self.querier, concurrency=cfg.query_frontend.search.concurrent_jobs)
             self.frontend = QueryFrontend(self.querier, self.searcher)
-        if plan.compactor:
+        if plan.uses_compactor:
             self.compactor = Compactor(
                 self.store, self.blocklist, self.cache, self.metrics,
                 compaction=cfg.compactor.compaction, block=cfg.storage.trace.block,
             )
+        self.backend = build_backend(cfg, plan, self.compactor) if plan.uses_compactor else BackendRoles()
         if plan.distributor:
             local_saturation = self.livestore_local and (plan.all_in_one or plan.live_store)
             self.distributor = Distributor(
@@ -280,13 +283,18 @@ class TempoLite:
                     await self.ring_member.join()
                     nursery.start_soon(self.ring_member.watch_drains)
                 self.services["live-store"] = "Running"
-            if plan.store and (plan.block_builder or plan.compactor or plan.query):
+            if plan.store and (plan.block_builder or plan.uses_compactor or plan.query):
                 await self._start(nursery, "block-list", self.blocklist.run,
                                   float(self.config.storage.trace.blocklist_poll))
             if plan.block_builder:
                 await self._start(nursery, "block-builder", self.blockbuilder.run)
             if plan.compactor:
                 await self._start(nursery, "compactor", self.compactor.run)
+            if self.backend.election is not None and self.backend.scheduler is not None:
+                await nursery.start(self.backend.election.run)
+                await self._start(nursery, "backend-scheduler", self.backend.scheduler.run)
+            if self.backend.worker is not None:
+                await self._start(nursery, "backend-worker", self.backend.worker.run)
             if plan.distributor and not plan.all_in_one:
                 nursery.start_soon(self._follow_wal_commits)
             async with trio.open_nursery() as receivers:
@@ -404,6 +412,10 @@ class TempoLite:
 
         plan, server = self.plan, self.config.server
         api = create_api(self)
+        if self.backend.scheduler is not None:
+            from tempo_lite.api.backend import register_backend_scheduler_routes
+
+            register_backend_scheduler_routes(api, self.backend.scheduler)
         if plan.live_store and not plan.all_in_one:
             register_live_routes(api, self.livestore)
             if self.ring_member is not None:
@@ -459,6 +471,9 @@ class TempoLite:
         if self.ring_member is not None:
             states["live-store-ring"] = "Drained" if self.ring_member.drained() else "Running"
         ring = list(status_lines(self.ring.ring)) if self.ring is not None else []
+        if self.backend.scheduler is not None:
+            states["backend-scheduler-lead"] = self.backend.scheduler.state()
+            states["backend-scheduler-jobs"] = self.backend.scheduler.counts()
         return list(states.items()) + ring
 
     def refresh_gauges(self) -> None:
@@ -476,7 +491,8 @@ def no_queries(app: ASGIApp, roles: str) -> ASGIApp:
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope.get("type") == "http" and needs_fresh_data(path) and not path.startswith("/internal/live/"):
+        internal = path.startswith(("/internal/live/", "/internal/backend/"))
+        if scope.get("type") == "http" and needs_fresh_data(path) and not internal:
             body = (f"this tempo-lite runs -target={roles}: send queries to a query-frontend\n").encode()
             await send({"type": "http.response.start", "status": 404,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8")]})

@@ -1,5 +1,9 @@
 """The compactor: merges small blocks, drops duplicate spans, and expires blocks past retention.
 
+Planning (`plan`, over the block list; `jobs.py`) and executing one job (`execute`) are separate: in one
+process `cycle` does both; in a split deployment the backend-scheduler plans and backend-workers execute
+(tempo_lite/backend/).
+
 Blocks are immutable. A compaction writes the merged block first (its ID derived from its inputs, so a
 retry after a crash rewrites the same block), then marks each input compacted by writing
 `meta.compacted.json` and removing `meta.json`, which makes it invisible to new queries. Marked blocks
@@ -22,45 +26,29 @@ import trio
 
 from tempo_lite.block import paths
 from tempo_lite.block.blocklist import BlockList
-from tempo_lite.block.meta import BlockMeta, compacted_block_id
+from tempo_lite.block.meta import BlockMeta
 from tempo_lite.block.reader import open_block
 from tempo_lite.block.writer import write_block
+from tempo_lite.compactor.jobs import (
+    MAX_INPUT_BLOCKS,
+    CompactionJob,
+    Job,
+    RetentionJob,
+    plan_compactions,
+    plan_tenant,
+)
 from tempo_lite.compactor.merge import SLICE_SPANS, merge_in_slices
 from tempo_lite.config import BlockConfig, CompactionConfig
 from tempo_lite.errors import StorageError
+from tempo_lite.faults import fault_point
 from tempo_lite.metrics import Metrics
 from tempo_lite.storage.cache import ByteCache
 from tempo_lite.storage.store import ObjectNotFound, ObjectStore
 
+__all__ = ["MAX_INPUT_BLOCKS", "CompactionJob", "Compactor", "Job", "RetentionJob", "plan_compactions",
+           "plan_tenant"]
+
 log = logging.getLogger(__name__)
-
-# At most this many blocks are merged at once, which bounds the memory a compaction takes.
-MAX_INPUT_BLOCKS = 8
-
-
-def plan_compactions(
-    metas: list[BlockMeta], *, window_ns: int, max_block_bytes: int, max_inputs: int = MAX_INPUT_BLOCKS
-) -> list[list[BlockMeta]]:
-    """Groups of blocks to merge: same compaction level, same time window, within the size bound."""
-    buckets: dict[tuple[int, int], list[BlockMeta]] = {}
-    for m in metas:
-        buckets.setdefault((m.compaction_level, m.start_unix_nano // max(1, window_ns)), []).append(m)
-    plans = []
-    for _, group in sorted(buckets.items()):
-        group.sort(key=lambda m: (m.start_unix_nano, m.block_id))
-        current: list[BlockMeta] = []
-        size = 0
-        for m in group:
-            if current and (size + m.size_bytes > max_block_bytes or len(current) >= max_inputs):
-                if len(current) > 1:
-                    plans.append(current)
-                current, size = [], 0
-            current.append(m)
-            size += m.size_bytes
-        if len(current) > 1:
-            plans.append(current)
-    return plans
-
 
 class Compactor:
     def __init__(
@@ -94,22 +82,89 @@ class Compactor:
                 log.warning("compaction cycle failed, retrying next cycle: %s", exc.message)
 
     async def cycle(self) -> int:
-        """One pass over every tenant: retention, compaction, deletion of old compacted blocks."""
+        """One pass over every tenant: plan its jobs, execute each (retention first); returns the number of
+        compactions done."""
         done = 0
-        for tenant in self.blocklist.tenants():
-            await self.apply_retention(tenant)
-            plans = plan_compactions(
-                self.blocklist.blocks(tenant),
-                window_ns=int(self.config.compaction_window * 1e9),
-                max_block_bytes=self.config.max_block_bytes,
-            )
-            for inputs in plans:
-                await self.compact(inputs)
-                done += 1
-        await self.delete_expired()
+        for tenant in await self.tenants():
+            for job in self.plan(tenant):
+                if await self.execute(job) is not None and isinstance(job, CompactionJob):
+                    done += 1
         return done
 
-    async def compact(self, inputs: list[BlockMeta]) -> BlockMeta:
+    async def tenants(self) -> list[str]:
+        """Every tenant with visible blocks or blocks in the store (marked ones still to be deleted)."""
+        return sorted(set(self.blocklist.tenants()) | set(await self.store.list(paths.ROOT)))
+
+    def plan(self, tenant: str, busy: frozenset[str] = frozenset()) -> list[Job]:
+        """The tenant's jobs from the block list, leaving out the blocks in `busy` (taken by running jobs)."""
+        return plan_tenant(
+            tenant, self.blocklist.blocks(tenant), now=self.wall_clock(),
+            block_retention=float(self.config.block_retention),
+            window_ns=int(self.config.compaction_window * 1e9), max_block_bytes=self.config.max_block_bytes,
+            busy=busy,
+        )
+
+    async def execute(self, job: Job) -> BlockMeta | None:
+        """Run one job. A compaction returns its output block's meta (None: its inputs are gone and its
+        output was never written, so there is nothing to do); retention returns None."""
+        if isinstance(job, CompactionJob):
+            return await self.compact(list(job.inputs))
+        await self.retain(job)
+        return None
+
+    async def retain(self, job: RetentionJob) -> int:
+        """Mark the job's expired blocks compacted (invisible), then delete the tenant's blocks marked longer
+        ago than `compacted_block_retention`."""
+        marked = 0
+        for m in job.expired:
+            if await self.store.exists(paths.block_file(m.tenant, m.block_id, paths.META)):
+                await self.mark_compacted(m)
+                marked += 1
+            else:
+                self.blocklist.remove(m.tenant, m.block_id)
+        if marked:
+            log.info("retention: %d block(s) of %s past %ss", marked, job.tenant, self.config.block_retention)
+        await self.delete_expired(job.tenant)
+        return marked
+
+    async def compact(self, inputs: list[BlockMeta]) -> BlockMeta | None:
+        """Merge the inputs into one block and mark them compacted. Idempotent: the output's ID is derived from
+        the inputs, so when it exists already (a run that crashed, or timed out and was handed to another
+        worker) only the inputs still visible are marked; when it does not and an input was already marked
+        (another job took it), nothing is written."""
+        job = CompactionJob(tuple(inputs))
+        tenant = job.tenant
+        visible = [await self.store.exists(paths.block_file(tenant, m.block_id, paths.META)) for m in inputs]
+        existing = await self._read_meta(tenant, job.output_id)
+        if existing is not None:
+            log.info("compaction %s was done already: marking its %d remaining input(s)", job.output_id,
+                     sum(visible))
+            if existing.compacted_unix is None:
+                self.blocklist.add(existing)
+            for m, still in zip(inputs, visible, strict=True):
+                if still:
+                    await self.mark_compacted(m)
+                else:
+                    self.blocklist.remove(m.tenant, m.block_id)
+            return existing
+        if not all(visible):
+            log.info("compaction %s skipped: an input is no longer visible", job.output_id)
+            for m, still in zip(inputs, visible, strict=True):
+                if not still:
+                    self.blocklist.remove(m.tenant, m.block_id)
+            return None
+        return await self._merge(inputs, job.output_id)
+
+    async def _read_meta(self, tenant: str, block_id: str) -> BlockMeta | None:
+        """The block's meta.json, else its meta.compacted.json, else None."""
+        for name in (paths.META, paths.COMPACTED_META):
+            try:
+                return BlockMeta.from_json(await self.store.read(paths.block_file(tenant, block_id, name)))
+            except (ObjectNotFound, ValueError):
+                continue
+        return None
+
+    async def _merge(self, inputs: list[BlockMeta], block_id: str) -> BlockMeta:
         tenant = inputs[0].tenant
         # Reading decodes in a worker thread (the store's limiter); the merge runs in worker threads in
         # slices, so queries served by this process keep getting the event loop and the GIL.
@@ -118,7 +173,7 @@ class Compactor:
             tables,
             self.encode_limiter,
             slice_spans=self.slice_spans,
-            block_id=compacted_block_id(tenant, [m.block_id for m in inputs]),
+            block_id=block_id,
             tenant=tenant,
             row_group_spans=self.block.row_group_spans,
             max_dedicated_columns=self.block.max_dedicated_columns,
@@ -126,6 +181,7 @@ class Compactor:
             compaction_level=max(m.compaction_level for m in inputs) + 1,
         )
         await write_block(self.store, block)
+        fault_point("after-compacted-block")  # crash tests: the output written, no input marked yet
         self.blocklist.add(block.meta)
         for m in inputs:
             await self.mark_compacted(m)
@@ -143,19 +199,17 @@ class Compactor:
         self.blocklist.remove(meta.tenant, meta.block_id)
 
     async def apply_retention(self, tenant: str) -> int:
-        cutoff_ns = int((self.wall_clock() - self.config.block_retention) * 1e9)
-        expired = [m for m in self.blocklist.blocks(tenant) if m.end_unix_nano < cutoff_ns]
-        for m in expired:
-            await self.mark_compacted(m)
-        if expired:
-            log.info("retention: %d block(s) of %s past %ss", len(expired), tenant, self.config.block_retention)
-        return len(expired)
+        """Mark the tenant's blocks past `block_retention` compacted (and delete old marked blocks)."""
+        job = self.plan(tenant)[0]
+        assert isinstance(job, RetentionJob)
+        return await self.retain(job)
 
-    async def delete_expired(self) -> int:
-        """Delete blocks marked compacted longer ago than the grace period."""
+    async def delete_expired(self, only_tenant: str | None = None) -> int:
+        """Delete blocks marked compacted longer ago than the grace period (of one tenant, or all)."""
         deleted = 0
         cutoff = self.wall_clock() - self.config.compacted_block_retention
-        for tenant in await self.store.list(paths.ROOT):
+        tenants = [only_tenant] if only_tenant is not None else await self.store.list(paths.ROOT)
+        for tenant in tenants:
             for block_id in await self.store.list(paths.tenant_dir(tenant)):
                 path = paths.block_file(tenant, block_id, paths.COMPACTED_META)
                 try:

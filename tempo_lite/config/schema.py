@@ -241,6 +241,25 @@ class CompactorConfig:
 
 
 @dataclass(frozen=True)
+class BackendSchedulerConfig:
+    # A job a worker has not reported by then is handed to another worker; a new leader also waits this long
+    # before handing out jobs (the old leader's jobs finish or are abandoned first). docs/scaling.md.
+    job_timeout: Duration = Duration(300.0)
+    # A job that failed this many times is dropped (planned again next cycle if still due).
+    max_attempts: int = 3
+    # The leader's Kafka group session: a dead leader's standby takes over after about this long.
+    leader_session_timeout: Duration = Duration(6.0)
+
+
+@dataclass(frozen=True)
+class BackendWorkerConfig:
+    # Base URLs of the backend-scheduler processes (the leader answers; the others refuse with 503).
+    schedulers: tuple[str, ...] = ()
+    # How long an idle worker waits before asking for a job again.
+    poll_interval: Duration = Duration(2.0)
+
+
+@dataclass(frozen=True)
 class SearchFrontendConfig:
     default_result_limit: int = 20
     max_result_limit: int = 262144
@@ -304,6 +323,8 @@ class Config:
     live_store: LiveStoreConfig = field(default_factory=LiveStoreConfig)
     block_builder: BlockBuilderConfig = field(default_factory=BlockBuilderConfig)
     compactor: CompactorConfig = field(default_factory=CompactorConfig)
+    backend_scheduler: BackendSchedulerConfig = field(default_factory=BackendSchedulerConfig)
+    backend_worker: BackendWorkerConfig = field(default_factory=BackendWorkerConfig)
     query_frontend: QueryFrontendConfig = field(default_factory=QueryFrontendConfig)
     querier: QuerierConfig = field(default_factory=QuerierConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)

@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     "tempo_lite.livestore": 3,
     "tempo_lite.blockbuilder": 3,
     "tempo_lite.compactor": 3,
+    "tempo_lite.backend": 3,  # backend-scheduler and backend-worker: plan and execute compactor jobs
     "tempo_lite.generator": 3,
     "tempo_lite.querier": 3,
     # 4 frontend

@@ -3,6 +3,7 @@ processes cannot share, partition checks, and the shipped per-role configs (depl
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from tempo_lite import spantable
 from tempo_lite.config import load_config, load_config_text
+from tempo_lite.config.schema import BackendWorkerConfig
 from tempo_lite.errors import ConfigError
 from tempo_lite.roles import ROLES, check_live_store_partitions, check_querier_coverage, parse_target, plan_for
 
@@ -37,7 +39,9 @@ def test_each_role_runs_only_its_components() -> None:
     assert querier.query and querier.store and not querier.wal and querier.name == "querier,query-frontend"
     builder = plan_for(config, "block-builder")
     assert builder.block_builder and builder.wal and builder.store and not builder.live_store
-    assert plan_for(config, "backend-worker").compactor and not plan_for(config, "backend-worker").wal
+    worker_config = dataclasses.replace(config, backend_worker=BackendWorkerConfig(schedulers=("http://s:3200",)))
+    worker = plan_for(worker_config, "backend-worker")
+    assert worker.backend_worker and worker.uses_compactor and not worker.compactor and not worker.wal
     assert plan_for(config, "metrics-generator").generator
 
 
@@ -131,7 +135,8 @@ def test_compose_services_run_shipped_configs_that_load_for_their_roles(service:
 
 def test_every_deploy_config_loads() -> None:
     names = sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "docker-compose.yaml")
-    assert names == ["block-builder.yaml", "compactor.yaml", "distributor.yaml", "live-store.yaml",
+    assert names == ["backend-scheduler.yaml", "backend-worker.yaml", "block-builder.yaml", "compactor.yaml",
+                     "distributor.yaml", "live-store.yaml",
                      "metrics-generator.yaml", "querier.yaml", "query-frontend.yaml"]
     for name in names:
         load_config(DEPLOY / name)
