@@ -12,12 +12,12 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import trio
 
 from tempo_lite.app.ingest import start_ingest_listeners
+from tempo_lite.app.listeners import Listeners, no_queries
 from tempo_lite.backend.build import BackendRoles, build_backend
 from tempo_lite.block.blocklist import BlockList
 from tempo_lite.blockbuilder import BlockBuilder
@@ -57,17 +57,6 @@ WRITE_REFUSAL_READY_WINDOW_SECONDS = 30.0
 # Request bytes in flight across the ingest listeners: at most live_store.max_bytes / this (16 MiB of the
 # default 512 MiB; a request alone is always admitted). tempo_lite/distributor/inflight.py.
 INFLIGHT_FRACTION = 32
-
-
-@dataclass
-class Listeners:
-    """Where each listener actually bound (port 0 in the config picks a free port)."""
-
-    addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-    def url(self, name: str) -> str:
-        host, port = self.addresses[name]
-        return f"http://{host}:{port}"
 
 
 async def open_object_store(config: Config) -> ObjectStore:
@@ -483,21 +472,3 @@ class TempoLite:
             self.metrics.livestore_bytes.set(self.livestore.nbytes)
         if self.plan.store:
             self.metrics.store_read_bytes.set(self.store.bytes_read)
-
-
-def no_queries(app: ASGIApp, roles: str) -> ASGIApp:
-    """`app` in a process without querier or query-frontend: a query gets 404 saying where to send it."""
-    from tempo_lite.livestore.freshness import needs_fresh_data
-
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        internal = path.startswith(("/internal/live/", "/internal/backend/"))
-        if scope.get("type") == "http" and needs_fresh_data(path) and not internal:
-            body = (f"this tempo-lite runs -target={roles}: send queries to a query-frontend\n").encode()
-            await send({"type": "http.response.start", "status": 404,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await app(scope, receive, send)
-
-    return wrapped

@@ -19,7 +19,7 @@ import trio
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from tempo_lite.wal.kafka import _client_config, _ensure_topic
+from tempo_lite.wal.kafka_setup import client_config, ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ class KafkaLeaderElection:
 
     def _member(self) -> None:
         """The group membership, polled in a worker thread until `_stop` (then the group is left)."""
-        config = _client_config(self.brokers)
-        _ensure_topic(AdminClient(config), self.topic, 1)
+        config = client_config(self.brokers)
+        ensure_topic(AdminClient(config), self.topic, 1)
         session_ms = max(1000, int(self.session_timeout * 1000))
         consumer = Consumer({
             **config, "group.id": self.topic, "enable.auto.commit": False, "session.timeout.ms": session_ms,

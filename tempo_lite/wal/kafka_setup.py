@@ -107,7 +107,7 @@ def create_topic(admin: AdminClient, topic: str, partitions: int, config: dict[s
                 raise
 
 
-def _ensure_topic(admin: AdminClient, topic: str, partitions: int) -> int:
+def ensure_topic(admin: AdminClient, topic: str, partitions: int) -> int:
     """Create the topic with `partitions` partitions if missing; return its partition count."""
     metadata = admin.list_topics(timeout=BROKER_TIMEOUT_S)
     if topic not in metadata.topics or metadata.topics[topic].error is not None:
@@ -162,7 +162,7 @@ def open_clients(
     consumers, and load every group's committed offsets. Blocking."""
     admin = AdminClient(client_config(brokers, on_error))
     try:
-        existing = _ensure_topic(admin, topic, partitions)
+        existing = ensure_topic(admin, topic, partitions)
         identity = _topic_id(admin, topic)
     except KafkaException as exc:
         raise Unavailable(f"Kafka WAL: cannot reach brokers {brokers!r} for topic {topic!r}: {exc}") from exc
