@@ -156,6 +156,9 @@ class KafkaRing:
         self._producer: Producer | None = None
         self._lock = trio.Lock()
         self.loaded = False  # a read has succeeded
+        # Partitions whose every instance was deleted (drained), as the ring topic's tombstones show until
+        # the broker compacts them away.
+        self.drained: frozenset[int] = frozenset()
         self._topic_exists = False
 
     def _config(self) -> dict[str, Any]:
@@ -168,12 +171,13 @@ class KafkaRing:
             return
         create_topic(admin, self.topic, 1, {"cleanup.policy": "compact"})
 
-    def _read_sync(self) -> dict[tuple[int, str], Entry]:
+    def _read_sync(self) -> tuple[dict[tuple[int, str], Entry], frozenset[int]]:
         consumer = Consumer({**self._config(), "group.id": f"{self.topic}.reader", "enable.auto.commit": False,
                              "enable.partition.eof": True, "auto.offset.reset": "earliest",
                              "fetch.wait.max.ms": 20})
         try:
             ring: dict[tuple[int, str], Entry] = {}
+            deleted: set[int] = set()
             # Read to the end the fetch reports (tansu's ListOffsets answer cannot be trusted: docs/wal.md).
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
             deadline = time.monotonic() + READ_TIMEOUT_S
@@ -184,7 +188,7 @@ class KafkaRing:
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        return ring
+                        return ring, frozenset(deleted - {p for p, _zone in ring})
                     raise KafkaException(error)
                 key, value = msg.key(), msg.value()
                 if key is None:
@@ -195,6 +199,7 @@ class KafkaRing:
                     ring[(partition, zone)] = Entry(partition, entry.state, entry.owner, entry.changed_unix, zone)
                 else:
                     ring.pop((partition, zone), None)
+                    deleted.add(partition)
             raise Unavailable(f"partition ring topic {self.topic}: not read to its end within {READ_TIMEOUT_S}s")
         finally:
             consumer.close()
@@ -217,7 +222,7 @@ class KafkaRing:
             if not self._topic_exists:
                 await trio.to_thread.run_sync(self._ensure_topic_sync)
                 self._topic_exists = True
-            instances = await trio.to_thread.run_sync(self._read_sync)
+            instances, self.drained = await trio.to_thread.run_sync(self._read_sync)
         if instances != self.instances:
             self.instances = instances
             self.ring = partitions_of(instances)

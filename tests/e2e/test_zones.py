@@ -100,9 +100,10 @@ querier:
         for proc in procs:
             proc.wait_ready(timeout=90)
         # The ring records both instances of every partition, each with its zone.
-        wait_until(lambda: all(f"{live_a.api} zone a, {live_b.api} zone b" in status(querier).get(f"partition-{p}", "")
-                               for p in range(4)), 30, "the querier reads both zones' instances from the ring")
-        assert status(querier)["partition-0"].startswith("ACTIVE")
+        # Each twin creates its instance PENDING and makes it ACTIVE once it has replayed the partition.
+        wait_until(lambda: all(status(querier).get(f"partition-{p}", "") ==
+                               f"ACTIVE ({live_a.api} zone a, {live_b.api} zone b)" for p in range(4)),
+                   30, "the querier reads both zones' instances from the ring, ACTIVE")
 
         sent: dict[bytes, dict] = {}
         first = sdk_spans("zones-one", traces=16)

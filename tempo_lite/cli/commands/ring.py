@@ -93,6 +93,10 @@ def _print(ring: dict[int, Entry]) -> None:
         print(f"{name}: {state}")
 
 
+def _print_drained(partition: int) -> None:
+    print(f"partition-{partition}: drained (its records are in blocks; it takes no writes and no live-store serves it)")
+
+
 async def _main(ring: KafkaRing, args: argparse.Namespace, timeout: float) -> int:
     command = args.ring_command
     if command == "status":
@@ -107,6 +111,9 @@ async def _main(ring: KafkaRing, args: argparse.Namespace, timeout: float) -> in
     try:
         changed = await ring.set_partition_state(partition, state)
     except ValueError as exc:
+        if command == "drain" and partition in ring.drained:  # every instance deleted: a drain finished earlier
+            _print_drained(partition)
+            return EXIT_OK
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     _print({p: e for p, e in ring.ring.items() if p == partition})
@@ -120,8 +127,7 @@ async def _main(ring: KafkaRing, args: argparse.Namespace, timeout: float) -> in
         await ring.read()
         left = sorted((e for (p, _z), e in ring.instances.items() if p == partition), key=lambda e: e.zone)
         if not left:
-            print(f"partition-{partition}: drained (its records are in blocks; it takes no writes and no live-store "
-                  "serves it)")
+            _print_drained(partition)
             return EXIT_OK
         if any(e.state is not State.INACTIVE for e in left):
             owners = ", ".join(f"{e.owner} {e.state.value}" for e in left if e.state is not State.INACTIVE)
