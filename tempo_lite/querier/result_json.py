@@ -189,12 +189,14 @@ def _slot_json(slot: str, values: pa.Array) -> pa.Array:
     raise ValueError(f"unknown value type {slot}")
 
 
-def typed_json(col: Col) -> pa.Array:
-    """Per row of `col`, its first present typed value as AnyValue JSON (arrays as arrayValue), or null:
-    the value `engine._typed_values` picks."""
+def first_typed(col: Col, out_type: pa.DataType, encode_slot: Callable[[str, pa.Array], pa.Array],
+                encode_array: Callable[[list[object]], object]) -> pa.Array:
+    """Per row of `col`, its first present typed value (the one `engine._typed_values` picks) encoded by
+    `encode_slot` (a slot's whole column) or, for rows holding only an array, `encode_array` (its
+    elements), or null: the walk `typed_json` and `result_pb.any_values` share."""
     col = col.primary()
     n = col.n
-    out: pa.Array = pa.nulls(n, pa.string())
+    out: pa.Array = pa.nulls(n, out_type)
     for slot, v in col.slots.items():
         if isinstance(v, pa.Scalar):
             if not v.is_valid:
@@ -202,7 +204,7 @@ def typed_json(col: Col) -> pa.Array:
             arr = pa.array([v.as_py()] * n, v.type) if n else pa.array([], v.type)
         else:
             arr = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
-        out = pc.coalesce(out, _slot_json(slot, arr))
+        out = pc.coalesce(out, encode_slot(slot, arr))
     if col.arr is not None and col.arr.has.any():
         rows = np.flatnonzero(col.arr.has & ~np.asarray(pc.is_valid(out).to_numpy(zero_copy_only=False), bool))
         if len(rows):
@@ -213,11 +215,16 @@ def typed_json(col: Col) -> pa.Array:
                     if values[j] is not None:
                         elems.setdefault(parent, []).append(values[j])
                         break
-            text = out.to_pylist()
+            encoded = out.to_pylist()
             for i in rows.tolist():
-                text[i] = _typed_json(("array", elems.get(i, [])))
-            out = pa.array(text, pa.string())
+                encoded[i] = encode_array(elems.get(i, []))
+            out = pa.array(encoded, out_type)
     return out
+
+
+def typed_json(col: Col) -> pa.Array:
+    """Per row of `col`, its first present typed value as AnyValue JSON (arrays as arrayValue), or null."""
+    return first_typed(col, pa.string(), _slot_json, lambda elems: _typed_json(("array", elems)))
 
 
 def _key_value(key: str, values: pa.Array) -> pa.Array:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tempo_lite._gen import tempopb_pb2 as pb
-from tempo_lite.querier.result_json import codes_of, grouped, hex_column
+from tempo_lite.querier.result_json import codes_of, first_typed, grouped, hex_column
 from tempo_lite.querier.search_pb import any_value, plain_typed
 from tempo_lite.traceql.engine import SpansetColumns
 from tempo_lite.traceql.engine_values import Col
@@ -124,33 +124,11 @@ def _slot_pb(slot: str, values: pa.Array) -> pa.Array:
 def any_values(col: Col) -> pa.Array:
     """Per row of `col`, its first present typed value as AnyValue bytes (arrays as array_value), or null:
     `result_json.typed_json` in protobuf."""
-    col = col.primary()
-    n = col.n
-    out: pa.Array = pa.nulls(n, pa.binary())
-    for slot, v in col.slots.items():
-        if isinstance(v, pa.Scalar):
-            if not v.is_valid:
-                continue
-            arr = pa.array([v.as_py()] * n, v.type) if n else pa.array([], v.type)
-        else:
-            arr = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
-        out = pc.coalesce(out, _slot_pb(slot, arr))
-    if col.arr is not None and col.arr.has.any():
-        rows = np.flatnonzero(col.arr.has & ~np.asarray(pc.is_valid(out).to_numpy(zero_copy_only=False), bool))
-        if len(rows):
-            elems: dict[int, list[object]] = {}
-            lists = [v.to_pylist() for v in col.arr.slots.values()]
-            for j, parent in enumerate(col.arr.parents.tolist()):
-                for values in lists:
-                    if values[j] is not None:
-                        elems.setdefault(parent, []).append(values[j])
-                        break
-            encoded = out.to_pylist()
-            for i in rows.tolist():
-                encoded[i] = pb.AnyValue(array_value=pb.ArrayValue(
-                    values=[any_value(plain_typed(x)) for x in elems.get(i, [])])).SerializeToString()
-            out = pa.array(encoded, pa.binary())
-    return out
+    return first_typed(col, pa.binary(), _slot_pb, _array_pb)
+
+
+def _array_pb(elems: list[object]) -> bytes:
+    return pb.AnyValue(array_value=pb.ArrayValue(values=[any_value(plain_typed(x)) for x in elems])).SerializeToString()
 
 
 def _key_values(tag: bytes, pairs: list[tuple[str, pa.Array]]) -> list[pa.Array]:
